@@ -1,0 +1,1 @@
+"""keylib: musical key annotation for music catalogues."""

@@ -1,0 +1,115 @@
+"""THE feature function: a 12 x frames chroma tensor, shared by extraction, training and
+``keylib analyze`` so that there is no train/serve skew.
+
+The recipe (version :data:`FEATURE_VERSION`) is fixed in code, not in configuration,
+because the shipped model is trained on exactly these features:
+
+1. mono audio at :data:`SAMPLE_RATE` (11,025 Hz: keys live below 2.1 kHz, and a low rate
+   makes decoding, resampling and the FFT cheap);
+2. magnitude STFT with an 8,192-sample Hann window (0.74 s, 1.35 Hz per bin, enough to
+   separate semitones down to C2) and a hop giving :data:`FRAME_RATE` frames a second;
+3. tuning estimated from the spectrum (librosa), so detuned recordings fold correctly;
+4. a chroma filterbank (librosa) restricted to :data:`FMIN` .. :data:`FMAX`, the band
+   where pitched harmony sits (as in Korzeniowski & Widmer's key CNN);
+5. log compression ``log1p(100 x / max)``, scaled to 0..1 by the track's maximum, so that
+   level does not matter and silence gives zeros, never NaN.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import librosa
+import numpy as np
+
+__all__ = [
+    "FEATURE_VERSION",
+    "SAMPLE_RATE",
+    "FRAME_RATE",
+    "HOP_LENGTH",
+    "N_FFT",
+    "N_CHROMA",
+    "FMIN",
+    "FMAX",
+    "chroma",
+    "frames_for_duration",
+]
+
+FEATURE_VERSION = "chroma-stft-11k-5fps-v1"
+SAMPLE_RATE = 11025
+FRAME_RATE = 5.0
+HOP_LENGTH = int(SAMPLE_RATE / FRAME_RATE)  # 2205 samples = 0.2 s
+N_FFT = 8192
+N_CHROMA = 12
+FMIN = 65.4  # C2
+FMAX = 2100.0
+LOG_GAIN = 100.0
+# Below this spectral magnitude the track is treated as silent and gets an all-zero tensor.
+_SILENCE_FLOOR = 1e-6
+
+
+def frames_for_duration(duration_s: float) -> int:
+    """Number of chroma frames for ``duration_s`` seconds of audio (centred frames)."""
+    return int(round(duration_s * SAMPLE_RATE)) // HOP_LENGTH + 1
+
+
+@lru_cache(maxsize=64)
+def _filterbank(tuning_hundredths: int) -> np.ndarray:
+    """Chroma filterbank (12, N_FFT // 2 + 1) for a tuning in hundredths of a semitone."""
+    fb = librosa.filters.chroma(
+        sr=SAMPLE_RATE,
+        n_fft=N_FFT,
+        n_chroma=N_CHROMA,
+        tuning=tuning_hundredths / 100.0,
+        ctroct=5.0,
+        octwidth=None,  # flat across octaves: the band mask below limits the range
+        norm=None,
+    )
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT)
+    fb[:, (freqs < FMIN) | (freqs > FMAX)] = 0.0
+    return np.ascontiguousarray(fb, dtype=np.float32)
+
+
+def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Chroma tensor of a mono signal.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono audio at ``sr`` Hz (float, any level).
+    sr : int
+        Must equal :data:`SAMPLE_RATE`; :func:`keylib.audio.decode` resamples to it.
+
+    Returns
+    -------
+    np.ndarray, shape (12, n_frames), float32
+        Values in 0..1, row 0 = C, row 11 = B; ``n_frames = frames_for_duration(len(y) / sr)``.
+        All zeros for silence; never NaN or inf.
+    """
+    if sr != SAMPLE_RATE:
+        raise ValueError(f"chroma expects audio at {SAMPLE_RATE} Hz, got {sr} Hz")
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ValueError(f"chroma expects mono audio of shape (n,), got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+    spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann", center=True))
+    if float(spec.max(initial=0.0)) < _SILENCE_FLOOR:
+        return np.zeros((N_CHROMA, spec.shape[1]), dtype=np.float32)
+    tuning = _estimate_tuning(spec)
+    raw = _filterbank(int(round(tuning * 100))) @ spec
+    peak = float(raw.max(initial=0.0))
+    if peak < _SILENCE_FLOOR:
+        return np.zeros_like(raw, dtype=np.float32)
+    out = np.log1p(LOG_GAIN * raw / peak) / np.log1p(LOG_GAIN)
+    return out.astype(np.float32, copy=False)
+
+
+def _estimate_tuning(spec: np.ndarray) -> float:
+    """Tuning deviation in semitones (-0.5 .. 0.5) from a magnitude spectrogram."""
+    # librosa's piptrack-based estimator; restricted to the chroma band so that drums
+    # and hiss above FMAX do not vote.
+    tuning = librosa.estimate_tuning(
+        S=spec, sr=SAMPLE_RATE, n_fft=N_FFT, fmin=FMIN, fmax=FMAX, bins_per_octave=12
+    )
+    return float(tuning) if np.isfinite(tuning) else 0.0

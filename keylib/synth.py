@@ -113,3 +113,12 @@ def make_sample_catalogue(
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+if __name__ == "__main__":  # ./submit.sh demo: python -m keylib.synth FOLDER
+    import sys
+
+    if len(sys.argv) != 2:
+        print("usage: python -m keylib.synth FOLDER", file=sys.stderr)
+        sys.exit(2)
+    print(make_sample_catalogue(Path(sys.argv[1])))

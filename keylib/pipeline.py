@@ -1,0 +1,90 @@
+"""Job-level flows over Spark: list -> select what is new -> transform -> commit.
+
+Kept apart from ``jobs/`` so that tests and other jobs (annotate, nightly) call the same
+functions the command line does.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from . import features
+from .catalogue import list_tracks
+from .errors import STATUS_OK, STATUS_SILENT
+from .extract import ExtractSettings
+from .incremental import select_tracks
+from .runner import RunSummary
+from .spark import clear_staging, commit_run, extract_dataframe, new_run_id, read_current
+
+__all__ = ["CHROMA_TABLE", "run_extract"]
+
+CHROMA_TABLE = "chroma"
+SUCCESS_STATUSES = (STATUS_OK, STATUS_SILENT)
+
+log = logging.getLogger("keylib")
+
+
+def run_extract(
+    spark: SparkSession,
+    *,
+    input_uri: str,
+    output: str | Path,
+    config: Mapping[str, Any],
+    force: bool = False,
+    run_id: str | None = None,
+) -> RunSummary:
+    """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``.
+
+    Returns
+    -------
+    RunSummary
+        listed / new / skipped / failed counts; ``extra["run_id"]`` and
+        ``extra["committed"]`` (the published folder, absent when nothing was new).
+    """
+    summary = RunSummary(job="extract")
+    run_id = run_id or new_run_id()
+    root = Path(output) / CHROMA_TABLE
+    listing = list_tracks(input_uri, s3_settings=config["s3"])
+    summary.listed = len(listing)
+    log.info("listed %d tracks from %s", len(listing), input_uri)
+
+    previous = read_current(spark, root)
+    previous_pdf = None
+    if previous is not None and not force:
+        previous_pdf = previous.select("track_id", "fingerprint", "status", "feature_version").toPandas()
+    todo, skipped = select_tracks(
+        listing, previous_pdf, versions={"feature_version": features.FEATURE_VERSION}, force=force
+    )
+    summary.new, summary.skipped = len(todo), len(skipped)
+    summary.extra["run_id"] = run_id
+    if todo.empty:
+        log.info("nothing new to extract: all %d tracks are up to date", summary.listed)
+        return summary
+
+    log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
+    clear_staging(root)
+    frame = extract_dataframe(
+        spark, todo,
+        settings=ExtractSettings.from_config(config),
+        tracks_per_partition=config["spark"]["tracks_per_partition"],
+    )
+    published = commit_run(frame, root, f"run={run_id}", run_id=run_id)
+    counts = (
+        spark.read.parquet(str(published)).groupBy("status").count().toPandas()
+        .set_index("status")["count"].to_dict()
+    )
+    summary.failed = int(sum(n for status, n in counts.items() if status not in SUCCESS_STATUSES))
+    summary.extra["committed"] = str(published)
+    summary.extra["statuses"] = counts
+    if summary.failed:
+        summary.failures = [
+            (r.track_id, r.status, r.error)
+            for r in spark.read.parquet(str(published)).filter(~F.col("status").isin(*SUCCESS_STATUSES))
+            .select("track_id", "status", "error").limit(50).collect()
+        ]
+    return summary

@@ -71,6 +71,17 @@ class RunSummary:
         return EXIT_OK
 
 
+def _configure_logging() -> None:
+    # Under spark-submit the driver's stdout and stderr both reach the console through the
+    # JVM; keylib logs to stderr with its own handler, py4j's chatter is silenced.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s keylib %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
 def job_main(
     name: str,
     description: str,
@@ -86,8 +97,7 @@ def job_main(
     parser.add_argument("--conf", default=None, help="configuration file (default conf/local.toml)")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s keylib %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    _configure_logging()
     try:
         config = load_config(args.conf)
     except ConfigError as exc:

@@ -1,0 +1,238 @@
+"""MIREX evaluation reports: ``report.json``, ``report.md``, ``report.html`` and PNG plots.
+
+The folder written by :func:`write_report`::
+
+    report.json         the full summary (both fifth conventions, counts, confusion, by source,
+                        exclusions with reasons), plus per-track scored and excluded rows
+    report.md           the same for people, as Markdown tables
+    report.html         self-contained page showing confusion.png and key_distribution.png
+    confusion.png       24 x 24 confusion matrix (rows = reference, columns = estimate)
+    key_distribution.png  reference vs estimated keys of the scored tracks
+
+Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .evaluate import EXCLUSION_REASONS, Evaluation
+from .keys import KEY_NAMES
+from .mirex import CATEGORIES
+
+__all__ = ["REPORT_FILES", "write_report", "plot_confusion", "plot_distribution"]
+
+REPORT_FILES = ("report.json", "report.md", "report.html", "confusion.png", "key_distribution.png")
+
+_REASON_TEXT = {
+    "no_label": "no key label in the truth manifest",
+    "unparseable_label": "label is not one of the 24 major/minor keys (X, -, None, modal, ...)",
+    "not_predicted": "no keys row for the track",
+    "no_estimate": "the keys row has no key (failed or silent track)",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion(confusion: np.ndarray, path: str | Path, *, title: str = "Confusion matrix") -> Path:
+    """Save a 24 x 24 confusion matrix (``confusion[ref, est]`` counts) as a PNG."""
+    conf = np.asarray(confusion)
+    if conf.shape != (24, 24):
+        raise ValueError(f"confusion must have shape (24, 24), got {conf.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 8), dpi=100)
+    image = ax.imshow(conf, cmap="Blues", interpolation="nearest")
+    ax.set_xticks(range(24), KEY_NAMES, rotation=90, fontsize=7)
+    ax.set_yticks(range(24), KEY_NAMES, fontsize=7)
+    ax.set_xlabel("estimated key")
+    ax.set_ylabel("reference key")
+    ax.set_title(title)
+    peak = conf.max(initial=0)
+    for r, e in zip(*np.nonzero(conf)):
+        ax.text(e, r, str(int(conf[r, e])), ha="center", va="center", fontsize=6,
+                color="white" if conf[r, e] > peak / 2 else "black")
+    ax.axhline(11.5, color="grey", lw=0.5)
+    ax.axvline(11.5, color="grey", lw=0.5)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_distribution(reference: np.ndarray, estimate: np.ndarray, path: str | Path, *,
+                      title: str = "Key distribution") -> Path:
+    """Save a bar chart of key counts (24 each, index order), reference beside estimate."""
+    ref = np.asarray(reference)
+    est = np.asarray(estimate)
+    if ref.shape != (24,) or est.shape != (24,):
+        raise ValueError(f"distributions must have shape (24,), got {ref.shape} and {est.shape}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(11, 4), dpi=100)
+    x = np.arange(24)
+    ax.bar(x - 0.2, ref, width=0.4, label="reference", color="#4c72b0")
+    ax.bar(x + 0.2, est, width=0.4, label="estimate", color="#dd8452")
+    ax.set_xticks(x, KEY_NAMES, rotation=90, fontsize=8)
+    ax.set_ylabel("tracks")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _summary_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [
+        ("tracks scored", _fmt(s["scored"])),
+        ("tracks excluded", _fmt(s["excluded_total"])),
+        ("weighted score, fifth above only (MIREX/NEMA, mir_eval 0.8.2)", _fmt(s["weighted_score"])),
+        ("weighted score, fifth above or below", _fmt(s["weighted_score_both_fifths"])),
+        ("accuracy", _fmt(s["accuracy"])),
+    ]
+
+
+def _source_rows(s: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for source, part in s["by_source"].items():
+        rows.append([source, str(part["n"]), str(part["excluded"]), _fmt(part["weighted_score"]),
+                     _fmt(part["weighted_score_both_fifths"]), _fmt(part["accuracy"]),
+                     *(str(part["counts"][c]) for c in CATEGORIES)])
+    return rows
+
+
+_SOURCE_HEADER = ["source", "scored", "excluded", "score (fifth up)", "score (both fifths)", "accuracy",
+                  *CATEGORIES]
+
+
+def _markdown(result: Evaluation, meta: Mapping[str, Any]) -> str:
+    s = result.summary
+    lines = [f"# {meta['title']}", ""]
+    lines += [f"- {k}: `{v}`" for k, v in meta.items() if k not in ("title",) and v is not None]
+    lines += ["", "## Summary", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in _summary_rows(s)]
+    lines += ["", "## Categories", "",
+              "| category | weight | count (fifth up) | count (both fifths) |", "|---|---|---|---|"]
+    weights = {"correct": 1.0, "fifth": 0.5, "relative": 0.3, "parallel": 0.2, "other": 0.0}
+    lines += [f"| {c} | {weights[c]} | {s['counts'][c]} | {s['counts_both_fifths'][c]} |" for c in CATEGORIES]
+    lines += ["", "## Excluded tracks", "", "| reason | count | meaning |", "|---|---|---|"]
+    lines += [f"| {r} | {s['excluded'][r]} | {_REASON_TEXT[r]} |" for r in EXCLUSION_REASONS]
+    if len(result.excluded):
+        lines += ["", "| track | reason | detail |", "|---|---|---|"]
+        for r in result.excluded.head(200).itertuples(index=False):
+            lines.append(f"| {r.track_id} | {r.reason} | {str(r.detail).replace('|', '/')} |")
+    if s["by_source"]:
+        lines += ["", "## By source", "", "| " + " | ".join(_SOURCE_HEADER) + " |",
+                  "|" + "---|" * len(_SOURCE_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in _source_rows(s)]
+    lines += ["", "## Plots", "", "![confusion matrix](confusion.png)", "",
+              "![key distribution](key_distribution.png)", ""]
+    return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html(result: Evaluation, meta: Mapping[str, Any]) -> str:
+    s = result.summary
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(meta['title'])}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+        "text-align:left}th{background:#f3f3f3}img{max-width:100%}</style></head><body>",
+        f"<h1>{html.escape(meta['title'])}</h1>",
+        "<ul>" + "".join(f"<li>{html.escape(k)}: <code>{html.escape(str(v))}</code></li>"
+                         for k, v in meta.items() if k != "title" and v is not None) + "</ul>",
+        "<h2>Summary</h2>", _table(["measure", "value"], [list(r) for r in _summary_rows(s)]),
+        "<h2>Categories</h2>",
+        _table(["category", "count (fifth up)", "count (both fifths)"],
+               [[c, str(s["counts"][c]), str(s["counts_both_fifths"][c])] for c in CATEGORIES]),
+        "<h2>Excluded tracks</h2>",
+        _table(["reason", "count", "meaning"], [[r, str(s["excluded"][r]), _REASON_TEXT[r]] for r in EXCLUSION_REASONS]),
+    ]
+    if len(result.excluded):
+        parts.append(_table(["track", "reason", "detail"],
+                            [[r.track_id, r.reason, r.detail] for r in result.excluded.head(200).itertuples(index=False)]))
+    if s["by_source"]:
+        parts += ["<h2>By source</h2>", _table(_SOURCE_HEADER, _source_rows(s))]
+    parts += [
+        "<h2>Confusion matrix</h2>",
+        "<img src='confusion.png' alt='24 x 24 confusion matrix, rows reference, columns estimate'>",
+        "<h2>Key distribution</h2>",
+        "<img src='key_distribution.png' alt='reference and estimated key counts'>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(result: Evaluation, folder: str | Path, *, title: str = "keylib MIREX key evaluation",
+                 metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write the report files (:data:`REPORT_FILES`) of an evaluation into ``folder``.
+
+    Parameters
+    ----------
+    result : Evaluation
+        From :func:`keylib.evaluate.evaluate_keys`.
+    folder : str or Path
+        Created if needed; existing report files are replaced.
+    metadata : mapping, optional
+        Extra facts shown at the top (keys table, truth manifest, model version, ...).
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"title": title, "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **dict(metadata or {})}
+    s = result.summary
+    plot_confusion(np.array(s["confusion"]), folder / "confusion.png")
+    plot_distribution(np.array(s["reference_distribution"]), np.array(s["estimate_distribution"]),
+                      folder / "key_distribution.png")
+    payload = {
+        "metadata": meta,
+        "summary": s,
+        "exclusion_reasons": _REASON_TEXT,
+        "scored_tracks": json.loads(result.scored.to_json(orient="records")),
+        "excluded_tracks": json.loads(result.excluded.to_json(orient="records")),
+    }
+    _atomic_write(folder / "report.json", json.dumps(payload, indent=2, default=str))
+    _atomic_write(folder / "report.md", _markdown(result, meta))
+    _atomic_write(folder / "report.html", _html(result, meta))
+    return folder / "report.html"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

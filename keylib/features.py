@@ -46,6 +46,7 @@ FMAX = 2100.0
 LOG_GAIN = 100.0
 # Below this spectral magnitude the track is treated as silent and gets an all-zero tensor.
 _SILENCE_FLOOR = 1e-6
+_TUNING_FRAMES = 50
 
 
 def frames_for_duration(duration_s: float) -> int:
@@ -107,9 +108,12 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 def _estimate_tuning(spec: np.ndarray) -> float:
     """Tuning deviation in semitones (-0.5 .. 0.5) from a magnitude spectrogram."""
-    # librosa's piptrack-based estimator; restricted to the chroma band so that drums
-    # and hiss above FMAX do not vote.
+    # librosa's piptrack-based estimator, restricted to the chroma band so that drums and
+    # hiss above FMAX do not vote. Tuning is constant across a recording, so at most
+    # _TUNING_FRAMES evenly spaced frames are enough; piptrack over every frame of a long
+    # track would cost more than all the rest of the feature.
+    step = max(1, spec.shape[1] // _TUNING_FRAMES)
     tuning = librosa.estimate_tuning(
-        S=spec, sr=SAMPLE_RATE, n_fft=N_FFT, fmin=FMIN, fmax=FMAX, bins_per_octave=12
+        S=spec[:, ::step], sr=SAMPLE_RATE, n_fft=N_FFT, fmin=FMIN, fmax=FMAX, bins_per_octave=12
     )
     return float(tuning) if np.isfinite(tuning) else 0.0

@@ -19,6 +19,8 @@ from .io import is_s3, local_path, stat_fingerprint
 __all__ = ["CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest"]
 
 CATALOGUE_COLUMNS = ["track_id", "uri", "fingerprint", "size_bytes", "truth_key", "source"]
+# Kept when the source provides them (S3: the object's last-modified time, for the manifest).
+OPTIONAL_COLUMNS = ["last_modified"]
 # Fingerprint of a manifest row whose file does not exist: it gets a `missing` row.
 MISSING_FINGERPRINT = "missing"
 
@@ -50,7 +52,8 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
             frame = read_manifest(path, s3_settings=s3_settings)
         else:
             raise InputError(f"input not found: {input_uri}")
-    return frame[CATALOGUE_COLUMNS].reset_index(drop=True)
+    extra = [c for c in OPTIONAL_COLUMNS if c in frame.columns]  # S3 listings: last_modified
+    return frame[CATALOGUE_COLUMNS + extra].reset_index(drop=True)
 
 
 def _list_folder(root: Path) -> pd.DataFrame:

@@ -3,13 +3,22 @@
 Each Python worker builds its own client once (:func:`client`, cached per process): clients
 are never shipped from the driver. Endpoint, region and credentials follow boto3's usual
 chain (environment, ``AWS_ENDPOINT_URL``, profiles, instance roles); ``[s3] endpoint_url``
-and ``region`` in ``conf/`` override them for S3-compatible stores. Throttling and
-transient errors are retried by botocore's adaptive retry mode with back-off. Error
-messages name the bucket and key, never credentials.
+and ``region`` in ``conf/`` override them for S3-compatible stores. Credentials are never
+read from ``conf/`` nor shipped to executors: each node finds its own through the chain.
+
+Throttling and transient errors of each request are retried by botocore's adaptive retry
+mode (exponential back-off with jitter, client-side rate limiting); a body stream that
+breaks half-way (connection reset, read timeout) is fetched again here, with back-off, up
+to ``max_attempts`` times. Error messages name the bucket and key and the S3 error code,
+never credentials (:func:`redact` scrubs them from any text that leaves this module).
 """
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import time
 from functools import lru_cache
 from typing import Iterable, Mapping
 
@@ -18,7 +27,14 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError, MissingTrackError, ReadError, TooLargeError
 
-__all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object"]
+__all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object", "redact"]
+
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+# URL user-info (http://user:secret@host) and AWS-looking key ids in free text.
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
+_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -58,13 +74,34 @@ def _client(endpoint_url: str | None, region: str | None, max_attempts: int):
     )
 
 
+def redact(text: str) -> str:
+    """``text`` without credentials: the values of the AWS credential variables of this
+    process, URL user-info and anything shaped like an access key id become ``***``."""
+    text = str(text)
+    for name in _SECRET_ENV:
+        value = os.environ.get(name)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    text = _USERINFO.sub("***@", text)
+    return _ACCESS_KEY_ID.sub("***", text)
+
+
 def _error_text(exc: Exception) -> str:
     """A readable reason from a botocore error, without request details or credentials."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict) and "Error" in response:
         error = response["Error"]
-        return f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip(": ")
-    return type(exc).__name__ + (f": {exc}" if str(exc) else "")
+        text = f"{error.get('Code', 'Error')}: {error.get('Message', '')}".strip(": ")
+    else:
+        text = type(exc).__name__ + (f": {exc}" if str(exc) else "")
+    return redact(text)
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code"))
+    return None
 
 
 def list_prefix(uri: str, *, settings: Mapping | None = None) -> pd.DataFrame:
@@ -90,11 +127,14 @@ def list_prefix(uri: str, *, settings: Mapping | None = None) -> pd.DataFrame:
                     "size_bytes": int(obj["Size"]),
                     "truth_key": None,
                     "source": None,
+                    "last_modified": obj.get("LastModified"),
                 })
     except (ClientError, BotoCoreError) as exc:
         raise InputError(f"cannot list s3://{bucket}/{prefix}: {_error_text(exc)}") from None
-    frame = pd.DataFrame(rows, columns=["track_id", "uri", "fingerprint", "size_bytes", "truth_key", "source"])
+    columns = ["track_id", "uri", "fingerprint", "size_bytes", "truth_key", "source", "last_modified"]
+    frame = pd.DataFrame(rows, columns=columns)
     frame["size_bytes"] = frame["size_bytes"].astype("Int64")
+    frame["last_modified"] = pd.to_datetime(frame["last_modified"], utc=True)
     return frame
 
 
@@ -111,7 +151,7 @@ def head_objects(uris: Iterable[str], *, settings: Mapping | None = None) -> pd.
         try:
             head = client(settings).head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _error_code(exc) in _MISSING_CODES:
                 continue
             raise InputError(f"cannot read {uri}: {_error_text(exc)}") from None
         except BotoCoreError as exc:
@@ -124,6 +164,10 @@ def head_objects(uris: Iterable[str], *, settings: Mapping | None = None) -> pd.
 def read_object(uri: str, *, max_bytes: int, settings: Mapping | None = None) -> bytes:
     """All bytes of an S3 object.
 
+    Each request is retried by botocore (throttling, 5xx, connection errors); a body that
+    breaks while streaming is requested again, with exponential back-off and jitter, up to
+    ``[s3] max_attempts`` times in all.
+
     Raises
     ------
     MissingTrackError
@@ -131,25 +175,47 @@ def read_object(uri: str, *, max_bytes: int, settings: Mapping | None = None) ->
     TooLargeError
         it is larger than ``max_bytes`` (not downloaded).
     ReadError
-        any other failure once botocore's retries are spent.
+        any other failure once the retries are spent.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    settings = settings or {}
     bucket, key = split_uri(uri)
-    try:
-        response = client(settings).get_object(Bucket=bucket, Key=key)
-        size = int(response.get("ContentLength", 0))
-        if size > max_bytes:
-            response["Body"].close()
-            raise TooLargeError(
-                f"object is {size / 2**20:.1f} MiB, above the limit of {max_bytes / 2**20:.0f} MiB "
-                f"(audio.max_file_mb): {uri}"
-            )
-        return response["Body"].read()
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code in {"NoSuchKey", "404", "NotFound"}:
-            raise MissingTrackError(f"object not found: {uri}") from None
-        raise ReadError(f"cannot read {uri}: {_error_text(exc)}") from None
-    except BotoCoreError as exc:
-        raise ReadError(f"cannot read {uri}: {_error_text(exc)}") from None
+    attempts = max(1, int(settings.get("max_attempts", 6)))
+    for attempt in range(1, attempts + 1):
+        try:
+            response = client(settings).get_object(Bucket=bucket, Key=key)
+            size = int(response.get("ContentLength", 0))
+            if size > max_bytes:
+                response["Body"].close()
+                raise TooLargeError(
+                    f"object is {size / 2**20:.1f} MiB, above the limit of {max_bytes / 2**20:.0f} MiB "
+                    f"(audio.max_file_mb): {uri}"
+                )
+            data = response["Body"].read()
+            if len(data) != size:
+                raise _ShortRead(f"got {len(data)} of {size} bytes")
+            return data
+        except ClientError as exc:
+            if _error_code(exc) in _MISSING_CODES:
+                raise MissingTrackError(f"object not found (deleted since listing?): {uri}") from None
+            # botocore has already retried throttling and 5xx with back-off.
+            raise ReadError(f"cannot read {uri}: {_error_text(exc)}") from None
+        except (BotoCoreError, _ShortRead, OSError) as exc:
+            # A broken stream (ResponseStreamingError, IncompleteRead, reset) is not retried
+            # by botocore; connection errors were, so a dead endpoint fails after one more round.
+            if attempt == attempts or _is_connection_error(exc):
+                raise ReadError(f"cannot read {uri} after {attempt} attempt(s): {_error_text(exc)}") from None
+            time.sleep(min(20.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
+    raise AssertionError("unreachable")
+
+
+class _ShortRead(Exception):
+    """The body ended before ``ContentLength`` bytes."""
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    # EndpointConnectionError, ConnectTimeoutError...: botocore retried these already.
+    return isinstance(exc, BotoConnectionError)

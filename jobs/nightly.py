@@ -1,0 +1,32 @@
+"""Nightly incremental annotation: only new or changed tracks, atomic commits, a run manifest.
+
+    ./submit.sh nightly --input FOLDER|MANIFEST.csv|s3://bucket/prefix --output OUT [--conf conf/nightly.toml]
+
+Exit codes: 0 every annotated track succeeded (or the share of failures is within
+nightly.max_failed_share); 2 bad configuration; 3 input cannot be listed (missing folder,
+unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 1 internal error.
+"""
+
+import sys
+
+from keylib.nightly import run_nightly
+from keylib.runner import job_main
+
+
+def add_arguments(parser):
+    parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
+    parser.add_argument("--output", required=True, help="output root (chroma/, keys/, _runs/ manifests)")
+    parser.add_argument("--extract-only", action="store_true", help="stop after chroma extraction (no keys)")
+
+
+def run(spark, args, config):
+    summary = run_nightly(spark, input_uri=args.input, output=args.output, config=config, conf_path=args.conf,
+                          with_keys=not args.extract_only)
+    for track_id, status, error in summary.failures:
+        print(f"  {status:<18} {track_id}: {error}", file=sys.stderr)
+    print(summary.line(fields=("run_id", "manifest")))
+    return summary.extra["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(job_main("nightly", __doc__, add_arguments, run))

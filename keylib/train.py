@@ -1,0 +1,317 @@
+"""Training of the key networks over chroma Parquet, with transposition augmentation,
+a validation split held out by piece and source, early stopping, fixed seeds and a model card.
+
+Input: the extraction job's ``chroma/`` Parquet (or the generator's ``chroma_cache.parquet``,
+which has the same columns), joined with a manifest's ``key``/``source``/``piece``/``split``
+by ``track_id`` when the Parquet lacks them. Rows with ``split == "heldout"`` are never
+trained on nor used for early stopping; the card reports the network's score on them.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .keys import KEY_NAMES, N_KEYS, parse_key
+
+__all__ = [
+    "TrainConfig",
+    "load_dataset",
+    "split_dataset",
+    "mirex_summary",
+    "train_model",
+]
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "keynet_eq"
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    patience: int = 6
+    val_fraction: float = 0.12
+    label_smoothing: float = 0.05
+    seed: int = 7
+    crop_steps: tuple[int, ...] = (8, 12, 16, 24, 32)  # training crops, in 1-s steps
+    full_track_share: float = 0.25  # share of batches that see whole clips (tiled to 48 steps)
+    max_steps_per_epoch: int | None = None
+    threads: int | None = None
+    name: str = "keynet-eq"
+    version: str = ""
+
+
+# --------------------------------------------------------------------------- data
+
+def _read_parquet_rows(path: str | Path):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    files = [str(p)] if p.is_file() else sorted(glob.glob(str(p / "**" / "*.parquet"), recursive=True))
+    if not files:
+        raise FileNotFoundError(f"no Parquet files under {p}")
+    frames = []
+    for f in files:
+        t = pq.read_table(f)
+        frames.append(t.to_pandas())
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path] = ()):
+    """A DataFrame with ``track_id, chroma (12, n) arrays, key (index), source, piece, split``.
+
+    ``features``: Parquet files or folders (searched recursively). ``manifests``: CSV files
+    whose ``key``/``source``/``piece``/``split`` columns are joined by ``track_id``.
+    """
+    import pandas as pd
+
+    from .features import FEATURE_VERSION
+
+    df = pd.concat([_read_parquet_rows(f) for f in features], ignore_index=True)
+    if "status" in df:
+        df = df[df["status"].fillna("ok") == "ok"]
+    if "feature_version" in df:
+        bad = df["feature_version"] != FEATURE_VERSION
+        if bad.all():
+            raise ValueError(f"no rows with feature_version {FEATURE_VERSION!r}")
+        df = df[~bad]
+    if manifests:
+        man = pd.concat([pd.read_csv(m, dtype=str) for m in manifests], ignore_index=True)
+        man = man.drop_duplicates("track_id", keep="last")
+        cols = [c for c in ("key", "source", "piece", "split", "instrument") if c in man]
+        df = df.drop(columns=[c for c in cols if c in df]).merge(man[["track_id"] + cols], on="track_id", how="inner")
+    if "key" not in df:
+        raise ValueError("no key column: pass the manifest (--manifest) that has one")
+    df = df.drop_duplicates("track_id", keep="last").reset_index(drop=True)
+    for col, default in (("source", "unknown"), ("split", "train")):
+        if col not in df:
+            df[col] = default
+        df[col] = df[col].fillna(default)
+    if "piece" not in df:
+        df["piece"] = df["track_id"]
+    df["piece"] = df["piece"].fillna(df["track_id"])
+    keys = []
+    for label in df["key"]:
+        try:
+            keys.append(parse_key(str(label)))
+        except Exception:
+            keys.append(-1)
+    df["key_index"] = keys
+    df = df[df["key_index"] >= 0].copy()
+    df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(12, -1) for c in df["chroma"]]
+    df = df[[c.shape[1] >= 1 for c in df["chroma"]]]
+    return df.reset_index(drop=True)
+
+
+def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
+    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source."""
+    held = df[df["split"] == "heldout"]
+    rest = df[df["split"] != "heldout"]
+    h = np.array([zlib.crc32(f"{seed}|{s}|{p}".encode()) % 10_000 for s, p in zip(rest["source"], rest["piece"])])
+    is_val = h < val_fraction * 10_000
+    return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), held.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- metric
+
+def _mirex():
+    try:
+        from . import mirex  # the project's metric module, when it exists
+
+        if hasattr(mirex, "weighted_score"):
+            return mirex
+    except ImportError:
+        pass
+    return None
+
+
+_CATEGORY_OF_SCORE = {1.0: "correct", 0.5: "fifth", 0.3: "relative", 0.2: "parallel", 0.0: "other"}
+
+
+def _score(ref: int, est: int, descending: bool) -> float:
+    m = _mirex()
+    if m is not None:
+        return float(m.weighted_score(int(ref), int(est), descending_fifths=descending))
+    import mir_eval
+
+    a = mir_eval.key.weighted_score(KEY_NAMES[ref], KEY_NAMES[est])
+    if descending:  # a fifth below the reference is a fifth above when the roles swap
+        a = max(a, mir_eval.key.weighted_score(KEY_NAMES[est], KEY_NAMES[ref]))
+    return float(a)
+
+
+def mirex_summary(refs: Sequence[int], ests: Sequence[int]) -> dict:
+    """Weighted MIREX scores under both fifth conventions, category counts, confusion matrix."""
+    refs = [int(r) for r in refs]
+    ests = [int(e) for e in ests]
+    out: dict = {"n": len(refs)}
+    for name, desc in (("ascending_fifths", False), ("both_fifths", True)):
+        scores = [_score(r, e, desc) for r, e in zip(refs, ests)]
+        cats: dict[str, int] = {c: 0 for c in _CATEGORY_OF_SCORE.values()}
+        for s in scores:
+            cats[_CATEGORY_OF_SCORE.get(round(s, 1), "other")] += 1
+        out[name] = {"weighted": float(np.mean(scores)) if scores else float("nan"), "categories": cats}
+    out["accuracy"] = float(np.mean([r == e for r, e in zip(refs, ests)])) if refs else float("nan")
+    conf = np.zeros((N_KEYS, N_KEYS), dtype=int)
+    for r, e in zip(refs, ests):
+        conf[r, e] += 1
+    out["confusion"] = conf.tolist()
+    out["metric"] = "keylib.mirex" if _mirex() is not None else "mir_eval 0.8.2 (descending fifths by swapping roles)"
+    return out
+
+
+# --------------------------------------------------------------------------- batches
+
+def _crop(chroma: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    n = chroma.shape[1]
+    if n <= frames:
+        idx = np.arange(frames) % n
+        return chroma[:, idx]
+    s = int(rng.integers(0, n - frames + 1))
+    return chroma[:, s:s + frames]
+
+
+def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
+    """One epoch of (x, y) batches: random crops, random transpositions (roll + tonic move)."""
+    from .model import fit_length, to_steps
+
+    order = rng.permutation(len(chromas))
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        whole = rng.random() < cfg.full_track_share
+        seconds = 48 if whole else int(rng.choice(cfg.crop_steps))
+        length = seconds * 5 // fps  # network input length (steps of fps frames)
+        xs, ys = [], []
+        for i in idx:
+            c = chromas[i] if whole else _crop(chromas[i], seconds * 5, rng)
+            shift = int(rng.integers(12))
+            xs.append(fit_length(to_steps(np.roll(c, shift, axis=0), fps), length))
+            k = int(keys[i])
+            ys.append((k % 12 + shift) % 12 + 12 * (k // 12))
+        y = np.zeros((len(idx), N_KEYS), dtype=np.float32)
+        y[np.arange(len(idx)), ys] = 1.0
+        yield np.stack(xs).astype(np.float32), y
+
+
+# --------------------------------------------------------------------------- training
+
+def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir: Path | None = None,
+                log=print) -> tuple[object, dict]:
+    """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
+
+    Returns (KeyModel, card). When ``out_dir`` is given, writes ``<name>.keras`` and
+    ``<name>.json`` there.
+    """
+    from .features import FEATURE_VERSION
+    from .model import ARCHITECTURES, FRAMES_PER_STEP, KeyModel, configure_tensorflow
+
+    configure_tensorflow(cfg.threads)
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    fps = FRAMES_PER_STEP[cfg.arch]
+    net = ARCHITECTURES[cfg.arch]()
+    net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    card_base = {
+        "name": cfg.name,
+        "version": cfg.version or f"{cfg.name}-{time.strftime('%Y.%m.%d')}",
+        "architecture": cfg.arch,
+        "feature_version": FEATURE_VERSION,
+        "input": {"frames_per_step": fps, "min_steps": 8 if fps > 1 else 40,
+                  "layout": "(batch, steps, 12) chroma averaged over frames_per_step frames"},
+    }
+    probe = KeyModel(net, card_base)
+    chromas = list(train_df["chroma"])
+    keys = np.asarray(train_df["key_index"])
+    val_refs = list(val_df["key_index"])
+    best = (-1.0, 0)
+    best_weights = net.get_weights()
+    history = []
+    t0 = time.time()
+    for epoch in range(1, cfg.epochs + 1):
+        losses = []
+        for b, (x, y) in enumerate(_batches(chromas, keys, cfg, fps, rng)):
+            if cfg.max_steps_per_epoch and b >= cfg.max_steps_per_epoch:
+                break
+            losses.append(float(net.train_on_batch(x, y)))
+        probe._fn = None
+        if len(val_df):
+            probs = probe.predict_probs(list(val_df["chroma"]))
+            ests = probs.argmax(1)
+            score = mirex_summary(val_refs, ests)["both_fifths"]["weighted"]
+            val_loss = float(-np.mean(np.log(probs[np.arange(len(val_refs)), val_refs] + 1e-7)))
+        else:
+            score, val_loss = float("nan"), float("nan")
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss, "val_mirex": score})
+        log(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val_loss {val_loss:.4f}  val MIREX {score:.4f}  "
+            f"({time.time() - t0:.0f} s)")
+        if not len(val_df) or score > best[0] + 1e-4:
+            best = (score, epoch)
+            best_weights = net.get_weights()
+        elif epoch - best[1] >= cfg.patience:
+            log(f"early stop: best epoch {best[1]} (val MIREX {best[0]:.4f})")
+            break
+    net.set_weights(best_weights)
+    probe._fn = None
+    card = dict(card_base)
+    card.update({
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": int(net.count_params()),
+        "training": {
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
+            "epochs_run": len(history), "best_epoch": best[1], "seconds": round(time.time() - t0, 1),
+            "augmentation": "random crops of 8-32 s (and whole clips); transposition by 0-11 semitones "
+                            "(chroma rolled, tonic moved); audio augmented at render time",
+            "history": history,
+        },
+        "data": {
+            "train": _counts(train_df), "validation": _counts(val_df),
+            "heldout": _counts(heldout_df) if heldout_df is not None else {},
+            "validation_rule": f"whole pieces per source, crc32(seed|source|piece) < {cfg.val_fraction:.2f}",
+        },
+    })
+    if len(val_df):
+        card["validation"] = mirex_summary(val_refs, probe.predict_probs(list(val_df["chroma"])).argmax(1))
+    if heldout_df is not None and len(heldout_df):
+        card["heldout"] = _eval_by_source(probe, heldout_df)
+    model = KeyModel(net, card)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        net.save(str(out_dir / f"{cfg.name}.keras"))
+        (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
+    return model, card
+
+
+def _eval_by_source(model, df) -> dict:
+    probs = model.predict_probs(list(df["chroma"]))
+    ests = probs.argmax(1)
+    refs = np.asarray(df["key_index"])
+    out = {"all": mirex_summary(refs, ests), "by_source": {}}
+    for src in sorted(set(df["source"])):
+        m = np.asarray(df["source"] == src)
+        s = mirex_summary(refs[m], ests[m])
+        out["by_source"][src] = {k: s[k] for k in ("n", "ascending_fifths", "both_fifths", "accuracy")}
+    return out
+
+
+def _counts(df) -> dict:
+    if df is None or not len(df):
+        return {"tracks": 0}
+    modes = np.asarray(df["key_index"]) // 12
+    return {
+        "tracks": int(len(df)), "pieces": int(df.groupby(["source", "piece"]).ngroups),
+        "by_source": {str(k): int(v) for k, v in df["source"].value_counts().sort_index().items()},
+        "major": int((modes == 0).sum()), "minor": int((modes == 1).sum()),
+        "hours": round(float(sum(c.shape[1] for c in df["chroma"])) / 5.0 / 3600, 2),
+    }

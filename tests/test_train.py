@@ -1,0 +1,70 @@
+"""Training on a small set for a few epochs lowers the loss and writes a loadable model and card."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from keylib import features, keys, synth
+from keylib.model import load_model
+from keylib.train import TrainConfig, load_dataset, mirex_summary, split_dataset, train_model
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    """Chroma Parquet in the extraction job's layout + a manifest with the labels."""
+    root = tmp_path_factory.mktemp("small")
+    rows, man = [], []
+    for i, k in enumerate([0, 2, 5, 7, 9, 12, 14, 16, 19, 21, 9, 4]):
+        c = features.chroma(synth.chord_progression(k, duration_s=6.0, sr=features.SAMPLE_RATE, seed=i))
+        tid = f"t{i:02d}"
+        rows.append({"track_id": tid, "uri": f"/x/{tid}.wav", "chroma": c.reshape(-1), "n_frames": c.shape[1],
+                     "status": "ok", "feature_version": features.FEATURE_VERSION})
+        man.append({"path": f"{tid}.wav", "track_id": tid, "key": keys.key_name(k), "source": "synth",
+                    "piece": f"p{i % 6}", "split": "heldout" if i >= 10 else "train"})
+    rows.append({**rows[0], "track_id": "bad", "status": "decode_error"})
+    (root / "chroma").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows), root / "chroma" / "part-0.parquet")
+    pd.DataFrame(man).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def test_load_and_split(small_set):
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    assert len(df) == 12 and "bad" not in set(df.track_id)
+    assert df.chroma[0].shape[0] == 12 and df.key_index[3] == 7
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    assert len(held) == 2 and len(train) + len(val) == 10 and len(val) > 0 and len(train) > 0
+    assert not set(train.piece) & set(val.piece)  # held out by piece
+
+
+def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path):
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(epochs=8, batch_size=8, patience=100, seed=3, threads=1, name="tiny", version="tiny-1",
+                      learning_rate=1e-2)
+    _, card = train_model(train, val, cfg, heldout_df=held, out_dir=tmp_path, log=lambda *_: None)
+    losses = [h["loss"] for h in card["training"]["history"]]
+    assert len(losses) == 8 and np.mean(losses[-2:]) < losses[0]
+    model = load_model(tmp_path / "tiny.keras")
+    on_disk = json.loads((tmp_path / "tiny.json").read_text())
+    assert model.version == "tiny-1" and on_disk["feature_version"] == features.FEATURE_VERSION
+    for section in ("validation", "heldout"):
+        assert {"ascending_fifths", "both_fifths", "confusion"} <= set(on_disk[section] if section == "validation"
+                                                                     else on_disk[section]["all"])
+    assert on_disk["data"]["train"]["tracks"] == len(train) and on_disk["parameters"] > 0
+    assert model.predict_probs(list(held.chroma)).shape == (2, 24)
+
+
+def test_mirex_summary_conventions():
+    # C major reference: G major (fifth up), F major (fifth down), A minor (relative), C minor (parallel)
+    s = mirex_summary([0, 0, 0, 0, 0], [0, 7, 5, 21, 12])
+    assert s["ascending_fifths"]["weighted"] == pytest.approx((1 + 0.5 + 0 + 0.3 + 0.2) / 5)
+    assert s["both_fifths"]["weighted"] == pytest.approx((1 + 0.5 + 0.5 + 0.3 + 0.2) / 5)
+    assert s["both_fifths"]["categories"] == {"correct": 1, "fifth": 2, "relative": 1, "parallel": 1, "other": 0}
+    assert np.asarray(s["confusion"]).sum() == 5

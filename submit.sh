@@ -67,8 +67,11 @@ setup() {
     "$python" -m venv "$VENV"
   fi
   say "installing keylib and its dependencies into $VENV (first time: a few minutes)"
-  "$PY" -m pip install -q --upgrade pip >/dev/null
-  "$PY" -m pip install -q -e "$ROOT[test]"
+  local log="$VENV/setup.log"
+  if ! { "$PY" -m pip install -q --upgrade pip && "$PY" -m pip install -q -e "$ROOT[test]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    die "pip install failed; the whole log is in $log"
+  fi
   sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 >"$STAMP"
   say "setup done"
 }

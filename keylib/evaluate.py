@@ -193,7 +193,7 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
         keys["key"].dropna().map(lambda k: KEY_NAMES.index(k) if k in KEY_NAMES else -1)
         .pipe(lambda s: s[s >= 0]).astype(int), minlength=24).tolist()
     by_source = {}
-    sources = sorted(s for s in scored_df["source"].dropna().unique())
+    sources = sorted(set(scored_df["source"].dropna()) | set(excluded_df["source"].dropna()))
     for source in sources:
         part = scored_df[scored_df["source"] == source]
         s = mirex.summarize(part["ref_index"].astype(np.int64).to_numpy(), part["est_index"].astype(np.int64).to_numpy())

@@ -1,0 +1,88 @@
+"""``keylib analyze``: in-process, through the installed console script, and its speed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keylib import synth
+from keylib.cli import analyze_files, main
+from keylib.keys import KEY_NAMES, camelot
+from keylib.model import SHIPPED_MODEL
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_inference import make_untrained_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    c_major = folder / "c_major.mp3"
+    synth.write_audio(c_major, synth.chord_progression(0, duration_s=30.0, sr=22050, seed=3), sr=22050)
+    silence = folder / "silence.wav"
+    synth.write_audio(silence, np.zeros(22050 * 3, dtype=np.float32), sr=22050)
+    junk = folder / "junk.mp3"
+    junk.write_bytes(b"not audio" * 100)
+    return {"c_major": c_major, "silence": silence, "junk": junk, "missing": folder / "nope.wav"}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return str(make_untrained_model(tmp_path_factory.mktemp("model")))
+
+
+def test_analyze_files_rows(files, model_path):
+    rows = analyze_files([files[k] for k in ("c_major", "silence", "junk", "missing")], model_path=model_path)
+    good, silent, junk, missing = rows
+    assert good["status"] == "ok" and good["key"] in KEY_NAMES
+    assert good["camelot"] == camelot(KEY_NAMES.index(good["key"]))
+    assert 0 < good["confidence"] <= 1 and len(good["probs"]) == 24
+    assert good["duration_s"] == pytest.approx(30.0, abs=0.1)
+    assert silent["status"] == "silent" and silent["key"] is None
+    assert junk["status"] == "decode_error" and junk["error"]
+    assert missing["status"] == "missing" and "no such file" in missing["error"]
+
+
+def test_main_json_and_exit_codes(files, model_path, capsys):
+    assert main(["analyze", "--json", "--model", model_path, str(files["c_major"])]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["file"] == str(files["c_major"]) and row["key"] in KEY_NAMES and "probs" not in row
+    assert main(["analyze", "--model", model_path, str(files["c_major"]), str(files["junk"])]) == 1
+    out = capsys.readouterr().out
+    assert "camelot" in out and "decode_error" in out
+    assert main(["analyze", "--model", str(files["missing"]), str(files["c_major"])]) == 2
+
+
+def test_analyze_is_fast_once_loaded(files, model_path):
+    analyze_files([files["c_major"]], model_path=model_path)  # load and warm up
+    started = time.perf_counter()
+    for _ in range(3):
+        analyze_files([files["c_major"]], model_path=model_path)
+    per_file = (time.perf_counter() - started) / 3
+    assert per_file < 1.0, f"{per_file:.2f} s per 30 s file"
+
+
+def test_console_script(files, model_path):
+    script = Path(sys.executable).parent / "keylib"
+    exe = str(script) if script.exists() else shutil.which("keylib")
+    if exe is None:
+        pytest.skip("the keylib console script is not installed (pip install -e .)")
+    proc = subprocess.run([exe, "analyze", "--json", "--model", model_path, str(files["c_major"])],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [row] = json.loads(proc.stdout)
+    assert row["key"] in KEY_NAMES and row["model_version"] == "untrained-test"
+
+
+@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model yet")
+def test_shipped_model_finds_c_major(files):
+    [row] = analyze_files([files["c_major"]])
+    # a clear C major cadence: the key itself, or at worst its dominant or relative
+    assert row["key"] in ("C major", "G major", "A minor"), row

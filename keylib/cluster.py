@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _venv_prefix() -> Path:
 def _env_hash(prefix: Path) -> str:
     h = hashlib.sha256()
     h.update(sys.version.encode())
-    h.update("\n".join(_EXCLUDES).encode())
+    h.update("\n".join(_EXCLUDES).encode() + b"copies-v2")
     site = Path(sysconfig.get_paths(vars={"base": str(prefix), "platbase": str(prefix)})["purelib"])
     for path in sorted(site.glob("*.dist-info")):
         if path.name.startswith("keylib-"):
@@ -87,10 +88,21 @@ def env_archive(root: str | Path, *, prefix: str | Path | None = None) -> Path:
         command = [str(venv_pack) if venv_pack.exists() else "venv-pack",
                    "--prefix", str(prefix), "--output", str(target) + ".part",
                    "--format", "tar", "--force", "--quiet"]
-        for pattern in _EXCLUDES:
+        # Spark refuses to unpack symlinks that point outside the archive, and a venv's
+        # bin/python3 is one (-> the base interpreter): ship a copy of the binary instead,
+        # as `python -m venv --copies` would (it still needs the base install on the node).
+        outside = {
+            link.relative_to(prefix).as_posix(): link.resolve()
+            for link in sorted((prefix / "bin").iterdir())
+            if link.is_symlink() and Path(os.readlink(link)).is_absolute() and link.resolve().is_file()
+        }
+        for pattern in (*_EXCLUDES, *outside):
             command += ["--exclude", pattern]
         print(f"keylib: packing {prefix} for the executors into {target} (once per change)", file=sys.stderr)
         subprocess.run(command, check=True, stdout=sys.stderr)
+        with tarfile.open(str(target) + ".part", "a") as tar:
+            for name, real in outside.items():
+                tar.add(str(real), arcname=name)
         os.replace(str(target) + ".part", target)
         for old in build.glob("keylib-env-*.tar"):
             if old != target:
@@ -109,7 +121,7 @@ def code_archive(root: str | Path) -> Path:
     """``keylib/`` (code and shipped model) zipped under ``ROOT/build/``, when changed."""
     build = Path(root) / "build"
     files = _package_files()
-    h = hashlib.sha256()
+    h = hashlib.sha256(_SITECUSTOMIZE.encode())
     for path in files:
         h.update(path.relative_to(_PACKAGE_DIR).as_posix().encode())
         h.update(hashlib.sha256(path.read_bytes()).digest())
@@ -120,6 +132,7 @@ def code_archive(root: str | Path) -> Path:
         if not target.exists():
             part = Path(str(target) + ".part")
             with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
+                zf.writestr("sitecustomize.py", _SITECUSTOMIZE)
                 for path in files:
                     zf.write(path, "keylib/" + path.relative_to(_PACKAGE_DIR).as_posix())
             os.replace(part, target)
@@ -129,15 +142,41 @@ def code_archive(root: str | Path) -> Path:
     return target
 
 
+# Imported at start-up by every executor Python (it is first on PYTHONPATH): puts the
+# unpacked environment's site-packages (and its .pth files) ahead of the base install's.
+_SITECUSTOMIZE = f"""\
+import os, site, sys
+_site = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "{ENV_ALIAS}",
+                                      "lib", "python%d.%d" % sys.version_info[:2], "site-packages"))
+if os.path.isdir(_site):
+    _before = list(sys.path)
+    site.addsitedir(_site)
+    _added = [p for p in sys.path if p not in _before]
+    sys.path[:] = [sys.path[0]] + _added + [p for p in sys.path[1:] if p not in _added]
+"""
+
+
+def base_python() -> str:
+    """The interpreter the venv was made from (``pyvenv.cfg`` ``home``), fully resolved."""
+    return str(Path(getattr(sys, "_base_executable", sys.executable)).resolve())
+
+
 def submit_args(root: str | Path) -> list[str]:
-    """spark-submit arguments that give cluster executors this project's Python."""
+    """spark-submit arguments that give cluster executors this project's Python.
+
+    Spark 4.3 unpacks ``--archives`` tars with its own Java code, which drops file modes
+    and mis-resolves relative symlinks: the packed ``environment/bin/python`` is not
+    executable there. So executors run the node's base interpreter (the one the venv was
+    made from, same path on every node) with the packed site-packages put first on their
+    path by ``keylib_code/sitecustomize.py``: the same packages, versions and model.
+    """
     env = env_archive(root)
     code = code_archive(root)
-    executor_python = f"./{ENV_ALIAS}/bin/python"
+    executor_python = base_python()
     return [
         "--archives", f"{env}#{ENV_ALIAS},{code}#{CODE_ALIAS}",
-        # Executors: the unpacked environment. The driver (client mode) keeps this venv:
-        # spark.pyspark.driver.python wins over spark.pyspark.python for the driver.
+        # Executors: base Python + the unpacked environment. The driver (client mode) keeps
+        # this venv: spark.pyspark.driver.python wins over spark.pyspark.python for it.
         "--conf", f"spark.pyspark.python={executor_python}",
         "--conf", f"spark.pyspark.driver.python={sys.executable}",
         "--conf", f"spark.executorEnv.PYSPARK_PYTHON={executor_python}",

@@ -1,0 +1,72 @@
+"""./submit.sh --master spark://... against a real Spark standalone master and two workers.
+
+The workers run with a node-like environment (no keylib, no venv, no PYTHONPATH): the
+job only works if the packed environment and the keylib code (with the model) reach the
+executors through --archives.
+"""
+
+from __future__ import annotations
+
+import pyarrow.dataset as ds
+import pytest
+
+from servers import REPO, StandaloneCluster, make_model, submit, write_conf
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = StandaloneCluster(tmp_path_factory.mktemp("cluster"), n_workers=2, worker_memory="2g")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+def test_packed_environment_is_built_once(tmp_path):
+    from keylib import cluster as kc
+
+    first = kc.submit_args(REPO)
+    archive = kc.env_archive(REPO)
+    mtime = archive.stat().st_mtime_ns
+    assert kc.submit_args(REPO) == first and archive.stat().st_mtime_ns == mtime  # not repacked
+    assert "--archives" in first and any(a.startswith("spark.pyspark.python=/") for a in first)
+    import tarfile
+    import zipfile
+
+    names = zipfile.ZipFile(kc.code_archive(REPO)).namelist()
+    assert "keylib/__init__.py" in names and "keylib/inference.py" in names and "sitecustomize.py" in names
+    from keylib.model import SHIPPED_MODEL
+
+    if SHIPPED_MODEL.is_file():
+        assert f"keylib/models/{SHIPPED_MODEL.name}" in names
+    with tarfile.open(archive) as tar:
+        members = tar.getnames()
+    assert "bin/python" in members and not any("__editable__" in m for m in members)
+
+
+def test_submit_against_standalone_cluster(cluster, tmp_path):
+    from keylib.model import SHIPPED_MODEL
+    from keylib.synth import chord_progression, write_audio
+
+    catalogue = tmp_path / "catalogue"
+    for i in range(6):
+        write_audio(catalogue / f"clip{i}.wav", chord_progression(i * 2, duration_s=3.0, sr=22050), sr=22050)
+    model = "" if SHIPPED_MODEL.is_file() else make_model(tmp_path)
+    conf = write_conf(tmp_path / "cluster.toml", master=cluster.url, model=model, tracks_per_partition=2)
+    out = tmp_path / "out"
+    code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url,
+                       "--input", str(catalogue), "--output", str(out), timeout=420)
+    assert code == 0, log
+    assert "listed 6, new 6, skipped 0, failed 0" in log, log
+    keys = ds.dataset(str(out / "keys"), format="parquet", partitioning="hive",
+                      ignore_prefixes=["_", "."]).to_table().to_pandas()
+    assert sorted(keys["track_id"]) == [f"clip{i}.wav" for i in range(6)]
+    assert set(keys["status"]) == {"ok"} and keys["key"].notna().all()
+    # The executors ran on the workers, from the unpacked archives.
+    executor_dirs = cluster.executor_dirs()
+    assert len({d.parent.parent.name for d in executor_dirs}) == 2, executor_dirs  # both workers
+    assert any((d / "environment" / "lib" / "python3.11" / "site-packages" / "tensorflow").is_dir()
+               for d in executor_dirs)
+    assert any((d / "keylib_code" / "keylib" / "__init__.py").exists() for d in executor_dirs)

@@ -83,6 +83,8 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
         if bad.all():
             raise ValueError(f"no rows with feature_version {FEATURE_VERSION!r}")
         df = df[~bad]
+    if "key" not in df and "truth_key" in df:  # the extraction job's name for the manifest's key
+        df = df.rename(columns={"truth_key": "key"})
     if manifests:
         man = pd.concat([pd.read_csv(m, dtype=str) for m in manifests], ignore_index=True)
         man = man.drop_duplicates("track_id", keep="last")

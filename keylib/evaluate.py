@@ -162,6 +162,9 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
             excluded.append((row["track_id"], "no_estimate", detail, source))
             continue
         est = KEY_NAMES.index(est_name) if est_name in KEY_NAMES else try_parse_key(est_name)
+        if est is None:
+            excluded.append((row["track_id"], "no_estimate", f"unreadable predicted key {est_name!r}", source))
+            continue
         category = mirex.category(ref, est)
         scored.append({
             "track_id": row["track_id"],

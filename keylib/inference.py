@@ -359,40 +359,46 @@ def run_infer(
     from .errors import InputError
     from .model import load_model
     from .runner import RunSummary
-    from .spark import clear_staging, commit_run, new_run_id, read_current
+    from .spark import clear_staging, commit_run, committed_runs, new_run_id, read_current
 
     summary = RunSummary(job="infer")
     run_id = run_id or new_run_id()
     run_date = run_date or datetime.now(timezone.utc).strftime("%Y-%m-%d")
     model_path = model_path or (config.get("model", {}).get("path") or None)
-    chroma = read_current(spark, features)
-    if chroma is None:
+    runs = committed_runs(features)
+    if not runs:
         raise InputError(f"no committed chroma runs under {features} (run extract first)")
+    # One committed run holds exactly the current rows: read it as is, with no window.
+    chroma = spark.read.parquet(str(runs[0])) if len(runs) == 1 else read_current(spark, features)
     model = load_model(model_path)  # validates the model on the driver before any task runs
     summary.extra.update(run_id=run_id, model_version=model.version)
 
     root = Path(output) / KEYS_TABLE
-    chroma_meta = chroma.select("track_id", "extracted_at").toPandas()
-    summary.listed = len(chroma_meta)
-    previous = read_current(spark, root, order_by="inferred_at")
-    prev_pdf = None
-    if previous is not None and not force:
-        prev_pdf = previous.select("track_id", "model_version", "extracted_at").toPandas()
-    mask = stale_tracks(chroma_meta, prev_pdf, model_version=model.version, force=force)
-    todo_ids = chroma_meta.loc[mask, "track_id"].tolist()
-    summary.new, summary.skipped = len(todo_ids), int((~mask).sum())
-    if not todo_ids:
-        log.info("nothing new to infer: all %d tracks have current keys", summary.listed)
-        return summary
-
+    previous = None if force else read_current(spark, root, order_by="inferred_at")
     todo = chroma
-    if len(todo_ids) < len(chroma_meta):
-        ids = spark.createDataFrame([(t,) for t in todo_ids], "track_id string")
-        todo = chroma.join(F.broadcast(ids), "track_id", "left_semi")
+    if previous is None:
+        # Every current chroma row gets a keys row: no need to collect the listing first;
+        # the counts come from the written run (one keys row per chroma row).
+        n_todo = _parquet_rows(runs)
+    else:
+        chroma_meta = chroma.select("track_id", "extracted_at").toPandas()
+        summary.listed = len(chroma_meta)
+        prev_pdf = previous.select("track_id", "model_version", "extracted_at").toPandas()
+        mask = stale_tracks(chroma_meta, prev_pdf, model_version=model.version)
+        todo_ids = chroma_meta.loc[mask, "track_id"].tolist()
+        summary.new, summary.skipped = len(todo_ids), int((~mask).sum())
+        if not todo_ids:
+            log.info("nothing new to infer: all %d tracks have current keys", summary.listed)
+            return summary
+        if len(todo_ids) < len(chroma_meta):
+            ids = spark.createDataFrame([(t,) for t in todo_ids], "track_id string")
+            todo = chroma.join(F.broadcast(ids), "track_id", "left_semi")
+        n_todo = len(todo_ids)
     cpus = int(config["spark"]["task_cpus"])
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config["spark"]["arrow_batch_rows"]))
-    n_partitions = max(1, -(-len(todo_ids) // max(1, 4 * int(config["spark"]["arrow_batch_rows"]))))
-    n_partitions = max(n_partitions, spark.sparkContext.defaultParallelism) if len(todo_ids) > 1 else 1
+    batch_rows = int(config["spark"]["arrow_batch_rows"])
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+    # Enough tasks for every core, and about four Arrow batches per task beyond that.
+    n_partitions = max(spark.sparkContext.defaultParallelism, -(-n_todo // (4 * batch_rows)))
     frame = infer_dataframe(todo.repartition(n_partitions), model_path=model_path, task_cpus=cpus)
     clear_staging(root)
     published = commit_run(frame, root, f"date={run_date}/run={run_id}", run_id=run_id)
@@ -405,7 +411,16 @@ def run_infer(
     summary.failed = len(failed)
     summary.extra.update(committed=str(published), statuses=counts)
     summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
+    if previous is None:
+        summary.listed = summary.new = len(written)
     return summary
+
+
+def _parquet_rows(runs: Sequence[Path]) -> int:
+    """Rows in the Parquet files of ``runs`` (from the footers, reading no data)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for run in runs for f in Path(run).glob("*.parquet"))
 
 
 def read_keys(spark, output: str | Path):

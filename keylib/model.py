@@ -188,9 +188,10 @@ def build_keynet_eq(*, filters: int = 48, mix: int = 48, head: int = 64, context
     if context > 1:
         x = CircularPad(axis=1, before=context // 2, after=context - 1 - context // 2)(x)
     x = layers.Conv2D(filters, (context, 12), padding="valid", activation="elu", name="local")(x)
-    x = layers.Conv2D(mix, 1, activation="elu", name="mix")(x)  # (b, t, 12, mix)
-    x = TimeMean(name="track_mean")(x)  # (b, 12, mix)
-    x = layers.Reshape((12, 1, mix))(x)
+    if mix:
+        x = layers.Conv2D(mix, 1, activation="elu", name="mix")(x)  # (b, t, 12, mix)
+    x = TimeMean(name="track_mean")(x)  # (b, 12, channels)
+    x = layers.Reshape((12, 1, mix or filters))(x)
     x = CircularPad(axis=1, before=0, after=11)(x)
     x = layers.Conv2D(head, (12, 1), padding="valid", activation="elu", name="head")(x)  # (b, 12, 1, head)
     x = layers.Dropout(dropout)(x)

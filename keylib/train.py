@@ -35,14 +35,15 @@ class TrainConfig:
     arch: str = "keynet_eq"
     epochs: int = 40
     batch_size: int = 64
-    learning_rate: float = 3e-3
-    patience: int = 6
+    learning_rate: float = 1e-3
+    patience: int = 10
     val_fraction: float = 0.12
     label_smoothing: float = 0.05
     seed: int = 7
     crop_steps: tuple[int, ...] = (8, 12, 16, 24, 32)  # training crops, in 1-s steps
     full_track_share: float = 0.25  # share of batches that see whole clips (tiled to 48 steps)
     max_steps_per_epoch: int | None = None
+    timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
     threads: int | None = None
     name: str = "keynet-eq"
     version: str = ""
@@ -181,6 +182,17 @@ def _crop(chroma: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarr
     return chroma[:, s:s + frames]
 
 
+def _timbre(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Simulate another timbre: add or remove some of each pitch's 3rd and 5th harmonics
+    (a fifth and a major third above, folded into the chroma), then rescale to 0..1."""
+    a = rng.uniform(-0.25, 0.35)
+    b = rng.uniform(-0.15, 0.25)
+    out = c + a * np.roll(c, 7, axis=0) + b * np.roll(c, 4, axis=0)
+    out = np.clip(out, 0.0, None)
+    peak = float(out.max(initial=0.0))
+    return (out / peak).astype(np.float32) if peak > 0 else c
+
+
 def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
     """One epoch of (x, y) batches: random crops, random transpositions (roll + tonic move)."""
     from .model import fit_length, to_steps
@@ -194,6 +206,8 @@ def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator
         xs, ys = [], []
         for i in idx:
             c = chromas[i] if whole else _crop(chromas[i], seconds * 5, rng)
+            if rng.random() < cfg.timbre_aug:
+                c = _timbre(c, rng)
             shift = int(rng.integers(12))
             xs.append(fit_length(to_steps(np.roll(c, shift, axis=0), fps), length))
             k = int(keys[i])

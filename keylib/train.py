@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .keys import KEY_NAMES, N_KEYS, parse_key
+from .keys import N_KEYS, parse_key
 
 __all__ = [
     "TrainConfig",
@@ -125,50 +125,25 @@ def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
 
 # --------------------------------------------------------------------------- metric
 
-def _mirex():
-    try:
-        from . import mirex  # the project's metric module, when it exists
-
-        if hasattr(mirex, "weighted_score"):
-            return mirex
-    except ImportError:
-        pass
-    return None
-
-
-_CATEGORY_OF_SCORE = {1.0: "correct", 0.5: "fifth", 0.3: "relative", 0.2: "parallel", 0.0: "other"}
-
-
-def _score(ref: int, est: int, descending: bool) -> float:
-    m = _mirex()
-    if m is not None:
-        return float(m.weighted_score(int(ref), int(est), descending_fifths=descending))
-    import mir_eval
-
-    a = mir_eval.key.weighted_score(KEY_NAMES[ref], KEY_NAMES[est])
-    if descending:  # a fifth below the reference is a fifth above when the roles swap
-        a = max(a, mir_eval.key.weighted_score(KEY_NAMES[est], KEY_NAMES[ref]))
-    return float(a)
-
-
 def mirex_summary(refs: Sequence[int], ests: Sequence[int]) -> dict:
-    """Weighted MIREX scores under both fifth conventions, category counts, confusion matrix."""
+    """Weighted MIREX scores under both fifth conventions, category counts and the confusion
+    matrix (from :mod:`keylib.mirex`), in the layout the model card uses."""
+    from . import mirex
+
     refs = [int(r) for r in refs]
     ests = [int(e) for e in ests]
-    out: dict = {"n": len(refs)}
-    for name, desc in (("ascending_fifths", False), ("both_fifths", True)):
-        scores = [_score(r, e, desc) for r, e in zip(refs, ests)]
-        cats: dict[str, int] = {c: 0 for c in _CATEGORY_OF_SCORE.values()}
-        for s in scores:
-            cats[_CATEGORY_OF_SCORE.get(round(s, 1), "other")] += 1
-        out[name] = {"weighted": float(np.mean(scores)) if scores else float("nan"), "categories": cats}
-    out["accuracy"] = float(np.mean([r == e for r, e in zip(refs, ests)])) if refs else float("nan")
-    conf = np.zeros((N_KEYS, N_KEYS), dtype=int)
-    for r, e in zip(refs, ests):
-        conf[r, e] += 1
-    out["confusion"] = conf.tolist()
-    out["metric"] = "keylib.mirex" if _mirex() is not None else "mir_eval 0.8.2 (descending fifths by swapping roles)"
-    return out
+    s = mirex.summarize(refs, ests)
+    nan = float("nan")
+    return {
+        "n": s["n"],
+        "ascending_fifths": {"weighted": nan if s["weighted_score"] is None else float(s["weighted_score"]),
+                             "categories": s["counts"]},
+        "both_fifths": {"weighted": nan if s["weighted_score_both_fifths"] is None else float(s["weighted_score_both_fifths"]),
+                        "categories": s["counts_both_fifths"]},
+        "accuracy": nan if s["accuracy"] is None else float(s["accuracy"]),
+        "confusion": s["confusion"],
+        "metric": "keylib.mirex",
+    }
 
 
 # --------------------------------------------------------------------------- batches

@@ -118,7 +118,8 @@ def main() -> None:
     from keylib.model import load_model
 
     model = load_model(model_path)
-    print(f"model {model.version}; {len(paths)} clips of {args.seconds:.0f} s mp3 (44.1 kHz)")
+    print(f"model {model.version}; {len(paths)} clips of {args.seconds:.0f} s mp3 (44.1 kHz); "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other work on the machine skews figures)")
 
     # (a) stages, one core. Warm-up first: librosa and TensorFlow set up lazily.
     shares(paths[:3], model)
@@ -136,7 +137,11 @@ def main() -> None:
     config = load_config(None)
     spark = get_session(config, app_name="bench-infer")
     out = scratch / "out"
-    folder = str(paths[0].parent)
+    # A manifest naming exactly these clips (the data folder may hold more from other runs);
+    # no key column, so annotate writes no report and the figures are extract + infer.
+    manifest = scratch / "manifest.csv"
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
+    folder = str(manifest)
 
     # (b) inference alone over a chroma table extracted once
     run_extract(spark, input_uri=folder, output=out / "features", config=config)
@@ -157,6 +162,7 @@ def main() -> None:
           f"(target >= 8)")
     print(f"  time outside decode/features/model/Parquet (Spark jobs, scheduling, Arrow, listing): "
           f"{max(0.0, ann_s - total * len(paths) / CORES):.1f} s of {ann_s:.1f} s")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     spark.stop()
 
 

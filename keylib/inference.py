@@ -18,11 +18,14 @@ Statuses
     key. ``feature_mismatch``: the chroma was made by another feature version than the
     model expects (re-extract). ``model_error``: prediction itself failed for the batch.
 
-Tracks of any length
-    Each track's whole (12, n_frames) tensor goes to :meth:`KeyModel.predict_probs`, which
-    takes tensors of any length (see :mod:`keylib.model` for how it windows and pools).
-    Extraction already caps the analysed audio at the central ``audio.max_duration_s``
-    (600 s = 3,001 frames), which bounds a row's size.
+Tracks of any length (pad by looping, pool over the whole track; never crop below 600 s)
+    Each track's whole (12, n_frames) tensor goes to :meth:`KeyModel.predict_probs`:
+    frames are averaged into 1-s steps, the steps are padded by wrap-around tiling (the
+    track is treated as a loop) up to the next length bucket (8, 12, 16, 24, 32, ... steps,
+    so that tracks of similar length share one network call), and the network averages its
+    evidence over the whole padded input (global average pooling) before the softmax.
+    Only extraction crops: it analyses the central ``audio.max_duration_s`` (600 s =
+    3,001 frames), which bounds a row's size. A 1-frame track works (tiled to 8 steps).
 """
 
 from __future__ import annotations

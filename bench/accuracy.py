@@ -28,7 +28,7 @@ from keylib import templates  # noqa: E402
 from keylib.model import MODELS_DIR, SHIPPED_MODEL, load_model  # noqa: E402
 from keylib.train import load_dataset, mirex_summary  # noqa: E402
 
-REFERENCE_MODEL = MODELS_DIR / "reference" / "keycnn-ref.keras"
+REFERENCE_MODEL = MODELS_DIR / "keycnn-ref.keras"  # the reference CNN, for this comparison only
 
 
 def _row(name: str, refs, ests, sources) -> dict:

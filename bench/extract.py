@@ -23,7 +23,6 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as submit.sh: one task per core
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf

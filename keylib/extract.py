@@ -7,12 +7,10 @@ raises for a bad track, it returns a row with a ``status`` and a readable ``erro
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-import numpy as np
 
 from . import audio, features, io
 from .errors import STATUS_OK, STATUS_SILENT, TrackError

@@ -362,7 +362,7 @@ def run_infer(
     from .errors import InputError
     from .model import load_model
     from .runner import RunSummary
-    from .spark import clear_staging, commit_run, committed_runs, new_run_id, read_current
+    from .spark import clear_staging, commit_run, committed_runs, new_run_id, read_current, run_statuses
 
     summary = RunSummary(job="infer")
     run_id = run_id or new_run_id()
@@ -405,17 +405,12 @@ def run_infer(
     frame = infer_dataframe(todo.repartition(n_partitions), model_path=model_path, task_cpus=cpus)
     clear_staging(root)
     published = commit_run(frame, root, f"date={run_date}/run={run_id}", run_id=run_id)
-    # The run's statuses straight from its files (pyarrow, no Spark job): the keys rows are small.
-    import pyarrow.parquet as pq
-
-    written = pq.read_table(published, columns=["track_id", "status", "error"]).to_pandas()
-    counts = {str(k): int(v) for k, v in written["status"].value_counts().items()}
-    failed = written[~written["status"].isin([STATUS_OK, STATUS_SILENT])]
+    counts, failed = run_statuses(published, success=(STATUS_OK, STATUS_SILENT))
     summary.failed = len(failed)
     summary.extra.update(committed=str(published), statuses=counts)
     summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
     if previous is None:
-        summary.listed = summary.new = len(written)
+        summary.listed = summary.new = sum(counts.values())
     return summary
 
 

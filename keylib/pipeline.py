@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from . import features
 from .catalogue import list_tracks
@@ -19,7 +18,7 @@ from .errors import STATUS_OK, STATUS_SILENT
 from .extract import ExtractSettings
 from .incremental import select_tracks
 from .runner import RunSummary
-from .spark import clear_staging, commit_run, extract_dataframe, new_run_id, read_current
+from .spark import clear_staging, commit_run, extract_dataframe, new_run_id, read_current, run_statuses
 
 __all__ = ["CHROMA_TABLE", "run_extract"]
 
@@ -74,17 +73,9 @@ def run_extract(
         tracks_per_partition=config["spark"]["tracks_per_partition"],
     )
     published = commit_run(frame, root, f"run={run_id}", run_id=run_id)
-    counts = (
-        spark.read.parquet(str(published)).groupBy("status").count().toPandas()
-        .set_index("status")["count"].to_dict()
-    )
-    summary.failed = int(sum(n for status, n in counts.items() if status not in SUCCESS_STATUSES))
+    counts, failed = run_statuses(published, success=SUCCESS_STATUSES)
+    summary.failed = len(failed)
     summary.extra["committed"] = str(published)
     summary.extra["statuses"] = counts
-    if summary.failed:
-        summary.failures = [
-            (r.track_id, r.status, r.error)
-            for r in spark.read.parquet(str(published)).filter(~F.col("status").isin(*SUCCESS_STATUSES))
-            .select("track_id", "status", "error").limit(50).collect()
-        ]
+    summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
     return summary

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import pandas as pd
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -32,6 +33,7 @@ __all__ = [
     "read_current",
     "commit_run",
     "clear_staging",
+    "run_statuses",
     "extract_dataframe",
 ]
 
@@ -135,6 +137,16 @@ def commit_run(frame: DataFrame, root: str | Path, partition: str, *, run_id: st
     os.replace(staging, final)  # one rename: the run appears whole or not at all
     _fsync_dir(final.parent)
     return final
+
+
+def run_statuses(published: str | Path, *, success: tuple[str, ...]) -> tuple[dict[str, int], pd.DataFrame]:
+    """Status counts and failed rows (track_id, status, error) of one committed run.
+
+    Read from the run's Parquet footers and three small columns with pyarrow: no Spark job.
+    """
+    written = pq.read_table(published, columns=["track_id", "status", "error"]).to_pandas()
+    counts = {str(k): int(v) for k, v in written["status"].value_counts().items()}
+    return counts, written[~written["status"].isin(success)]
 
 
 def _fsync_dir(path: Path) -> None:

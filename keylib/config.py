@@ -1,5 +1,8 @@
 """Configuration: ``conf/*.toml`` merged over built-in defaults, validated once.
 
+:data:`DEFAULTS` holds every setting; ``conf/local.toml`` spells them out with comments,
+and other files (``conf/nightly.toml``, ``conf/cluster.toml``) set only what differs.
+
 Settings live in TOML; run arguments (input, output, date, ``--force``) are flags of the
 jobs. ``python -m keylib.config submit-args FILE`` prints the spark-submit options that
 must be known before the JVM starts (master, memory), for ``submit.sh``.
@@ -30,7 +33,11 @@ DEFAULTS: dict[str, Any] = {
         "arrow_batch_rows": 64,
         "tracks_per_partition": 8,
         "task_cpus": 1,
-        "conf": {},
+        "conf": {
+            "spark.ui.showConsoleProgress": "true",
+            "spark.sql.shuffle.partitions": "8",
+            "spark.ui.enabled": "false",
+        },
     },
     "audio": {"max_duration_s": 600.0, "min_duration_s": 1.0, "max_file_mb": 512},
     "extract": {"hash_content": True},

@@ -78,6 +78,17 @@ def test_select_tracks_new_changed_retry_version_force():
     assert len(todo) == 5 and skipped.empty
 
 
+def test_shipped_conf_files_load_and_local_spells_out_the_defaults():
+    from pathlib import Path
+
+    from keylib.config import DEFAULTS
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    assert load_config(conf / "local.toml") == DEFAULTS
+    assert load_config(conf / "nightly.toml")["nightly"]["max_failed_share"] == 0.02
+    assert load_config(conf / "cluster.toml")["spark"]["conf"]["spark.task.maxFailures"] == "4"
+
+
 def test_config_defaults_and_validation(tmp_path):
     config = load_config(None)
     assert config["spark"]["master"] == "local[2]" and config["audio"]["max_duration_s"] == 600.0

@@ -16,7 +16,9 @@ from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
 from .io import is_s3, local_path, stat_fingerprint
 
-__all__ = ["CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest"]
+__all__ = [
+    "CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest", "read_csv_table", "resolve_uri",
+]
 
 CATALOGUE_COLUMNS = ["track_id", "uri", "fingerprint", "size_bytes", "truth_key", "source"]
 # Kept when the source provides them (S3: the object's last-modified time, for the manifest).
@@ -80,15 +82,33 @@ def _list_folder(root: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
 
 
+def read_csv_table(path: Path, *, what: str = "manifest") -> pd.DataFrame:
+    """A CSV file as strings (empty cells as ``""``), or :class:`InputError` saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise InputError(f"cannot read {what} {path}: {exc}") from None
+
+
+def resolve_uri(raw: str, *, base: Path) -> str:
+    """A manifest's path cell as a URI: ``s3://`` as is, local paths absolute (relative to
+    the manifest's folder ``base``)."""
+    raw = raw.strip()
+    if is_s3(raw):
+        return raw
+    path = local_path(raw)
+    return str(path if path.is_absolute() else base / path)
+
+
 def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.DataFrame:
     """Tracks listed by a CSV manifest (see :func:`list_tracks`)."""
     manifest = Path(manifest)
     if manifest.suffix.lower() != ".csv":
         raise InputError(f"a manifest must be a .csv file, got {manifest}")
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"cannot read manifest {manifest}: {exc}") from None
+    table = read_csv_table(manifest, what="manifest")
     if "path" not in table.columns:
         raise InputError(f"manifest {manifest} has no 'path' column (columns: {list(table.columns)})")
     table = table[table["path"].str.strip() != ""]
@@ -102,16 +122,13 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     rows = []
     s3_uris = []
     for record in table.to_dict("records"):
-        raw = record["path"].strip()
-        if is_s3(raw):
-            uri, size, fingerprint = raw, None, None
-            s3_uris.append(raw)
+        uri = resolve_uri(record["path"], base=base)
+        if is_s3(uri):
+            size, fingerprint = None, None
+            s3_uris.append(uri)
         else:
-            path = local_path(raw)
-            path = path if path.is_absolute() else base / path
-            uri = str(path)
             try:
-                size, fingerprint = stat_fingerprint(path)
+                size, fingerprint = stat_fingerprint(uri)
             except OSError:
                 size, fingerprint = None, MISSING_FINGERPRINT
         rows.append({

@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import mirex
 from .errors import InputError
-from .io import is_s3, local_path
+from .catalogue import read_csv_table, resolve_uri
 from .keys import KEY_NAMES, try_parse_key
 
 __all__ = ["EXCLUSION_REASONS", "Evaluation", "read_truth", "evaluate_keys"]
@@ -81,27 +81,16 @@ def read_truth(manifest: str | Path) -> pd.DataFrame:
         when the file is missing, unreadable, or lacks the needed columns.
     """
     manifest = Path(manifest)
-    if not manifest.is_file():
-        raise InputError(f"truth manifest not found: {manifest}")
-    try:
-        table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"cannot read truth manifest {manifest}: {exc}") from None
+    table = read_csv_table(manifest, what="truth manifest")
     if "key" not in table.columns:
         raise InputError(f"truth manifest {manifest} has no 'key' column (columns: {list(table.columns)})")
     if "track_id" not in table.columns and "path" not in table.columns:
         raise InputError(f"truth manifest {manifest} needs a 'track_id' or 'path' column")
     base = manifest.resolve().parent
-    uris: list[str | None] = []
-    for raw in table.get("path", pd.Series("", index=table.index)):
-        raw = (raw or "").strip()
-        if not raw:
-            uris.append(None)
-        elif is_s3(raw):
-            uris.append(raw)
-        else:
-            path = local_path(raw)
-            uris.append(str(path if path.is_absolute() else base / path))
+    uris = [
+        resolve_uri(raw, base=base) if raw.strip() else None
+        for raw in table.get("path", pd.Series("", index=table.index))
+    ]
     ids = table["track_id"].str.strip() if "track_id" in table.columns else pd.Series("", index=table.index)
     # As in the catalogue: a manifest row without track_id is identified by its path.
     paths = table["path"].str.strip() if "path" in table.columns else pd.Series("", index=table.index)

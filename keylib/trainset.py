@@ -55,7 +55,8 @@ __all__ = [
     "render_midi",
     "augment",
     "procedural_piece",
-    "pop909_jobs",
+    "pop909_songs",
+    "plan_jobs",
     "make_training_set",
 ]
 

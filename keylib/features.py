@@ -47,6 +47,8 @@ LOG_GAIN = 100.0
 # Below this spectral magnitude the track is treated as silent and gets an all-zero tensor.
 _SILENCE_FLOOR = 1e-6
 _TUNING_FRAMES = 50
+# FFT bins [lo, hi) with FMIN <= frequency < FMAX.
+_BAND_BINS = (int(np.ceil(FMIN * N_FFT / SAMPLE_RATE)), int(np.ceil(FMAX * N_FFT / SAMPLE_RATE)))
 
 
 def frames_for_duration(duration_s: float) -> int:
@@ -107,13 +109,45 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _estimate_tuning(spec: np.ndarray) -> float:
-    """Tuning deviation in semitones (-0.5 .. 0.5) from a magnitude spectrogram."""
-    # librosa's piptrack-based estimator, restricted to the chroma band so that drums and
-    # hiss above FMAX do not vote. Tuning is constant across a recording, so at most
-    # _TUNING_FRAMES evenly spaced frames are enough; piptrack over every frame of a long
-    # track would cost more than all the rest of the feature.
+    """Tuning deviation in semitones (-0.5 .. 0.5) from a magnitude spectrogram.
+
+    The estimator of ``librosa.estimate_tuning`` (spectral peaks above a tenth of each
+    frame's maximum, refined by parabolic interpolation; the louder half votes in a
+    histogram of deviations from equal temperament, 0.01 semitone wide), restricted to the
+    chroma band. Written out in numpy because librosa's version runs numba gufuncs whose
+    on-disk cache is not safe when several Spark workers compile it at once (a fresh
+    environment segfaulted that way). Tuning is constant across a recording, so at most
+    :data:`_TUNING_FRAMES` evenly spaced frames are used.
+    """
     step = max(1, spec.shape[1] // _TUNING_FRAMES)
-    tuning = librosa.estimate_tuning(
-        S=spec[:, ::step], sr=SAMPLE_RATE, n_fft=N_FFT, fmin=FMIN, fmax=FMAX, bins_per_octave=12
-    )
-    return float(tuning) if np.isfinite(tuning) else 0.0
+    frames = spec[:, ::step]
+    frame_max = frames.max(axis=0, keepdims=True).astype(np.float64)  # over all bins, as librosa
+    # Only the chroma band (plus one neighbour each side for the interpolation) matters.
+    lo, hi = _BAND_BINS
+    mag = np.asarray(frames[lo - 1:hi + 1], dtype=np.float64)
+    if not mag.any():
+        return 0.0
+    # Parabolic interpolation around every bin (0 where the optimum is beyond a bin away).
+    curvature = mag[2:] + mag[:-2] - 2.0 * mag[1:-1]
+    slope = 0.5 * (mag[2:] - mag[:-2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = np.where(np.abs(slope) >= np.abs(curvature), 0.0, -slope / curvature)
+    shift = np.zeros_like(mag)
+    shift[1:-1] = inner
+    peak_mag = mag + 0.5 * np.gradient(mag, axis=0) * shift
+    # Local maxima of the thresholded spectrum, inside the chroma band.
+    gated = mag * (mag > 0.1 * frame_max)
+    peaks = np.zeros_like(mag, dtype=bool)
+    peaks[1:-1] = (gated[1:-1] > gated[:-2]) & (gated[1:-1] >= gated[2:])
+    if not peaks.any():
+        return 0.0
+    bins, _ = np.nonzero(peaks)
+    pitch = (lo - 1 + bins + shift[peaks]) * SAMPLE_RATE / N_FFT
+    strength = peak_mag[peaks]
+    pitch = pitch[(strength >= np.median(strength)) & (pitch > 0)]
+    if pitch.size == 0:
+        return 0.0
+    residual = np.mod(12.0 * np.log2(pitch / (440.0 / 16.0)), 1.0)
+    residual[residual >= 0.5] -= 1.0
+    counts, edges = np.histogram(residual, np.linspace(-0.5, 0.5, 101))
+    return float(edges[np.argmax(counts)])

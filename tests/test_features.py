@@ -27,6 +27,19 @@ def test_detuned_triad_still_folds_to_c_e_g():
     assert set(np.argsort(tensor.mean(axis=1))[-3:]) == {0, 4, 7}
 
 
+@pytest.mark.parametrize("cents", [-45, -20, 0, 13, 38])
+def test_tuning_estimate_matches_librosa(cents):
+    import librosa
+
+    rng = np.random.default_rng(cents + 100)
+    y = _triad(features.SAMPLE_RATE, midis=tuple(m + cents / 100 for m in rng.integers(45, 75, 4)), seconds=5.0)
+    spec = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH))
+    expected = librosa.estimate_tuning(S=spec, sr=features.SAMPLE_RATE, n_fft=features.N_FFT,
+                                       fmin=features.FMIN, fmax=features.FMAX, bins_per_octave=12)
+    assert features._estimate_tuning(spec) == pytest.approx(expected, abs=1e-9)
+    assert features._estimate_tuning(spec) == pytest.approx(cents / 100, abs=0.03)
+
+
 def test_silence_gives_zeros_not_nan():
     tensor = features.chroma(np.zeros(features.SAMPLE_RATE * 30, dtype=np.float32))
     assert tensor.shape[0] == 12 and np.all(tensor == 0) and np.all(np.isfinite(tensor))

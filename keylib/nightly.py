@@ -25,7 +25,7 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
@@ -74,15 +74,6 @@ def read_manifests(output: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def _keys_stage() -> Callable[..., RunSummary] | None:
-    """The inference stage (``keylib.inference.run_infer``) when it is installed."""
-    try:
-        from .inference import run_infer  # noqa: F401
-    except ImportError:
-        return None
-    return run_infer
-
-
 def run_nightly(
     spark: SparkSession,
     *,
@@ -109,6 +100,7 @@ def run_nightly(
         the catalogue cannot be listed; a manifest with ``status = "input_error"`` is
         written first.
     """
+    from .inference import run_infer
     from .pipeline import run_extract
     from .spark import new_run_id
 
@@ -138,11 +130,10 @@ def run_nightly(
         extract = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
         stages["extract"] = _stage(extract)
         final = extract
-        infer = _keys_stage() if with_keys else None
-        if infer is not None:
+        if with_keys:
             # Infers every current chroma row without a current keys row of this model:
             # tonight's new tracks, and any left without keys by a run killed in between.
-            keys = infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
+            keys = run_infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
             stages["infer"] = _stage(keys)
             manifest["versions"]["model"] = keys.extra.get("model_version")
             final = keys
@@ -152,7 +143,8 @@ def run_nightly(
         summary.new = max(extract.new, final.new)
         summary.skipped = summary.listed - summary.new
         summary.failed = max(extract.failed, final.failed)
-        summary.failures = (extract.failures + final.failures if final is not extract else extract.failures)[:50]
+        # Keys rows carry the extraction failures too: the last stage lists every failure once.
+        summary.failures = final.failures[:50]
         code = summary.exit_code(max_failed_share)
         status = "ok" if code == 0 else "too_many_failures"
     except InputError as exc:

@@ -31,7 +31,6 @@ Tracks of any length (pad by looping, pool over the whole track; never crop belo
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,7 +51,6 @@ __all__ = [
     "empty_fields",
     "predict_frame",
     "keys_schema",
-    "set_tf_threads",
     "infer_dataframe",
     "run_infer",
 ]
@@ -246,31 +244,6 @@ def keys_schema():
     ])
 
 
-_TF_THREADS_SET = False
-
-
-def set_tf_threads(n_threads: int) -> None:
-    """Match TensorFlow's thread pools to ``n_threads`` (the task's cores), once per process.
-
-    Must run before TensorFlow executes anything; later calls are ignored.
-    """
-    global _TF_THREADS_SET
-    if _TF_THREADS_SET:
-        return
-    n = max(1, int(n_threads))
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(n))
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already initialised in this process: keep its pools
-        log.debug("TensorFlow already initialised; thread pools unchanged")
-    _TF_THREADS_SET = True
-
-
 def _task_cpus(default: int) -> int:
     try:
         from pyspark import TaskContext
@@ -308,10 +281,10 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
     path = model_path or None
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        set_tf_threads(_task_cpus(task_cpus))
         from .model import load_model
 
-        model = load_model(path)
+        # TensorFlow's thread pools follow the task's cores (spark.task.cpus).
+        model = load_model(path, threads=_task_cpus(task_cpus))
         for batch in batches:
             yield predict_frame(batch, model)
 

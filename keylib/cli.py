@@ -38,38 +38,35 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
         ``margin``, ``camelot``, ``open_key``, ``probs`` (24, :mod:`keylib.keys` order),
         ``duration_s``, ``model_version``, ``feature_version``, ``status``, ``error``.
     """
-    from . import audio, features
-    from .errors import STATUS_OK, STATUS_SILENT, TrackError
-    from .inference import empty_fields, keys_fields
+    import pandas as pd
+
+    from .extract import ExtractSettings, extract_track
+    from .inference import KEYS_COLUMNS, predict_frame
     from .model import load_model
 
     model = load_model(model_path)
-    rows: list[dict[str, Any]] = []
-    tensors, todo = [], []
-    for path in paths:
-        row = {"file": str(path), **empty_fields(), "duration_s": None, "model_version": model.version,
-               "feature_version": features.FEATURE_VERSION, "status": STATUS_OK, "error": None}
+    # The catalogue's own per-track steps, so that a file's key and status here equal its
+    # row in keys/ (no hashing: nothing is stored).
+    settings = ExtractSettings(max_duration_s=max_duration_s, min_duration_s=min_duration_s, hash_content=False)
+    chroma_rows = [
+        extract_track({"track_id": str(path), "uri": str(path)}, settings=settings) for path in paths
+    ]
+    keys = predict_frame(pd.DataFrame(chroma_rows), model)
+    fields = [c for c in KEYS_COLUMNS if c not in ("track_id", "uri", "identity", "extracted_at", "inferred_at")]
+    rows = []
+    for chroma_row, key_row in zip(chroma_rows, keys.to_dict("records")):
+        row = {"file": chroma_row["track_id"], **{c: _plain(key_row[c]) for c in fields}}
+        duration = chroma_row["duration_s"]
+        row["duration_s"] = None if duration is None else round(duration, 3)
         rows.append(row)
-        try:
-            p = Path(path)
-            if not p.is_file():
-                raise FileNotFoundError(f"no such file: {path}")
-            decoded = audio.decode(p.read_bytes(), ext=audio.extension_of(str(p)),
-                                   max_duration_s=max_duration_s, min_duration_s=min_duration_s)
-            row["duration_s"] = round(decoded.duration_s, 3)
-            if audio.is_silent(decoded.samples):
-                row["status"], row["error"] = STATUS_SILENT, "no audible signal: no key to find"
-                continue
-            tensors.append(features.chroma(decoded.samples))
-            todo.append(row)
-        except TrackError as exc:
-            row["status"], row["error"] = exc.status, str(exc)
-        except OSError as exc:
-            row["status"], row["error"] = "missing" if isinstance(exc, FileNotFoundError) else "read_error", str(exc)
-    if tensors:
-        for row, probs in zip(todo, model.predict_probs(tensors)):
-            row.update(keys_fields(probs))
     return rows
+
+
+def _plain(value: Any) -> Any:
+    """pandas/numpy scalars and NaN as plain Python values (JSON-ready)."""
+    if isinstance(value, float) and value != value:
+        return None
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, str)) else value
 
 
 def _print_table(rows: list[dict[str, Any]], seconds: float) -> None:

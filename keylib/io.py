@@ -51,7 +51,7 @@ def read_bytes(uri: str, *, max_bytes: int, s3_settings: dict | None = None) -> 
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise MissingTrackError(f"file not found: {uri}") from None
+        raise MissingTrackError(f"no such file: {uri}") from None
     except OSError as exc:
         raise ReadError(f"cannot stat {uri}: {exc.strerror or exc}") from None
     if path.is_dir():

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .keys import N_KEYS, parse_key
+from .keys import N_KEYS, try_parse_key
 
 __all__ = [
     "TrainConfig",
@@ -56,7 +56,11 @@ def _read_parquet_rows(path: str | Path):
     import pyarrow.parquet as pq
 
     p = Path(path)
-    files = [str(p)] if p.is_file() else sorted(glob.glob(str(p / "**" / "*.parquet"), recursive=True))
+    files = [str(p)] if p.is_file() else sorted(
+        f for f in glob.glob(str(p / "**" / "*.parquet"), recursive=True)
+        # as Parquet readers do: skip _staging/ (runs not committed) and hidden files
+        if not any(part.startswith(("_", ".")) for part in Path(f).relative_to(p).parts)
+    )
     if not files:
         raise FileNotFoundError(f"no Parquet files under {p}")
     frames = []
@@ -101,13 +105,7 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
     if "piece" not in df:
         df["piece"] = df["track_id"]
     df["piece"] = df["piece"].fillna(df["track_id"])
-    keys = []
-    for label in df["key"]:
-        try:
-            keys.append(parse_key(str(label)))
-        except Exception:
-            keys.append(-1)
-    df["key_index"] = keys
+    df["key_index"] = [-1 if (k := try_parse_key(label)) is None else k for label in df["key"]]
     df = df[df["key_index"] >= 0].copy()
     df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(12, -1) for c in df["chroma"]]
     df = df[[c.shape[1] >= 1 for c in df["chroma"]]]

@@ -7,12 +7,13 @@ the caller can write an error row and go on.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .errors import MissingTrackError, ReadError, TooLargeError
 
-__all__ = ["is_s3", "local_path", "read_bytes", "stat_fingerprint"]
+__all__ = ["atomic_write_text", "is_s3", "local_path", "read_bytes", "stat_fingerprint"]
 
 
 def is_s3(uri: str) -> bool:
@@ -78,3 +79,17 @@ def stat_fingerprint(path: str | os.PathLike) -> tuple[int, str]:
     """``(size, "size:mtime_ns")`` of a local file: cheap change detection on the driver."""
     st = os.stat(path)
     return st.st_size, f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one
+    (hidden temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

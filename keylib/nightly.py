@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +30,7 @@ from pyspark.sql import SparkSession
 from . import features
 from .config import config_hash
 from .errors import InputError
+from .io import atomic_write_text
 from .runner import EXIT_INPUT, RunSummary
 
 __all__ = ["MANIFEST_DIR", "run_nightly", "write_manifest", "read_manifests", "package_version"]
@@ -56,16 +55,8 @@ def _redact(text: Any) -> Any:
 
 def write_manifest(output: str | Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``OUT/_runs/<run_id>.json`` atomically (temp file, fsync, rename)."""
-    folder = Path(output) / MANIFEST_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{manifest['run_id']}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-    return target
+    target = Path(output) / MANIFEST_DIR / f"{manifest['run_id']}.json"
+    return atomic_write_text(target, json.dumps(manifest, indent=2, sort_keys=True, default=str))
 
 
 def read_manifests(output: str | Path) -> list[dict]:

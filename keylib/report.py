@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .evaluate import EXCLUSION_REASONS, Evaluation
+from .io import atomic_write_text
 from .keys import KEY_NAMES
 from .mirex import CATEGORIES
 
@@ -226,13 +227,7 @@ def write_report(result: Evaluation, folder: str | Path, *, title: str = "keylib
         "scored_tracks": json.loads(result.scored.to_json(orient="records")),
         "excluded_tracks": json.loads(result.excluded.to_json(orient="records")),
     }
-    _atomic_write(folder / "report.json", json.dumps(payload, indent=2, default=str))
-    _atomic_write(folder / "report.md", _markdown(result, meta))
-    _atomic_write(folder / "report.html", _html(result, meta))
+    atomic_write_text(folder / "report.json", json.dumps(payload, indent=2, default=str))
+    atomic_write_text(folder / "report.md", _markdown(result, meta))
+    atomic_write_text(folder / "report.html", _html(result, meta))
     return folder / "report.html"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)

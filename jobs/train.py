@@ -54,9 +54,11 @@ def main(argv=None) -> int:
         print("keylib train: no training rows", file=sys.stderr)
         return 3
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, out_dir=Path(args.output))
-    summary = {k: card[k]["both_fifths"]["weighted"] for k in ("validation",) if k in card}
+    summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}
     if "heldout" in card:
         summary["heldout"] = card["heldout"]["all"]["both_fifths"]["weighted"]
+        summary.update({f"heldout {k}": v["both_fifths"]["weighted"] for k, v in card["heldout"]["by_length"].items()})
+        summary["heldout ECE"] = card["heldout"]["calibration"]["ece"]
     print(f"model: {Path(args.output) / (cfg.name + '.keras')}  MIREX (fifths both ways): {json.dumps(summary)}")
     return 0
 

@@ -87,7 +87,7 @@ def main() -> None:
     print(f"  decode + chroma: {loop_rate:.1f} tracks/s per core (target >= 10)")
 
     # (b) the Spark job in local[2]: listing, scheduling, Arrow, Parquet included
-    from keylib.pipeline import run_extract
+    from keylib.flows import run_extract
     from keylib.spark import get_session
 
     config = load_config(None)

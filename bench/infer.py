@@ -130,8 +130,8 @@ def main() -> None:
         print(f"  {key:<9} {1000 * value:7.1f} ms/track  ({100 * value / total:4.1f} %)")
     print(f"  model alone: {1 / per['model']:.0f} tracks/s")
 
-    from keylib.inference import run_annotate, run_infer
-    from keylib.pipeline import run_extract
+    from keylib.flows import run_annotate, run_infer
+    from keylib.flows import run_extract
     from keylib.spark import get_session
 
     config = load_config(None)

@@ -21,7 +21,7 @@ def add_arguments(parser):
 
 def run(spark, args, config):
     from keylib.catalogue import list_tracks
-    from keylib.inference import read_keys, run_annotate, summarize_keys
+    from keylib.flows import read_keys, run_annotate, summarize_keys
 
     result = run_annotate(spark, input_uri=args.input, output=args.output, config=config,
                           force=args.force, model_path=args.model)

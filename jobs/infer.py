@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.inference import run_infer
+    from keylib.flows import run_infer
 
     summary = run_infer(spark, features=args.features, output=args.output, config=config,
                         force=args.force, run_date=args.date, model_path=args.model)

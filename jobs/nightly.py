@@ -10,7 +10,7 @@ unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 1 in
 import os
 import sys
 
-from keylib.nightly import run_nightly
+from keylib.flows import run_nightly
 from keylib.runner import job_main
 
 

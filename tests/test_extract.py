@@ -14,8 +14,8 @@ import pytest
 
 from keylib import features, synth
 from keylib.extract import CHROMA_COLUMNS
-from keylib.pipeline import run_extract
-from keylib.spark import committed_runs, read_current
+from keylib.flows import run_extract
+from keylib.tables import committed_runs, read_current
 
 REPO = Path(__file__).resolve().parent.parent
 

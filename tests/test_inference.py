@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from keylib import features
-from keylib.inference import KEYS_COLUMNS, keys_fields, keys_schema, predict_frame, stale_tracks
+from keylib.incremental import stale_tracks
+from keylib.inference import KEYS_COLUMNS, keys_fields, keys_schema, predict_frame
 from keylib.keys import KEY_NAMES, camelot, open_key
 
 
@@ -112,7 +113,7 @@ def test_stale_tracks():
 
 
 def test_infer_dataframe_on_spark(spark, model):
-    from keylib.inference import infer_dataframe
+    from keylib.workers import infer_dataframe
     from keylib.spark import CHROMA_SCHEMA
 
     rows = [_chroma_row(f"t{i}", 25 * (i + 1), seed=i) for i in range(6)]

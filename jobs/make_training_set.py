@@ -15,7 +15,7 @@ from pathlib import Path
 from keylib.trainset import make_training_set
 
 SETTINGS = ("pop909", "pop909_holdout_from", "pop909_renders", "procedural", "chorales",
-            "transpositions", "folk", "heldout_folk", "heldout_classical", "whole", "workers", "seed")
+            "transpositions", "folk", "heldout_folk", "heldout_classical", "atonal", "whole", "workers", "seed")
 
 
 def main(argv=None) -> int:
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
         pop909_holdout_from=int(s["pop909_holdout_from"] or 800), seed=int(s["seed"] or 0),
         pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
         whole=bool(int(s["whole"] or 0)), n_heldout_classical=int(s["heldout_classical"] or 0),
+        n_atonal=int(s["atonal"] or 0),
     )
     n = sum(1 for _ in open(manifest)) - 1
     print(f"make-training-set: {n} clips, manifest {manifest}")

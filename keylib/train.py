@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .features import FRAME_RATE, LOG_GAIN
+from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
+from .tensors import compress, crop, excerpt, linear
 
 __all__ = [
     "TrainConfig",
@@ -29,7 +30,6 @@ __all__ = [
     "mirex_summary",
     "train_model",
     "predict_exact",
-    "excerpt",
     "apply_temperature",
     "fit_temperature",
     "calibration_error",
@@ -116,16 +116,19 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
         df["piece"] = df["track_id"]
     df["piece"] = df["piece"].fillna(df["track_id"])
     df["key_index"] = [-1 if (k := try_parse_key(label)) is None else k for label in df["key"]]
-    df = df[df["key_index"] >= 0].copy()
+    df = df[(df["key_index"] >= 0) | (df["split"] == "atonal")].copy()  # atonal: music without a key
     df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(12, -1) for c in df["chroma"]]
     df = df[[c.shape[1] >= 1 for c in df["chroma"]]]
     return df.reset_index(drop=True)
 
 
 def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
-    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source."""
+    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source.
+
+    Rows of ``split == 'atonal'`` (no key) are in none of them: see :func:`train_model`.
+    """
     held = df[df["split"] == "heldout"]
-    rest = df[df["split"] != "heldout"]
+    rest = df[~df["split"].isin(("heldout", "atonal"))]
     h = np.array([zlib.crc32(f"{seed}|{s}|{p}".encode()) % 10_000 for s, p in zip(rest["source"], rest["piece"])])
     is_val = h < val_fraction * 10_000
     return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), held.reset_index(drop=True)
@@ -156,42 +159,7 @@ def mirex_summary(refs: Sequence[int], ests: Sequence[int]) -> dict:
 
 # --------------------------------------------------------------------------- batches
 # Training sees the same tensors serving sees: a crop of a track is re-normalised as if it
-# were the whole track (the feature scales each track by its own maximum before the log),
-# which the feature's log compression lets us undo and redo exactly (_linear, _compress).
-
-_LOG_NORM = float(np.log1p(LOG_GAIN))
-
-
-def _linear(chroma: np.ndarray) -> np.ndarray:
-    """Inverse of the feature's log compression: magnitudes relative to the track's peak."""
-    return np.expm1(chroma.astype(np.float64) * _LOG_NORM) / LOG_GAIN
-
-
-def _compress(linear: np.ndarray) -> np.ndarray:
-    """The feature's compression of relative magnitudes: scaled by their peak, log, 0..1."""
-    peak = float(linear.max(initial=0.0))
-    if peak <= 0.0:
-        return np.zeros(linear.shape, dtype=np.float32)
-    return (np.log1p(LOG_GAIN * linear / peak) / _LOG_NORM).astype(np.float32)
-
-
-def _crop(chroma: np.ndarray, frames: int, rng: np.random.Generator | None = None, *,
-          start: int | None = None) -> np.ndarray:
-    """``frames`` frames of a track (at ``start``, else at random), re-normalised as a track.
-
-    Parameters
-    ----------
-    chroma : np.ndarray, shape (12, n)
-    frames : int
-        At most ``n``.
-    """
-    n = chroma.shape[1]
-    frames = min(frames, n)
-    if start is None:
-        start = int(rng.integers(0, n - frames + 1)) if rng is not None else 0
-    start = max(0, min(start, n - frames))
-    part = chroma[:, start:start + frames]
-    return part if frames == n else _compress(_linear(part))
+# were the whole track (keylib.tensors), as extraction would give for that stretch alone.
 
 
 def _loudness(linear: np.ndarray, rng: np.random.Generator, fps: float = FRAME_RATE) -> np.ndarray:
@@ -269,9 +237,9 @@ def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator
             c = chromas[i]
             start = int(rng.integers(0, c.shape[1] - frames + 1))
             if rng.random() < cfg.loudness_aug:
-                c = _compress(_loudness(_linear(c[:, start:start + frames]), rng))
+                c = compress(_loudness(linear(c[:, start:start + frames]), rng))
             else:
-                c = _crop(c, frames, start=start)
+                c = crop(c, frames, start=start)
             if rng.random() < cfg.timbre_aug:
                 c = _timbre(c, rng)
             shift = int(rng.integers(12))
@@ -281,13 +249,6 @@ def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator
         y = np.zeros((len(idx), N_KEYS), dtype=np.float32)
         y[np.arange(len(idx)), ys] = 1.0
         yield np.stack(xs).astype(np.float32), y
-
-
-def excerpt(chroma: np.ndarray, *, start_s: float = 15.0, length_s: float = 30.0) -> np.ndarray:
-    """The ``length_s`` excerpt from ``start_s`` of a track's chroma, as extraction would
-    give for that excerpt alone (re-normalised); a shorter track's last ``length_s``."""
-    fr = int(FRAME_RATE)
-    return _crop(chroma, int(length_s * fr), start=int(start_s * fr))
 
 
 def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: int = 64) -> np.ndarray:
@@ -366,14 +327,15 @@ def calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: in
 
 # --------------------------------------------------------------------------- training
 
-def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir: Path | None = None,
-                log=print) -> tuple[object, dict]:
+def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_df=None,
+                out_dir: Path | None = None, log=print) -> tuple[object, dict]:
     """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
 
     Validation scores each validation track whole and as its 30 s excerpt from 15 s
     (:func:`excerpt`), at the track's own length, as serving does; early stopping follows
     the mean of the two. The softmax temperature that best calibrates the validation
-    probabilities (music the network did not train on) goes into the card.
+    probabilities (music the network did not train on) goes into the card, and with
+    ``atonal_df`` (music without a key) the tonality classifier of :mod:`keylib.tonality`.
 
     Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras`` and
     ``<name>.json`` there.
@@ -445,6 +407,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
             "validation_ece_after": calibration_error(apply_temperature(val_probs, temperature).max(1),
                                                       val_probs.argmax(1) == val_all)["ece"],
         }
+        if atonal_df is not None and len(atonal_df):
+            card["tonality"] = _fit_tonality(net, fps, val_sets, atonal_df, temperature)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
@@ -464,13 +428,31 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
         },
     })
     if heldout_df is not None and len(heldout_df):
-        card["heldout"] = evaluate_heldout(net, heldout_df, fps, temperature=temperature)
+        card["heldout"] = evaluate_heldout(net, heldout_df, fps, temperature=temperature,
+                                           tonality=card.get("tonality"))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         net.save(str(out_dir / f"{cfg.name}.keras"))
         (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
     return net, card
+
+
+def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, temperature: float) -> dict:
+    """The tonality classifier: tonal validation music (whole and excerpts) against the
+    generated atonal clips, on calibrated probabilities."""
+    from .tonality import fit_tonality, tonality_features
+
+    def feats(chromas):
+        probs = apply_temperature(predict_exact(net, chromas, fps), temperature)
+        return [tonality_features(c, p) for c, p in zip(chromas, probs)]
+
+    tonal = [f for data in val_sets.values() for f in feats(data)]
+    atonal = feats(list(atonal_df["chroma"]))
+    params = fit_tonality(tonal, atonal)
+    params["fitted_on"] = (f"{len(tonal)} validation tracks (whole and 30 s excerpts) against "
+                           f"{len(atonal)} atonal clips ({', '.join(sorted(set(atonal_df['source'])))})")
+    return params
 
 
 LENGTH_BUCKETS = (("up to 30 s", 0.0, 30.5), ("30-120 s", 30.5, 120.0), ("whole, over 120 s", 120.0, float("inf")))
@@ -484,14 +466,20 @@ def length_bucket(duration_s: float) -> str:
     return LENGTH_BUCKETS[-1][0]
 
 
-def evaluate_heldout(net, df, fps: int, *, temperature: float = 1.0) -> dict:
-    """MIREX scores of ``df`` overall, by source and by length bucket, and the calibration
-    error of the temperature-scaled confidence."""
+def evaluate_heldout(net, df, fps: int, *, temperature: float = 1.0, tonality: dict | None = None) -> dict:
+    """MIREX scores of ``df`` overall, by source and by length bucket, the calibration
+    error of the temperature-scaled confidence, and the share of it the tonality
+    classifier keeps tonal."""
     probs = apply_temperature(predict_exact(net, list(df["chroma"]), fps), temperature)
     ests = probs.argmax(1)
     refs = np.asarray(df["key_index"])
     out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}
     out["calibration"] = calibration_error(probs.max(1), ests == refs)
+    if tonality:
+        from .tonality import tonal_score, tonality_features
+
+        feats = np.array([tonality_features(c, p) for c, p in zip(df["chroma"], probs)])
+        out["tonal_kept"] = float((tonal_score(feats, tonality) >= tonality["threshold"]).mean())
     seconds = np.array([c.shape[1] / FRAME_RATE for c in df["chroma"]])
     groups = [("by_source", np.asarray(df["source"]))]
     groups.append(("by_length", np.array([length_bucket(x) for x in seconds])))

@@ -549,6 +549,75 @@ def abc_tunes(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
+# --------------------------------------------------------------------------- no key
+
+ATONAL_KINDS = ("noise", "drums", "speech", "twelve-tone")
+_WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars rise above quiet hills "
+          "nightly batch jobs annotate every track in the catalogue and data engineers read the results "
+          "tomorrow morning the weather turns cold with rain from the west and wind along the coast").split()
+
+
+def atonal_clip(kind: str, rng: np.random.Generator, *, tmp: Path, split: str = "train") -> np.ndarray:
+    """Audio without a key (mono float32 at :data:`RENDER_SR`, 8-60 s): ``noise`` (white,
+    pink or brown, with a level envelope), ``drums`` (a kit alone), ``speech`` (espeak-ng)
+    or ``twelve-tone`` (rows of all 12 pitch classes, as melody and as chords)."""
+    from scipy import signal
+
+    seconds = float(rng.uniform(8, 60))
+    n = int(seconds * RENDER_SR)
+    if kind == "noise":
+        y = rng.standard_normal(n).astype(np.float32)
+        colour = rng.choice(["white", "pink", "brown"])
+        if colour == "pink":
+            y = signal.lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786],
+                               [1, -2.494956002, 2.017265875, -0.522189400], y)
+        elif colour == "brown":
+            y = signal.lfilter([1.0], [1.0, -0.995], y)
+        env = np.interp(np.arange(n), np.linspace(0, n, 6), rng.uniform(0.2, 1.0, 6))
+        return (y * env).astype(np.float32)
+    if kind == "speech":
+        if shutil.which("espeak-ng") is None:
+            raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+        words = " ".join(rng.choice(_WORDS, int(seconds * 2.5)))
+        wav = Path(tmp) / "speech.wav"
+        cmd = ["espeak-ng", "-w", str(wav), "-s", str(int(rng.uniform(120, 200))), "-p", str(int(rng.uniform(20, 80))),
+               "-v", str(rng.choice(["en", "en-us", "en+f3", "en+m3", "de", "fr"])), words]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        import soxr
+
+        return soxr.resample(y.mean(axis=1), sr, RENDER_SR).astype(np.float32)
+    beat = 60.0 / rng.uniform(70, 160)
+    if kind == "drums":
+        notes = _drums(np.arange(0, seconds, beat), int(rng.choice([3, 4])), rng)
+        extra = [Note(t, t + 0.1, int(rng.choice([45, 47, 48, 49, 50, 51, 57])), int(rng.integers(50, 110)), DRUM_CHANNEL)
+                 for t in np.arange(0, seconds, beat / 2) if rng.random() < 0.25]
+        notes += extra
+        programs = {}
+    elif kind == "twelve-tone":
+        notes, t = [], 0.0
+        while t < seconds:
+            row = rng.permutation(12)
+            if rng.random() < 0.5:  # melody
+                for pc in row:
+                    d = float(rng.choice([0.5, 1, 1, 2])) * beat
+                    notes.append(Note(t, t + d * 0.9, int(48 + pc + 12 * rng.integers(0, 3)), int(rng.integers(60, 100)), 0))
+                    t += d
+            else:  # chords of 3-4 row notes
+                for chunk in np.array_split(row, int(rng.choice([3, 4]))):
+                    d = float(rng.choice([1, 2])) * beat
+                    for pc in chunk:
+                        notes.append(Note(t, t + d * 0.95, int(48 + pc + 12 * rng.integers(0, 2)), 70, 1))
+                    t += d
+        roles = _programs(split)
+        programs = {0: int(rng.choice(roles["melody"])), 1: int(rng.choice(roles["harmony"]))}
+    else:
+        raise ValueError(f"unknown atonal kind {kind!r}; expected one of {ATONAL_KINDS}")
+    fonts = _soundfonts(split)
+    mid = write_midi(notes, programs, Path(tmp) / "a.mid")
+    return _trim(render_midi(mid, Path(tmp) / "a.wav", soundfont=fonts[int(rng.integers(len(fonts)))]))
+
+
 # --------------------------------------------------------------------------- jobs
 
 @dataclass
@@ -659,6 +728,8 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
     from . import audio, features
 
     out = Path(out_dir)
+    if job.kind == "atonal":
+        return _run_atonal(job, out, with_chroma=with_chroma)
     rows = []
     try:
         pieces = _build_pieces(job)
@@ -700,6 +771,35 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
     return rows
 
 
+def _run_atonal(job: Job, out: Path, *, with_chroma: bool) -> list[dict]:
+    """Clips without a key (``key`` empty, ``split`` = ``atonal``): the negatives of the
+    tonality classifier."""
+    from . import audio, features
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
+        for i, (_, seed) in enumerate(job.variants):
+            rng = np.random.default_rng(seed)
+            try:
+                y = atonal_clip(job.ref, rng, tmp=Path(tmp), split=job.split)
+            except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                return [{"error": f"atonal {job.ref}: {exc}"}]
+            if float(np.max(np.abs(y), initial=0.0)) < 1e-4:
+                continue
+            y = augment(y, rng, strength=0.5)
+            tid = f"atonal-{job.ref}-{seed:08x}"[:48]
+            rel = f"audio/atonal/{job.ref}/{tid}.flac"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out / rel), y, RENDER_SR, format="FLAC", subtype="PCM_16")
+            row = {"path": rel, "track_id": tid, "key": "", "source": f"atonal-{job.ref}", "piece": tid,
+                   "instrument": "", "split": "atonal", "duration_s": round(len(y) / RENDER_SR, 2),
+                   "cut": "whole", "soundfont": ""}
+            if with_chroma:
+                row["chroma"] = features.chroma(audio.decode((out / rel).read_bytes(), ext=".flac").samples)
+            rows.append(row)
+    return rows
+
+
 def _trim(y: np.ndarray) -> np.ndarray:
     """The render without its leading and trailing digital silence."""
     nz = np.flatnonzero(np.abs(y) > 1e-4)
@@ -734,7 +834,7 @@ def _whole(y: np.ndarray, piece: Piece) -> list[tuple[str, np.ndarray]]:
 def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk: int, n_heldout_folk: int,
               transpositions: int, pop909_renders: int, pop909_holdout_from: int, seed: int,
               pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True,
-              whole: bool = False, n_heldout_classical: int = 0) -> list[Job]:
+              whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0) -> list[Job]:
     """The work list: which pieces, which transpositions, which split.
 
     With ``whole`` every piece is rendered from start to end (songs of several minutes), as
@@ -792,6 +892,9 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         for i in order[:n_heldout_folk]:
             src, f, (tid, text, key) = held[i]
             jobs.append(Job("abc", f"{f}::{tid}", key, variants(1), "heldout", src, text))
+    for i in range(n_atonal):
+        kind = ATONAL_KINDS[i % len(ATONAL_KINDS)]
+        jobs.append(Job("atonal", kind, None, variants(1), "atonal", f"atonal-{kind}"))
     for job in jobs:
         job.whole = whole
     return jobs
@@ -809,7 +912,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(**plan)
     # expensive jobs first so the pool's tail is short
-    order = {"score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4}
+    order = {"score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4, "atonal": 5}
     jobs.sort(key=lambda j: order[j.kind])
     rows: list[dict] = []
     errors: list[str] = []

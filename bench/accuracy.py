@@ -1,13 +1,13 @@
 """Accuracy and speed of the key estimators, side by side on the same held-out chroma.
 
     .venv/bin/python bench/accuracy.py --features /work/data/tsA/chroma_cache.parquet \
-        [--features MORE] [--manifest M.csv] [--split heldout] [--model M.keras] \
-        [--reference R.keras] [--json OUT.json]
+        [--features MORE] [--manifest M.csv] [--split heldout] [--model M.onnx] \
+        [--reference R.onnx] [--json OUT.json]
 
 Scores (weighted MIREX, fifths counted upward only and both ways; exact accuracy;
 categories; per source) for: the shipped model, the reference CNN, and the
 Krumhansl-Schmuckler and Temperley templates on the same chroma. Then the speed of the
-networks alone (batched ``predict_probs`` on one CPU thread) in tracks per second, for
+served networks alone (ONNX Runtime, batched ``predict_probs`` on one CPU thread) in tracks per second, for
 tracks of 3.5 minutes, median of several runs. Prints figures; asserts nothing.
 """
 
@@ -25,10 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from keylib import templates  # noqa: E402
-from keylib.model import MODELS_DIR, SHIPPED_MODEL, load_model  # noqa: E402
+from keylib.serving import MODELS_DIR, SHIPPED_MODEL, load_model  # noqa: E402
 from keylib.train import load_dataset, mirex_summary  # noqa: E402
 
-REFERENCE_MODEL = MODELS_DIR / "keycnn-ref.keras"  # the reference CNN, for this comparison only
+REFERENCE_MODEL = MODELS_DIR / "keycnn-ref.onnx"  # the reference CNN, for this comparison only
 
 
 def _row(name: str, refs, ests, sources) -> dict:
@@ -47,7 +47,7 @@ def _row(name: str, refs, ests, sources) -> dict:
 def _speed(model, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) -> float:
     rng = np.random.default_rng(0)
     chromas = [rng.random((12, frames), dtype=np.float32) for _ in range(n_tracks)]
-    model.predict_probs(chromas[:64])  # warm-up (graph tracing)
+    model.predict_probs(chromas[:64])  # warm-up
     wall, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     base = next(r for r in rows if r["method"] == "template krumhansl")
     print(f"\nshipped / Krumhansl-Schmuckler (MIREX both): {rows[0]['mirex_both'] / max(base['mirex_both'], 1e-9):.2f}x")
 
-    print("\nspeed: network alone, batched predict_probs (incl. step pooling and bucketing), 1 TensorFlow thread,")
+    print("\nspeed: served network alone, batched predict_probs (incl. step pooling), 1 ONNX Runtime thread,")
     print("3.5-min tracks (1,050 frames); per CPU-second = per core, whatever else runs on the machine")
     speed = {}
     for name, m in models.items():

@@ -18,14 +18,14 @@ Statuses
     key. ``feature_mismatch``: the chroma was made by another feature version than the
     model expects (re-extract). ``model_error``: prediction itself failed for the batch.
 
-Tracks of any length (pad by looping, pool over the whole track; never crop below 600 s)
-    Each track's whole (12, n_frames) tensor goes to :meth:`KeyModel.predict_probs`:
-    frames are averaged into 1-s steps, the steps are padded by wrap-around tiling (the
-    track is treated as a loop) up to the next length bucket (8, 12, 16, 24, 32, ... steps,
-    so that tracks of similar length share one network call), and the network averages its
-    evidence over the whole padded input (global average pooling) before the softmax.
-    Only extraction crops: it analyses the central ``audio.max_duration_s`` (600 s =
-    3,001 frames), which bounds a row's size. A 1-frame track works (tiled to 8 steps).
+Tracks of any length (each at its real length; never crop below 600 s)
+    Each track's whole (12, n_frames) tensor goes to the served model
+    (:meth:`keylib.serving.ServedModel.predict_probs`, ONNX Runtime, no TensorFlow):
+    frames are averaged into 1-s steps and the network averages its evidence over exactly
+    the track's steps (tracks of equal length share one call; nothing is tiled), then the
+    card's calibration applies. Only extraction crops: it analyses the central
+    ``audio.max_duration_s`` (600 s = 3,001 frames), which bounds a row's size. A 1-frame
+    track works.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | N
         Rows of the chroma/ table with at least ``track_id``, ``uri``, ``n_frames``,
         ``feature_version``, ``chroma`` (flat, 12 x n_frames row-major), ``status`` and
         ``error``; ``identity`` and ``extracted_at`` are carried when present.
-    model : KeyModel
+    model : keylib.serving.ServedModel
         Anything with ``version``, ``feature_version`` and ``predict_probs(list of
         (12, n) arrays) -> (n, 24)``.
     inferred_at : datetime, optional
@@ -257,9 +257,9 @@ def _task_cpus(default: int) -> int:
 def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1):
     """Distributed :func:`predict_frame` over a chroma DataFrame.
 
-    An iterator-of-pandas UDF (``mapInPandas``): each Python worker sets TensorFlow's
-    threads to its task's cores (``spark.task.cpus``), loads the model once
-    (:func:`keylib.model.load_model` caches it per process) and predicts whole Arrow
+    An iterator-of-pandas UDF (``mapInPandas``): each Python worker loads the served model
+    once with ONNX Runtime threads = its task's cores (``spark.task.cpus``;
+    :func:`keylib.serving.load_model` caches it per process) and predicts whole Arrow
     batches (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, set small for tensor
     rows by the configuration's ``spark.arrow_batch_rows``) in one call each. Variable
     track lengths need no fixed tensor shape, unlike ``predict_batch_udf``.
@@ -269,7 +269,7 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
     chroma : pyspark.sql.DataFrame
         Rows of the chroma/ table (at least :data:`CHROMA_INPUT_COLUMNS`).
     model_path : str, optional
-        A ``.keras`` model file; ``None`` = the shipped model.
+        A model (``.onnx``, or its ``.keras``/``.json`` sibling); ``None`` = the shipped model.
     task_cpus : int
         Fallback thread count when the task context does not say.
 
@@ -281,9 +281,9 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
     path = model_path or None
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from .model import load_model
+        from .serving import load_model
 
-        # TensorFlow's thread pools follow the task's cores (spark.task.cpus).
+        # ONNX Runtime's threads follow the task's cores (spark.task.cpus).
         model = load_model(path, threads=_task_cpus(task_cpus))
         for batch in batches:
             yield predict_frame(batch, model)
@@ -333,8 +333,8 @@ def run_infer(
     from pyspark.sql import functions as F
 
     from .errors import InputError
-    from .model import load_model
     from .runner import RunSummary
+    from .serving import model_info
     from .spark import clear_staging, commit_run, committed_runs, new_run_id, read_current, run_statuses
 
     summary = RunSummary(job="infer")
@@ -346,7 +346,7 @@ def run_infer(
         raise InputError(f"no committed chroma runs under {features} (run extract first)")
     # One committed run holds exactly the current rows: read it as is, with no window.
     chroma = spark.read.parquet(str(runs[0])) if len(runs) == 1 else read_current(spark, features)
-    model = load_model(model_path)  # validates the model on the driver before any task runs
+    model = model_info(model_path)  # checks the files and card on the driver; the network loads on executors
     summary.extra.update(run_id=run_id, model_version=model.version)
 
     root = Path(output) / KEYS_TABLE

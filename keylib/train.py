@@ -196,11 +196,11 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
                 log=print) -> tuple[object, dict]:
     """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
 
-    Returns (KeyModel, card). When ``out_dir`` is given, writes ``<name>.keras`` and
-    ``<name>.json`` there.
+    Returns (KeyModel, card). When ``out_dir`` is given, writes ``<name>.keras``, its
+    served export ``<name>.onnx`` and the card ``<name>.json`` there.
     """
     from .features import FEATURE_VERSION
-    from .model import ARCHITECTURES, FRAMES_PER_STEP, KeyModel, configure_tensorflow
+    from .model import ARCHITECTURES, FRAMES_PER_STEP, KeyModel, configure_tensorflow, export_onnx
 
     configure_tensorflow(cfg.threads)
     import keras
@@ -278,6 +278,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         net.save(str(out_dir / f"{cfg.name}.keras"))
+        export_onnx(net, out_dir / f"{cfg.name}.onnx")  # what serving runs (keylib.serving)
         (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
     return model, card
 

@@ -6,10 +6,11 @@ submit-args --root ROOT`` and appends what it prints (one spark-submit argument 
 * ``build/keylib-env-<hash>.tar``: the executors' Python packages, unpacked by every
   executor as ``./environment`` through ``--archives``. Only the distributions that
   serving needs: keylib's own requirements (no extras: no TensorFlow, no training or
-  test packages) and theirs, taken from this virtual environment, minus PySpark and py4j,
-  which every node's Spark provides (executors import them from Spark's
+  test packages) and theirs, taken from this virtual environment, minus matplotlib (report
+  plots are drawn on the driver) and PySpark and py4j, which every node's Spark provides (executors import them from Spark's
   ``python/lib/pyspark.zip`` and ``py4j-*.zip``, which Spark puts on each Python worker's
-  path). Rebuilt only when those distributions change. Its size is printed.
+  path). Left out too: the packages' test suites and C headers. Rebuilt only when those
+  distributions change. Its size is printed.
   Uncompressed ``.tar``: packing and unpacking are faster than with gzip.
 * ``build/keylib-code-<hash>.zip``: the ``keylib`` package itself with the served model
   (``keylib/models/*.onnx`` and cards; not the ``.keras``), unpacked as ``./keylib_code``
@@ -33,15 +34,17 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["ENV_ALIAS", "CODE_ALIAS", "CLUSTER_PROVIDED", "executor_distributions", "env_archive",
+__all__ = ["ENV_ALIAS", "CODE_ALIAS", "CLUSTER_PROVIDED", "DRIVER_ONLY", "executor_distributions", "env_archive",
            "code_archive", "submit_args"]
 
 ENV_ALIAS = "environment"
 CODE_ALIAS = "keylib_code"
 # Distributions the cluster's own Spark provides to every Python worker.
 CLUSTER_PROVIDED = frozenset({"pyspark", "py4j"})
+# Distributions only the driver uses: report plots are drawn there (keylib.report).
+DRIVER_ONLY = frozenset({"matplotlib"})
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_LAYOUT = "serving-v1"  # bump when what goes into the archive changes
+_LAYOUT = "serving-v2"  # bump when what goes into the archive changes
 
 
 def _venv_prefix() -> Path:
@@ -58,7 +61,8 @@ def _canonical(name: str) -> str:
 
 def executor_distributions(prefix: str | Path | None = None) -> dict:
     """The installed distributions executors need: keylib's requirements without extras,
-    recursively, minus :data:`CLUSTER_PROVIDED`.
+    recursively, minus :data:`CLUSTER_PROVIDED` and :data:`DRIVER_ONLY` (and what only
+    those need).
 
     Returns
     -------
@@ -82,7 +86,7 @@ def executor_distributions(prefix: str | Path | None = None) -> dict:
             if req.marker is not None and not req.marker.evaluate({"extra": ""}):
                 continue  # an extra (train, test) or another platform
             name = _canonical(req.name)
-            if name in needed or name in CLUSTER_PROVIDED:
+            if name in needed or name in CLUSTER_PROVIDED or name in DRIVER_ONLY:
                 continue
             if name not in installed:
                 raise OSError(f"{req.name} (needed by {dist.metadata['Name']}) is not installed in {site}")
@@ -138,7 +142,7 @@ def env_archive(root: str | Path, *, prefix: str | Path | None = None) -> Path:
         part = Path(str(target) + ".part")
         with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
             for entry in entries:
-                tar.add(str(site / entry), arcname=f"{arc_site}/{entry}", filter=_skip_caches)
+                tar.add(str(site / entry), arcname=f"{arc_site}/{entry}", filter=_skip_unused)
         os.replace(part, target)
         for old in build.glob("keylib-env-*.tar"):
             if old != target:
@@ -146,9 +150,18 @@ def env_archive(root: str | Path, *, prefix: str | Path | None = None) -> Path:
     return target
 
 
-def _skip_caches(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+# Folders no executor reads: the packages' own test suites (174 MB of numpy, scipy,
+# pandas, pyarrow, scikit-learn, numba...) and C headers (build time only).
+_UNUSED_FOLDERS = frozenset({"tests", "include"})
+
+
+def _skip_unused(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     # Bytecode is rebuilt on import; librosa's numba kernels (*.nbi, *.nbc) are kept.
-    return None if info.name.endswith((".pyc", ".pyo")) else info
+    if info.name.endswith((".pyc", ".pyo")):
+        return None
+    if info.isdir() and info.name.rsplit("/", 1)[-1] in _UNUSED_FOLDERS:
+        return None
+    return info
 
 
 def _package_files() -> list[Path]:

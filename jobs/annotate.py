@@ -14,7 +14,7 @@ from keylib.runner import EXIT_FAILED_TRACKS, EXIT_OK, job_main
 def add_arguments(parser):
     parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
     parser.add_argument("--output", required=True, help="output root: OUTPUT/chroma, OUTPUT/keys, OUTPUT/report")
-    parser.add_argument("--model", default=None, help="a .keras model with its .json card (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: the shipped model)")
     parser.add_argument("--force", action="store_true", help="recompute every track, not only new ones")
     parser.add_argument("--show", type=int, default=100, help="print at most this many keys (default 100)")
 

@@ -17,14 +17,14 @@ Statuses
     key. ``feature_mismatch``: the chroma was made by another feature version than the
     model expects (re-extract). ``model_error``: prediction itself failed for the batch.
 
-Tracks of any length (pad by looping, pool over the whole track; never crop below 600 s)
-    Each track's whole (12, n_frames) tensor goes to :meth:`KeyModel.predict_probs`:
-    frames are averaged into 1-s steps, the steps are padded by wrap-around tiling (the
-    track is treated as a loop) up to the next length bucket (8, 12, 16, 24, 32, ... steps,
-    so that tracks of similar length share one network call), and the network averages its
-    evidence over the whole padded input (global average pooling) before the softmax.
-    Only extraction crops: it analyses the central ``audio.max_duration_s`` (600 s =
-    3,001 frames), which bounds a row's size. A 1-frame track works (tiled to 8 steps).
+Tracks of any length (each at its real length; never crop below 600 s)
+    Each track's whole (12, n_frames) tensor goes to the served model
+    (:meth:`keylib.serving.ServedModel.predict_probs`, ONNX Runtime, no TensorFlow):
+    frames are averaged into 1-s steps and the network averages its evidence over exactly
+    the track's steps (tracks of equal length share one call; nothing is tiled), then the
+    card's calibration applies. Only extraction crops: it analyses the central
+    ``audio.max_duration_s`` (600 s = 3,001 frames), which bounds a row's size. A 1-frame
+    track works.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | N
         Rows of the chroma/ table with at least ``track_id``, ``uri``, ``n_frames``,
         ``feature_version``, ``chroma`` (flat, 12 x n_frames row-major), ``status`` and
         ``error``; ``identity`` and ``extracted_at`` are carried when present.
-    model : KeyModel
+    model : keylib.serving.ServedModel
         Anything with ``version``, ``feature_version`` and ``predict_probs(list of
         (12, n) arrays) -> (n, 24)``.
     inferred_at : datetime, optional

@@ -337,11 +337,11 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     probabilities (music the network did not train on) goes into the card, and with
     ``atonal_df`` (music without a key) the tonality classifier of :mod:`keylib.tonality`.
 
-    Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras`` and
-    ``<name>.json`` there.
+    Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras``, its
+    served export ``<name>.onnx`` and the card ``<name>.json`` there.
     """
     from .features import FEATURE_VERSION
-    from .model import ARCHITECTURES, FRAMES_PER_STEP, configure_tensorflow
+    from .model import ARCHITECTURES, FRAMES_PER_STEP, configure_tensorflow, export_onnx
 
     configure_tensorflow(cfg.threads)
     import keras
@@ -434,6 +434,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         net.save(str(out_dir / f"{cfg.name}.keras"))
+        export_onnx(net, out_dir / f"{cfg.name}.onnx")  # what serving runs (keylib.serving)
         (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
     return net, card
 

@@ -20,11 +20,13 @@ def make_untrained_model(folder):
     not the accuracy."""
     import keras
 
-    from keylib.model import build_keynet_eq
+    from keylib.model import build_keynet_eq, export_onnx
 
     keras.utils.set_random_seed(0)
     path = folder / "untrained.keras"
-    build_keynet_eq(filters=8, mix=8, head=8).save(path)
+    net = build_keynet_eq(filters=8, mix=8, head=8)
+    net.save(path)
+    export_onnx(net, path.with_suffix(".onnx"))  # what serving runs
     path.with_suffix(".json").write_text(json.dumps({
         "version": "untrained-test", "feature_version": features.FEATURE_VERSION,
         "input": {"frames_per_step": 5},
@@ -34,7 +36,7 @@ def make_untrained_model(folder):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from keylib.model import load_model
+    from keylib.serving import load_model
 
     return load_model(make_untrained_model(tmp_path_factory.mktemp("model")))
 

@@ -33,6 +33,7 @@ CHROMA_SCHEMA = T.StructType([
     T.StructField("n_frames", T.IntegerType(), True),
     T.StructField("feature_version", T.StringType(), True),
     T.StructField("chroma", T.ArrayType(T.FloatType(), containsNull=False), True),
+    T.StructField("tuning_cents", T.DoubleType(), True),
     T.StructField("status", T.StringType(), False),
     T.StructField("error", T.StringType(), True),
     T.StructField("truth_key", T.StringType(), True),

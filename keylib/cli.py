@@ -36,8 +36,9 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
     -------
     list of dict
         One per file, in order: ``file``, ``key``, ``tonic``, ``mode``, ``confidence``,
-        ``margin``, ``camelot``, ``open_key``, ``probs`` (24, :mod:`keylib.keys` order),
-        ``duration_s``, ``model_version``, ``feature_version``, ``status``, ``error``.
+        ``margin``, ``probs`` (24, :mod:`keylib.keys` order), ``camelot``, ``open_key``,
+        ``tonal``, ``tuning_cents``, ``segments``, ``duration_s``, ``model_version``,
+        ``feature_version``, ``status``, ``error``.
     """
     import pandas as pd
 
@@ -70,12 +71,16 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") and not isinstance(value, (list, str)) else value
 
 
-def _print_table(rows: list[dict[str, Any]], seconds: float) -> None:
+def _print_table(rows: list[dict[str, Any]], seconds: float, *, segments: bool = False) -> None:
     width = max(len("file"), *(len(r["file"]) for r in rows))
-    print(f"{'file':<{width}}  {'key':<9}  {'conf':>5}  {'camelot':>7}")
+    print(f"{'file':<{width}}  {'key':<9}  {'conf':>5}  {'camelot':>7}  {'tonal':>5}  {'tuning':>7}")
     for r in rows:
         if r["key"]:
-            print(f"{r['file']:<{width}}  {r['key']:<9}  {r['confidence']:5.2f}  {r['camelot']:>7}")
+            tonal = {True: "yes", False: "no"}.get(r.get("tonal"), "-")
+            tuning = "-" if r.get("tuning_cents") is None else f"{r['tuning_cents']:+.0f} c"
+            print(f"{r['file']:<{width}}  {r['key']:<9}  {r['confidence']:5.2f}  {r['camelot']:>7}  {tonal:>5}  {tuning:>7}")
+            for s in (r.get("segments") or []) if segments else []:
+                print(f"{'':<{width}}    {s['start_s']:7.1f} - {s['end_s']:7.1f} s  {s['key']:<9}  {s['confidence']:5.2f}")
         else:
             print(f"{r['file']:<{width}}  {'-':<9}  {'':>5}  {'':>7}  {r['status']}: {r['error']}")
     print(f"{len(rows)} file(s) in {seconds:.2f} s", file=sys.stderr)
@@ -88,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("files", nargs="+", metavar="FILE")
     analyze.add_argument("--json", action="store_true", help="one JSON object per file, in a list")
     analyze.add_argument("--probs", action="store_true", help="include the 24 probabilities in --json")
+    analyze.add_argument("--segments", action="store_true",
+                         help="print the key's changes over time (always in --json)")
     analyze.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: shipped)")
     args = parser.parse_args(argv)
 
@@ -105,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 r.pop("probs", None)
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, time.perf_counter() - started)
+        _print_table(rows, time.perf_counter() - started, segments=args.segments)
     return 0 if all(r["status"] in (STATUS_OK, STATUS_SILENT) for r in rows) else 1
 
 

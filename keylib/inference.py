@@ -17,6 +17,14 @@ Statuses
     key. ``feature_mismatch``: the chroma was made by another feature version than the
     model expects (re-extract). ``model_error``: prediction itself failed for the batch.
 
+More than a key
+    ``confidence`` and ``probs`` are calibrated (the card's temperature, fitted on music the
+    network did not train on). ``tonal`` says whether the track has a key at all
+    (:mod:`keylib.tonality`; false for noise, drum loops, speech, atonal music).
+    ``tuning_cents`` is the recording's reference pitch against A440, from the feature
+    code's tuning estimate. ``segments`` are the key's changes over the analysed window
+    (:mod:`keylib.segments`); ``key`` stays the track's global key.
+
 Tracks of any length (each at its real length; never crop below 600 s)
     Each track's whole (12, n_frames) tensor goes to the served model
     (:meth:`keylib.serving.ServedModel.predict_probs`, ONNX Runtime, no TensorFlow):
@@ -38,6 +46,8 @@ import pandas as pd
 
 from .errors import STATUS_OK
 from .keys import KEY_NAMES, MODES, N_KEYS, camelot, open_key
+from .segments import key_segments
+from .tonality import tonal_score, tonality_features
 
 __all__ = [
     "KEYS_COLUMNS",
@@ -46,6 +56,7 @@ __all__ = [
     "STATUS_MODEL_ERROR",
     "keys_fields",
     "empty_fields",
+    "describe_track",
     "predict_frame",
     "keys_schema",
 ]
@@ -59,14 +70,14 @@ STATUS_MODEL_ERROR = "model_error"
 # incremental run knows which predictions are stale) and inferred_at (newest row wins).
 KEYS_COLUMNS = [
     "track_id", "uri", "key", "tonic", "mode", "confidence", "margin", "probs", "camelot",
-    "open_key", "model_version", "feature_version", "status", "error",
+    "open_key", "tonal", "tuning_cents", "segments", "model_version", "feature_version", "status", "error",
     "identity", "extracted_at", "inferred_at",
 ]
 
 # Columns of the chroma/ table that inference reads.
 CHROMA_INPUT_COLUMNS = [
-    "track_id", "uri", "identity", "n_frames", "feature_version", "chroma", "status", "error",
-    "extracted_at",
+    "track_id", "uri", "identity", "n_frames", "offset_s", "tuning_cents", "feature_version", "chroma",
+    "status", "error", "extracted_at",
 ]
 
 _CAMELOT = tuple(camelot(i) for i in range(N_KEYS))
@@ -109,7 +120,36 @@ def keys_fields(probs: np.ndarray) -> dict[str, Any]:
 
 def empty_fields() -> dict[str, Any]:
     """The key columns of a row without a key (failed or silent track)."""
-    return dict.fromkeys(("key", "tonic", "mode", "confidence", "margin", "probs", "camelot", "open_key"))
+    return dict.fromkeys(("key", "tonic", "mode", "confidence", "margin", "probs", "camelot", "open_key",
+                          "tonal", "segments"))
+
+
+def describe_track(chroma: np.ndarray, probs: np.ndarray, model, *, offset_s: float = 0.0) -> dict[str, Any]:
+    """What keylib says about a track beyond its key: ``tonal`` and ``segments``.
+
+    Parameters
+    ----------
+    chroma : np.ndarray, shape (12, n_frames)
+    probs : np.ndarray, shape (24,)
+        The track's calibrated key probabilities.
+    model : keylib.serving.ServedModel
+        Its ``predict_probs`` gives the windows' keys; its card's ``tonality`` entry the
+        tonality classifier (``tonal`` is None for a model without one).
+    offset_s : float
+        Start of the analysed window in the track, so segment times are the track's.
+
+    Returns
+    -------
+    dict
+        ``tonal`` (bool or None) and ``segments`` (list of dicts ``start_s``, ``end_s``,
+        ``key``, ``confidence``; see :mod:`keylib.segments`).
+    """
+    params = (getattr(model, "card", None) or {}).get("tonality")
+    tonal = None
+    if params:
+        score = float(tonal_score(tonality_features(chroma, probs), params))
+        tonal = bool(score >= float(params["threshold"]))
+    return {"tonal": tonal, "segments": key_segments(chroma, model.predict_probs, offset_s=offset_s)}
 
 
 def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | None = None) -> pd.DataFrame:
@@ -138,12 +178,14 @@ def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | N
     out: list[dict[str, Any]] = []
     todo: list[int] = []
     tensors: list[np.ndarray] = []
+    offsets: list[float] = []
     for record in chroma_rows.to_dict("records"):
         row = {
             "track_id": record["track_id"],
             "uri": record.get("uri"),
             **empty_fields(),
             "model_version": model.version,
+            "tuning_cents": _none_if_na(record.get("tuning_cents")),
             "feature_version": record.get("feature_version"),
             "status": record.get("status") or "error",
             "error": _none_if_na(record.get("error")),
@@ -164,6 +206,7 @@ def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | N
         try:
             tensors.append(_tensor(record))
             todo.append(len(out) - 1)
+            offsets.append(float(_none_if_na(record.get("offset_s")) or 0.0))
         except ValueError as exc:
             row["status"], row["error"] = "error", str(exc)
     if tensors:
@@ -176,11 +219,13 @@ def predict_frame(chroma_rows: pd.DataFrame, model, *, inferred_at: datetime | N
                 out[i]["status"] = STATUS_MODEL_ERROR
                 out[i]["error"] = f"{type(exc).__name__}: {exc}"
         else:
-            for i, p in zip(todo, probs):
+            for i, p, tensor, offset in zip(todo, probs, tensors, offsets):
                 try:
                     out[i].update(keys_fields(p))
-                except ValueError as exc:
-                    out[i]["status"], out[i]["error"] = STATUS_MODEL_ERROR, str(exc)
+                    out[i].update(describe_track(tensor, p, model, offset_s=offset))
+                except Exception as exc:  # a failing row must not kill the batch: it says why
+                    out[i].update(empty_fields())
+                    out[i]["status"], out[i]["error"] = STATUS_MODEL_ERROR, f"{type(exc).__name__}: {exc}"
     return pd.DataFrame(out, columns=KEYS_COLUMNS)
 
 
@@ -222,6 +267,14 @@ def keys_schema():
         T.StructField("probs", T.ArrayType(T.FloatType(), containsNull=False), True),
         T.StructField("camelot", T.StringType(), True),
         T.StructField("open_key", T.StringType(), True),
+        T.StructField("tonal", T.BooleanType(), True),
+        T.StructField("tuning_cents", T.DoubleType(), True),
+        T.StructField("segments", T.ArrayType(T.StructType([
+            T.StructField("start_s", T.DoubleType(), False),
+            T.StructField("end_s", T.DoubleType(), False),
+            T.StructField("key", T.StringType(), False),
+            T.StructField("confidence", T.DoubleType(), False),
+        ]), containsNull=False), True),
         T.StructField("model_version", T.StringType(), True),
         T.StructField("feature_version", T.StringType(), True),
         T.StructField("status", T.StringType(), False),

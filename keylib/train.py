@@ -21,6 +21,7 @@ import numpy as np
 
 from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
+from .serving import calibrate
 from .tensors import compress, crop, excerpt, linear
 
 __all__ = [
@@ -30,7 +31,6 @@ __all__ = [
     "mirex_summary",
     "train_model",
     "predict_exact",
-    "apply_temperature",
     "fit_temperature",
     "calibration_error",
 ]
@@ -227,7 +227,7 @@ def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator)
 def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
     """One epoch of (x, y) batches: crops of 8 s to whole tracks (re-normalised, with
     loudness and timbre changes) and random transpositions (chroma rolled, tonic moved)."""
-    from .model import to_steps
+    from .serving import to_steps
 
     lengths = np.array([c.shape[1] for c in chromas])
     for _ in range(cfg.batches_per_epoch):
@@ -252,7 +252,8 @@ def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator
 
 
 def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: int = 64) -> np.ndarray:
-    """Probabilities of a Keras network for each track at its own length (no padding).
+    """Probabilities of a Keras network for each track at its own length, exactly as the
+    served model batches them (:func:`keylib.serving.predict_by_length`).
 
     Parameters
     ----------
@@ -262,30 +263,13 @@ def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: i
     -------
     np.ndarray, shape (n, 24)
     """
-    from .model import to_steps
+    from .serving import predict_by_length, to_steps
 
-    steps = [to_steps(c, fps) for c in chromas]
-    out = np.zeros((len(steps), N_KEYS), dtype=np.float32)
-    by_len: dict[int, list[int]] = {}
-    for i, st in enumerate(steps):
-        by_len.setdefault(st.shape[0], []).append(i)
-    for _, idx in sorted(by_len.items()):
-        for a in range(0, len(idx), batch_size):
-            part = idx[a:a + batch_size]
-            x = np.stack([steps[i] for i in part]).astype(np.float32)
-            out[part] = np.asarray(net(x, training=False), dtype=np.float32)
-    return out
+    return predict_by_length([to_steps(c, fps) for c in chromas],
+                             lambda x: np.asarray(net(x, training=False)), batch_size=batch_size)
 
 
 # --------------------------------------------------------------------------- calibration
-
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log(p) / T): T > 1 softens over-confident probabilities, T < 1 sharpens."""
-    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / float(temperature)
-    logp -= logp.max(axis=-1, keepdims=True)
-    e = np.exp(logp)
-    return e / e.sum(axis=-1, keepdims=True)
-
 
 def fit_temperature(probs: np.ndarray, refs: Sequence[int]) -> float:
     """The temperature that minimises the negative log-likelihood of ``refs`` (0.05..20)."""
@@ -294,7 +278,7 @@ def fit_temperature(probs: np.ndarray, refs: Sequence[int]) -> float:
     refs = np.asarray(refs, dtype=int)
 
     def nll(log_t: float) -> float:
-        p = apply_temperature(probs, float(np.exp(log_t)))
+        p = calibrate(probs, float(np.exp(log_t)))
         return float(-np.mean(np.log(p[np.arange(len(refs)), refs] + 1e-12)))
 
     res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
@@ -404,7 +388,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
             "fitted_on": "validation split (pieces never trained on), whole tracks and 30 s excerpts; "
                          "minimum negative log-likelihood",
             "validation_ece_before": calibration_error(val_probs.max(1), val_probs.argmax(1) == val_all)["ece"],
-            "validation_ece_after": calibration_error(apply_temperature(val_probs, temperature).max(1),
+            "validation_ece_after": calibration_error(calibrate(val_probs, temperature).max(1),
                                                       val_probs.argmax(1) == val_all)["ece"],
         }
         if atonal_df is not None and len(atonal_df):
@@ -445,7 +429,7 @@ def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, temperature: float) 
     from .tonality import fit_tonality, tonality_features
 
     def feats(chromas):
-        probs = apply_temperature(predict_exact(net, chromas, fps), temperature)
+        probs = calibrate(predict_exact(net, chromas, fps), temperature)
         return [tonality_features(c, p) for c, p in zip(chromas, probs)]
 
     tonal = [f for data in val_sets.values() for f in feats(data)]
@@ -471,7 +455,7 @@ def evaluate_heldout(net, df, fps: int, *, temperature: float = 1.0, tonality: d
     """MIREX scores of ``df`` overall, by source and by length bucket, the calibration
     error of the temperature-scaled confidence, and the share of it the tonality
     classifier keeps tonal."""
-    probs = apply_temperature(predict_exact(net, list(df["chroma"]), fps), temperature)
+    probs = calibrate(predict_exact(net, list(df["chroma"]), fps), temperature)
     ests = probs.argmax(1)
     refs = np.asarray(df["key_index"])
     out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}

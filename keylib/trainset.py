@@ -295,16 +295,18 @@ _NEXT = {  # functional harmony: degree -> plausible next degrees
 
 
 def procedural_piece(key: int, rng: np.random.Generator, *, piece: str, programs_by_role: dict,
-                     split: str = "train", whole: bool = False) -> Piece:
+                     split: str = "train", whole: bool = False, duration_s: float | None = None) -> Piece:
     """A piece in ``key``: progression with cadences, bass, melody, optional drums.
 
-    20-40 s long, or with ``whole`` 20 s to 5 min (log-uniform), the lengths of whole tracks.
+    20-40 s long, or with ``whole`` 20 s to 5 min (log-uniform), the lengths of whole
+    tracks, or ``duration_s`` when given.
     """
     tonic, mode = tonic_mode(key)
     bpm = rng.uniform(70, 150)
     beat = 60.0 / bpm
     beats_per_bar = int(rng.choice([3, 4, 4, 4]))
     duration = float(np.exp(rng.uniform(np.log(20), np.log(300)))) if whole else rng.uniform(20, 40)
+    duration = float(duration_s) if duration_s is not None else duration
     bar = beat * beats_per_bar
     n_bars = max(4, int(duration / bar))
     chords_per_bar = int(rng.choice([1, 1, 2]))

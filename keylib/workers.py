@@ -75,7 +75,7 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
 
     An iterator-of-pandas UDF (``mapInPandas``): each Python worker sets TensorFlow's
     threads to its task's cores (``spark.task.cpus``), loads the model once
-    (:func:`keylib.model.load_model` caches it per process) and predicts whole Arrow
+    (:func:`keylib.serving.load_model` caches it per process) and predicts whole Arrow
     batches (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, set small for tensor
     rows by the configuration's ``spark.arrow_batch_rows``) in one call each. Variable
     track lengths need no fixed tensor shape, unlike ``predict_batch_udf``.
@@ -97,7 +97,7 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
     path = model_path or None
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from .model import load_model
+        from .serving import load_model
 
         # TensorFlow's thread pools follow the task's cores (spark.task.cpus).
         model = load_model(path, threads=_task_cpus(task_cpus))

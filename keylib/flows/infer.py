@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from ..errors import STATUS_OK, STATUS_SILENT, InputError
 from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
-from ..model import load_model
+from ..serving import model_info
 from ..runner import RunSummary
 from ..tables import clear_staging, commit_run, committed_runs, new_run_id, read_current, run_statuses
 from ..workers import infer_dataframe
@@ -56,7 +56,7 @@ def run_infer(
         raise InputError(f"no committed chroma runs under {features} (run extract first)")
     # One committed run holds exactly the current rows: read it as is, with no window.
     chroma = spark.read.parquet(str(runs[0])) if len(runs) == 1 else read_current(spark, features)
-    model = load_model(model_path)  # validates the model on the driver before any task runs
+    model = model_info(model_path)  # checks the files and card on the driver; the network loads on executors
     summary.extra.update(run_id=run_id, model_version=model.version)
 
     root = Path(output) / KEYS_TABLE

@@ -16,7 +16,6 @@ loaded). No asserts: it prints figures.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -50,22 +49,6 @@ def make_clips(folder: Path, n: int, seconds: float) -> list[Path]:
             synth.write_audio(path, y, sr=44100)
         paths.append(path)
     return paths
-
-
-def resolve_model(arg: str | None, scratch: Path) -> str | None:
-    from keylib.model import SHIPPED_MODEL, build_keynet_eq
-
-    if arg:
-        return arg
-    if SHIPPED_MODEL.exists():
-        return None
-    # No shipped model yet: an untrained network of the shipped architecture costs the same.
-    path = scratch / "untrained.keras"
-    build_keynet_eq().save(path)
-    path.with_suffix(".json").write_text(json.dumps({
-        "version": "untrained-bench", "feature_version": features.FEATURE_VERSION, "input": {"frames_per_step": 5},
-    }))
-    return str(path)
 
 
 def shares(paths: list[Path], model) -> dict[str, float]:
@@ -113,7 +96,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="keylib-bench-"))
     paths = make_clips(Path(args.data), args.tracks, args.seconds)
-    model_path = resolve_model(args.model, scratch)
+    model_path = args.model or None  # None: the shipped model
 
     from keylib.model import load_model
 
@@ -130,15 +113,14 @@ def main() -> None:
         print(f"  {key:<9} {1000 * value:7.1f} ms/track  ({100 * value / total:4.1f} %)")
     print(f"  model alone: {1 / per['model']:.0f} tracks/s")
 
-    from keylib.flows import run_annotate, run_infer
-    from keylib.flows import run_extract
+    from keylib.flows import run_annotate, run_extract, run_infer
     from keylib.spark import get_session
 
     config = load_config(None)
     spark = get_session(config, app_name="bench-infer")
     out = scratch / "out"
     # A manifest naming exactly these clips (the data folder may hold more from other runs);
-    # no key column, so annotate writes no report and the figures are extract + infer.
+    # no key column, so annotate writes no report and the figures are its one pass.
     manifest = scratch / "manifest.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
     folder = str(manifest)

@@ -95,7 +95,7 @@ def main() -> None:
 
     scratch = Path(tempfile.mkdtemp(prefix="keylib-bench-"))
     paths = make_clips(Path(args.data), args.tracks, args.seconds)
-    model_path = args.model
+    model_path = args.model or None  # None: the shipped model
 
     from keylib.serving import load_model
 
@@ -112,15 +112,14 @@ def main() -> None:
         print(f"  {key:<9} {1000 * value:7.1f} ms/track  ({100 * value / total:4.1f} %)")
     print(f"  model alone: {1 / per['model']:.0f} tracks/s on one core (target >= 1,000)")
 
-    from keylib.flows import run_annotate, run_infer
-    from keylib.flows import run_extract
+    from keylib.flows import run_annotate, run_extract, run_infer
     from keylib.spark import get_session
 
     config = load_config(None)
     spark = get_session(config, app_name="bench-infer")
     out = scratch / "out"
     # A manifest naming exactly these clips (the data folder may hold more from other runs);
-    # no key column, so annotate writes no report and the figures are extract + infer.
+    # no key column, so annotate writes no report and the figures are its one pass.
     manifest = scratch / "manifest.csv"
     manifest.write_text("path\n" + "".join(f"{p}\n" for p in paths))
     folder = str(manifest)

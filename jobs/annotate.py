@@ -1,4 +1,4 @@
-"""Spark job: extraction, then key inference, then the MIREX report (manifest with keys).
+"""Spark job: audio to chroma and keys in one pass, then the MIREX report (manifest with keys).
 
     ./submit.sh annotate --input FOLDER|MANIFEST.csv|s3://bucket/prefix --output OUT [--force]
 
@@ -20,7 +20,6 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.catalogue import list_tracks
     from keylib.flows import read_keys, run_annotate, summarize_keys
 
     result = run_annotate(spark, input_uri=args.input, output=args.output, config=config,
@@ -28,7 +27,7 @@ def run(spark, args, config):
     extract, infer = result["extract"], result["infer"]
     for track_id, status, error in extract.failures:
         print(f"  {status:<18} {track_id}: {error}", file=sys.stderr)
-    ids = set(list_tracks(args.input, s3_settings=config["s3"])["track_id"])
+    ids = set(result["listing"]["track_id"])  # this catalogue's tracks, as the run listed them
     keys = read_keys(spark, args.output)
     if keys is not None:
         frame = keys.select("track_id", "key", "confidence", "camelot", "status", "error").toPandas()

@@ -33,7 +33,7 @@ from .runner import RunSummary
 
 __all__ = [
     "MANIFEST_DIR", "start_manifest", "stage_record", "finish_manifest", "write_manifest",
-    "read_manifests", "package_version", "redact_text",
+    "package_version", "redact_text",
 ]
 
 MANIFEST_DIR = "_runs"
@@ -80,12 +80,6 @@ def write_manifest(output: str | Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``OUT/_runs/<run_id>.json`` atomically (temp file, fsync, rename)."""
     target = Path(output) / MANIFEST_DIR / f"{manifest['run_id']}.json"
     return atomic_write_text(target, json.dumps(manifest, indent=2, sort_keys=True, default=str))
-
-
-def read_manifests(output: str | Path) -> list[dict]:
-    """All run manifests of an output root, oldest first."""
-    folder = Path(output) / MANIFEST_DIR
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
 def stage_record(summary: RunSummary) -> dict[str, Any]:

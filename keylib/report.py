@@ -26,7 +26,7 @@ import numpy as np
 from .evaluate import EXCLUSION_REASONS, Evaluation
 from .io import atomic_write_text
 from .keys import KEY_NAMES
-from .mirex import CATEGORIES
+from .mirex import CATEGORIES, WEIGHTS
 
 __all__ = ["REPORT_FILES", "write_report", "plot_confusion", "plot_distribution"]
 
@@ -138,8 +138,7 @@ def _markdown(result: Evaluation, meta: Mapping[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in _summary_rows(s)]
     lines += ["", "## Categories", "",
               "| category | weight | count (fifth up) | count (both fifths) |", "|---|---|---|---|"]
-    weights = {"correct": 1.0, "fifth": 0.5, "relative": 0.3, "parallel": 0.2, "other": 0.0}
-    lines += [f"| {c} | {weights[c]} | {s['counts'][c]} | {s['counts_both_fifths'][c]} |" for c in CATEGORIES]
+    lines += [f"| {c} | {WEIGHTS[c]} | {s['counts'][c]} | {s['counts_both_fifths'][c]} |" for c in CATEGORIES]
     lines += ["", "## Excluded tracks", "", "| reason | count | meaning |", "|---|---|---|"]
     lines += [f"| {r} | {s['excluded'][r]} | {_REASON_TEXT[r]} |" for r in EXCLUSION_REASONS]
     if len(result.excluded):

@@ -3,6 +3,12 @@
 Each step ships only pure functions (:func:`keylib.extract.extract_track`,
 :func:`keylib.inference.predict_frame`) to the executors; flows (:mod:`keylib.flows`)
 build the DataFrames and commit them.
+
+- :func:`extract_dataframe`: catalogue rows -> chroma rows (the ``extract`` job)
+- :func:`infer_dataframe`: chroma rows -> keys rows (the ``infer`` job)
+- :func:`annotate_dataframe`: catalogue rows -> chroma and keys fields in one pass
+  (``annotate``, ``nightly``); :func:`chroma_projection` and :func:`keys_projection`
+  give the two tables' rows from it
 """
 
 from __future__ import annotations
@@ -12,27 +18,55 @@ from typing import Iterator
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .extract import CHROMA_COLUMNS, ExtractSettings, extract_track
-from .inference import CHROMA_INPUT_COLUMNS, keys_schema, predict_frame
+from .inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, keys_schema, predict_frame
 from .spark import CHROMA_SCHEMA
 
-__all__ = ["extract_dataframe", "infer_dataframe"]
+__all__ = [
+    "ANNOTATED_SCHEMA", "worker_model", "extract_dataframe", "infer_dataframe", "annotate_dataframe",
+    "chroma_projection", "keys_projection",
+]
+
+# Keys columns that a chroma row does not already hold; a keys row's own status and error
+# (feature_mismatch, model_error) travel as key_status / key_error beside the chroma row's.
+_KEY_ONLY = [c for c in KEYS_COLUMNS if c not in CHROMA_COLUMNS]
+_KEY_RENAMED = {"status": "key_status", "error": "key_error"}
+
+# One pass's rows: the chroma row, then the keys fields.
+ANNOTATED_SCHEMA = T.StructType(
+    list(CHROMA_SCHEMA.fields)
+    + [f for f in keys_schema().fields if f.name in _KEY_ONLY]
+    + [T.StructField(new, keys_schema()[old].dataType, keys_schema()[old].nullable)
+       for old, new in _KEY_RENAMED.items()]
+)
 
 
-def extract_dataframe(
-    spark: SparkSession,
-    tracks: pd.DataFrame,
-    *,
-    settings: ExtractSettings,
-    tracks_per_partition: int,
-) -> DataFrame:
-    """Distributed :func:`keylib.extract.extract_track` over catalogue rows.
+def worker_model(model_path: str | None, task_cpus: int):
+    """The model of this Python worker, loaded once per process.
 
-    The catalogue (paths only) goes to the executors; each one reads, decodes and
-    computes the chroma of its own tracks.
+    :func:`keylib.serving.load_model` caches it per process and path; ONNX Runtime's
+    threads follow the task's cores (``spark.task.cpus``, else ``task_cpus``).
     """
+    from .serving import load_model
+
+    return load_model(model_path or None, threads=_task_cpus(task_cpus))
+
+
+def _task_cpus(default: int) -> int:
+    try:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        return int(ctx.cpus()) if ctx is not None else default
+    except Exception:
+        return default
+
+
+def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_partition: int) -> DataFrame:
+    """Catalogue rows (paths only) as a DataFrame spread over small partitions."""
     n_partitions = max(1, math.ceil(len(tracks) / tracks_per_partition))
     listing_schema = T.StructType([
         T.StructField("track_id", T.StringType()),
@@ -47,35 +81,88 @@ def extract_dataframe(
          r.truth_key, r.source)
         for r in tracks.itertuples(index=False)
     ]
-    listing = spark.createDataFrame(records, listing_schema).repartition(n_partitions)
+    return spark.createDataFrame(records, listing_schema).repartition(n_partitions)
+
+
+def _chroma_rows(batch: pd.DataFrame, settings: ExtractSettings) -> pd.DataFrame:
+    """Chroma rows (:data:`~keylib.extract.CHROMA_COLUMNS`) of a batch of catalogue rows."""
+    rows = [
+        extract_track({k: (None if pd.isna(v) else v) for k, v in rec.items()}, settings=settings)
+        for rec in batch.to_dict("records")
+    ]
+    return pd.DataFrame(rows, columns=CHROMA_COLUMNS)
+
+
+def extract_dataframe(
+    spark: SparkSession,
+    tracks: pd.DataFrame,
+    *,
+    settings: ExtractSettings,
+    tracks_per_partition: int,
+) -> DataFrame:
+    """Distributed :func:`keylib.extract.extract_track` over catalogue rows.
+
+    The catalogue (paths only) goes to the executors; each one reads, decodes and
+    computes the chroma of its own tracks.
+    """
+    listing = _listing_dataframe(spark, tracks, tracks_per_partition=tracks_per_partition)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            rows = [
-                extract_track({k: (None if pd.isna(v) else v) for k, v in rec.items()}, settings=settings)
-                for rec in batch.to_dict("records")
-            ]
-            yield pd.DataFrame(rows, columns=CHROMA_COLUMNS)
+            yield _chroma_rows(batch, settings)
 
     return listing.mapInPandas(run, CHROMA_SCHEMA)
 
 
-def _task_cpus(default: int) -> int:
-    try:
-        from pyspark import TaskContext
+def annotate_dataframe(
+    spark: SparkSession,
+    tracks: pd.DataFrame,
+    *,
+    settings: ExtractSettings,
+    tracks_per_partition: int,
+    model_path: str | None = None,
+    task_cpus: int = 1,
+) -> DataFrame:
+    """Audio to keys in one pass: decode, chroma and key of each track in the same task.
 
-        ctx = TaskContext.get()
-        return int(ctx.cpus()) if ctx is not None else default
-    except Exception:
-        return default
+    Each batch of catalogue rows becomes chroma rows (:func:`keylib.extract.extract_track`)
+    and, from the tensors still in memory, keys fields (:func:`keylib.inference.predict_frame`,
+    the worker's model loaded once by :func:`worker_model`): the chroma is never read back.
+
+    Returns
+    -------
+    pyspark.sql.DataFrame
+        Schema :data:`ANNOTATED_SCHEMA`: the chroma row, then the keys fields, the keys
+        row's ``status`` and ``error`` as ``key_status`` and ``key_error``. The rows of
+        the chroma and keys tables are :func:`chroma_projection` and :func:`keys_projection`.
+    """
+    listing = _listing_dataframe(spark, tracks, tracks_per_partition=tracks_per_partition)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = worker_model(model_path, task_cpus)
+        for batch in batches:
+            chroma = _chroma_rows(batch, settings)
+            keys = predict_frame(chroma, model).rename(columns=_KEY_RENAMED)
+            yield pd.concat([chroma, keys[_KEY_ONLY + list(_KEY_RENAMED.values())]], axis=1)
+
+    return listing.mapInPandas(run, ANNOTATED_SCHEMA)
+
+
+def chroma_projection(annotated: DataFrame) -> DataFrame:
+    """The chroma table's rows (:data:`~keylib.spark.CHROMA_SCHEMA`) of one-pass rows."""
+    return annotated.select(*CHROMA_COLUMNS)
+
+
+def keys_projection(annotated: DataFrame) -> DataFrame:
+    """The keys table's rows (:func:`~keylib.inference.keys_schema`) of one-pass rows."""
+    return annotated.select(*(F.col(_KEY_RENAMED.get(c, c)).alias(c) for c in KEYS_COLUMNS))
 
 
 def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1):
     """Distributed :func:`predict_frame` over a chroma DataFrame.
 
-    An iterator-of-pandas UDF (``mapInPandas``): each Python worker sets TensorFlow's
-    threads to its task's cores (``spark.task.cpus``), loads the model once
-    (:func:`keylib.serving.load_model` caches it per process) and predicts whole Arrow
+    An iterator-of-pandas UDF (``mapInPandas``): each Python worker loads the model
+    once (:func:`worker_model`, threads following ``spark.task.cpus``) and predicts whole Arrow
     batches (``spark.sql.execution.arrow.maxRecordsPerBatch`` rows, set small for tensor
     rows by the configuration's ``spark.arrow_batch_rows``) in one call each. Variable
     track lengths need no fixed tensor shape, unlike ``predict_batch_udf``.
@@ -94,13 +181,9 @@ def infer_dataframe(chroma, *, model_path: str | None = None, task_cpus: int = 1
     pyspark.sql.DataFrame
         Schema :func:`keys_schema`.
     """
-    path = model_path or None
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        from .serving import load_model
-
-        # TensorFlow's thread pools follow the task's cores (spark.task.cpus).
-        model = load_model(path, threads=_task_cpus(task_cpus))
+        model = worker_model(model_path, task_cpus)
         for batch in batches:
             yield predict_frame(batch, model)
 

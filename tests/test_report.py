@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from keylib.evaluate import evaluate_keys, read_truth
-from keylib.keys import KEY_NAMES, parse_key
+from keylib import mirex
+from keylib.keys import KEY_NAMES
 from keylib.report import REPORT_FILES, write_report
 
 
@@ -129,4 +130,9 @@ def test_every_key_name_round_trips_through_evaluation(tmp_path):
     result = evaluate_keys(keys, read_truth(manifest))
     assert result.summary["accuracy"] == 1.0
     assert np.array_equal(np.array(result.summary["confusion"]), np.eye(24, dtype=int))
-    assert parse_key(KEY_NAMES[13]) == 13
+    # the report's category table: each category's MIREX weight and count
+    write_report(result, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    counts = {"correct": 24, "fifth": 0, "relative": 0, "parallel": 0, "other": 0}
+    for category, weight in mirex.WEIGHTS.items():
+        assert f"| {category} | {weight} | {counts[category]} | {counts[category]} |" in md, category

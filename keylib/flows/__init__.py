@@ -5,7 +5,7 @@ by its thin ``jobs/*.py`` entry point, by other flows and by the tests alike:
 
 - :func:`run_extract` (:mod:`.extract`): catalogue -> ``OUT/chroma``
 - :func:`run_infer` (:mod:`.infer`): ``OUT/chroma`` -> ``OUT/keys``
-- :func:`run_annotate` (:mod:`.annotate`): catalogue -> chroma and keys (-> report)
+- :func:`run_annotate` (:mod:`.annotate`): catalogue -> chroma and keys in one pass (-> report)
 - :func:`run_evaluate` (:mod:`.evaluate`): keys + truth manifest -> report
 - :func:`run_nightly` (:mod:`.nightly`): annotate incrementally, then the run manifest
 

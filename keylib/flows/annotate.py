@@ -1,18 +1,33 @@
-"""The annotate flow: extract, infer, and (manifest with keys) the MIREX report."""
+"""The annotate flow: audio to chroma and keys in one Spark pass, then (manifest with keys)
+the MIREX report. ``nightly`` runs the same flow without the report."""
 
 from __future__ import annotations
 
+import logging
+from functools import reduce
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
 
+from ..io import is_s3
+from ..extract import ExtractSettings
+from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
+from ..runner import RunSummary
+from ..tables import new_run_id
+from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
-from .extract import CHROMA_TABLE, run_extract
-from .infer import run_infer
+from .extract import CHROMA_TABLE, ExtractPlan, commit_table_run, plan_extract
+from .infer import (
+    configured_model_path, driver_model_version, infer_rows, keys_partition, only_tracks, previous_keys_meta,
+)
 
 __all__ = ["run_annotate", "summarize_keys", "manifest_has_keys"]
+
+log = logging.getLogger("keylib")
 
 
 def summarize_keys(frame: pd.DataFrame, *, limit: int | None = None) -> str:
@@ -30,44 +45,111 @@ def summarize_keys(frame: pd.DataFrame, *, limit: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def manifest_has_keys(input_uri: str) -> bool:
-    """True when ``input_uri`` is a local CSV manifest with a non-empty ``key`` column."""
-    if not str(input_uri).lower().endswith(".csv") or str(input_uri).startswith("s3://"):
+def manifest_has_keys(input_uri: str, listing: pd.DataFrame) -> bool:
+    """True when ``input_uri`` is a local CSV manifest whose ``key`` column (``truth_key``
+    of its ``listing``, already read by the run) labels at least one track."""
+    if not str(input_uri).lower().endswith(".csv") or is_s3(str(input_uri)):
         return False
-    try:
-        table = pd.read_csv(input_uri, dtype=str, keep_default_na=False)
-    except Exception:
-        return False
-    return "key" in table.columns and bool((table["key"].str.strip() != "").any())
+    labels = listing["truth_key"].dropna().astype(str).str.strip()
+    return bool((labels != "").any())
 
 
 def run_annotate(
-    spark,
+    spark: SparkSession,
     *,
     input_uri: str,
     output: str | Path,
     config: Mapping[str, Any],
     force: bool = False,
     model_path: str | None = None,
+    run_id: str | None = None,
     run_date: str | None = None,
+    with_report: bool = True,
 ) -> dict[str, Any]:
-    """Extraction, then inference, then (manifest with a ``key`` column) the MIREX report.
+    """Chroma and keys for the new or changed tracks of a catalogue in one pass, then (a
+    manifest with a ``key`` column, ``with_report`` and ``report.enabled``) the MIREX report.
 
-    Both steps are incremental: unchanged tracks are neither re-extracted nor re-predicted.
+    New or changed tracks (the extraction rule, :func:`~keylib.incremental.select_tracks`)
+    go from audio to keys in one ``mapInPandas`` (:func:`keylib.workers.annotate_dataframe`);
+    tracks whose chroma is current but whose keys are stale (another model version, or a
+    run killed between its two commits) go through the infer step over their chroma rows
+    (:func:`~keylib.incremental.stale_tracks`). Each table gets one atomically committed
+    run (chroma first, then keys, both ``run_id``); an unchanged catalogue writes nothing.
 
     Returns
     -------
     dict
-        ``extract`` and ``infer`` (:class:`~keylib.runner.RunSummary`), ``report`` (path of
-        ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation` or None).
+        ``extract`` and ``infer`` (:class:`~keylib.runner.RunSummary`, counted as
+        :func:`~keylib.flows.run_extract` and :func:`~keylib.flows.run_infer` count them),
+        ``listing`` (the catalogue, :data:`~keylib.catalogue.CATALOGUE_COLUMNS`), ``report``
+        (path of ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation`
+        or None).
     """
     output = Path(output)
-    extract = run_extract(spark, input_uri=input_uri, output=output, config=config, force=force)
-    infer = run_infer(spark, features=output / CHROMA_TABLE, output=output, config=config,
-                      force=force, model_path=model_path, run_date=run_date)
-    result = {"extract": extract, "infer": infer, "report": None, "evaluation": None}
-    if config.get("report", {}).get("enabled", True) and manifest_has_keys(input_uri):
+    run_id = run_id or new_run_id()
+    model_path = configured_model_path(config, model_path)
+    version = driver_model_version(model_path)
+    plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id)
+    extract = plan.summary
+    infer = RunSummary(job="infer")
+    infer.extra.update(run_id=run_id, model_version=version)
+
+    todo_ids = set(plan.todo["track_id"])
+    stale_ids: list[str] = []
+    infer.listed = len(todo_ids)
+    if plan.previous is not None:
+        kept = plan.previous_meta if plan.previous_meta is not None else (
+            plan.previous.select("track_id", "extracted_at").toPandas())
+        kept = kept[~kept["track_id"].isin(todo_ids)]
+        keys_meta = None if force else previous_keys_meta(spark, output / KEYS_TABLE)
+        mask = stale_tracks(kept, keys_meta, model_version=version, force=force)
+        stale_ids = kept.loc[mask, "track_id"].tolist()
+        infer.listed += len(kept)
+    infer.new = len(todo_ids) + len(stale_ids)
+    infer.skipped = infer.listed - infer.new
+    if infer.new:
+        _one_pass(spark, plan, stale_ids, output=output, config=config, model_path=model_path, run_id=run_id,
+                  run_date=run_date, extract=extract, infer=infer)
+    else:
+        log.info("nothing new to annotate: all %d tracks have current chroma and keys", infer.listed)
+    result = {"extract": extract, "infer": infer, "listing": plan.listing, "report": None, "evaluation": None}
+    if with_report and config["report"]["enabled"] and manifest_has_keys(input_uri, plan.listing):
         evaluation, report = run_evaluate(spark, keys=output / KEYS_TABLE, truth=input_uri,
                                           output=output / "report")
         result.update(report=report, evaluation=evaluation)
     return result
+
+
+def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, output: Path,
+              config: Mapping[str, Any], model_path: str | None, run_id: str, run_date: str | None,
+              extract: RunSummary, infer: RunSummary) -> None:
+    """Commit the chroma run of ``plan.todo`` and the keys run of it and of ``stale_ids``."""
+    keys_parts: list[DataFrame] = []
+    annotated = None
+    try:
+        if not plan.todo.empty:
+            annotated = annotate_dataframe(
+                spark, plan.todo,
+                settings=ExtractSettings.from_config(config),
+                tracks_per_partition=config["spark"]["tracks_per_partition"],
+                model_path=model_path,
+                task_cpus=int(config["spark"]["task_cpus"]),
+            )
+            # Two tables from one pass: persist the pass once and write its two projections.
+            # Writing both from inside the UDF would bypass Spark's committed writers, and
+            # not persisting would decode every track twice; the persisted rows (chroma
+            # ~7 KB per 30 s track) spill to local disk when memory is short. Should a lost
+            # executor recompute a partition, its keys rows carry a newer extracted_at than
+            # the committed chroma rows: the next run sees them stale and re-infers them.
+            annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
+            commit_table_run(chroma_projection(annotated), output / CHROMA_TABLE, f"run={run_id}",
+                             run_id=run_id, summary=extract)
+            keys_parts.append(keys_projection(annotated))
+        if stale_ids:
+            keys_parts.append(infer_rows(spark, only_tracks(spark, plan.previous, stale_ids), n_rows=len(stale_ids),
+                                         config=config, model_path=model_path))
+        commit_table_run(reduce(DataFrame.unionByName, keys_parts), output / KEYS_TABLE,
+                         keys_partition(run_date, run_id), run_id=run_id, summary=infer)
+    finally:
+        if annotated is not None:
+            annotated.unpersist()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pyspark.sql import SparkSession
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
 
 from .. import features
 from ..catalogue import list_tracks
@@ -17,12 +19,74 @@ from ..runner import RunSummary
 from ..tables import clear_staging, commit_run, new_run_id, read_current, run_statuses
 from ..workers import extract_dataframe
 
-__all__ = ["CHROMA_TABLE", "run_extract"]
+__all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]
 
 CHROMA_TABLE = "chroma"
 SUCCESS_STATUSES = (STATUS_OK, STATUS_SILENT)
 
 log = logging.getLogger("keylib")
+
+
+@dataclass
+class ExtractPlan:
+    """What an extraction run must do: the catalogue, the tracks to (re)extract, and the
+    current chroma rows before the run.
+
+    Attributes
+    ----------
+    listing : pd.DataFrame
+        The catalogue (:data:`keylib.catalogue.CATALOGUE_COLUMNS`), listed once per run.
+    todo : pd.DataFrame
+        Catalogue rows to extract (new, changed, retryable, other feature version).
+    previous : DataFrame or None
+        The current chroma rows before this run (``None``: no committed run yet).
+    previous_meta : pd.DataFrame or None
+        ``track_id``, ``fingerprint``, ``status``, ``feature_version``, ``extracted_at`` of
+        ``previous`` (``None`` with ``--force`` or without a committed run).
+    summary : RunSummary
+        ``job="extract"`` with listed / new / skipped and ``extra["run_id"]``.
+    """
+
+    listing: pd.DataFrame
+    todo: pd.DataFrame
+    previous: DataFrame | None
+    previous_meta: pd.DataFrame | None
+    summary: RunSummary
+
+
+def plan_extract(spark: SparkSession, *, input_uri: str, output: str | Path, config: Mapping[str, Any],
+                 force: bool = False, run_id: str) -> ExtractPlan:
+    """List the catalogue and select its new or changed tracks against ``output/chroma``."""
+    summary = RunSummary(job="extract")
+    listing = list_tracks(input_uri, s3_settings=config["s3"])
+    summary.listed = len(listing)
+    log.info("listed %d tracks from %s", len(listing), input_uri)
+    previous = read_current(spark, Path(output) / CHROMA_TABLE)
+    previous_meta = None
+    if previous is not None and not force:
+        previous_meta = previous.select(
+            "track_id", "fingerprint", "status", "feature_version", "extracted_at").toPandas()
+    todo, skipped = select_tracks(
+        listing, previous_meta, versions={"feature_version": features.FEATURE_VERSION}, force=force
+    )
+    summary.new, summary.skipped = len(todo), len(skipped)
+    summary.extra["run_id"] = run_id
+    if todo.empty:
+        log.info("nothing new to extract: all %d tracks are up to date", summary.listed)
+    else:
+        log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
+    return ExtractPlan(listing, todo, previous, previous_meta, summary)
+
+
+def commit_table_run(frame: DataFrame, root: Path, partition: str, *, run_id: str, summary: RunSummary) -> None:
+    """Commit ``frame`` as one run of the table at ``root`` and count its statuses into
+    ``summary`` (``failed``, ``failures``, ``extra["committed"]`` and ``["statuses"]``)."""
+    clear_staging(root)
+    published = commit_run(frame, root, partition, run_id=run_id)
+    counts, failed = run_statuses(published, success=SUCCESS_STATUSES)
+    summary.failed = len(failed)
+    summary.extra.update(committed=str(published), statuses=counts)
+    summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
 
 
 def run_extract(
@@ -42,37 +106,14 @@ def run_extract(
         listed / new / skipped / failed counts; ``extra["run_id"]`` and
         ``extra["committed"]`` (the published folder, absent when nothing was new).
     """
-    summary = RunSummary(job="extract")
     run_id = run_id or new_run_id()
-    root = Path(output) / CHROMA_TABLE
-    listing = list_tracks(input_uri, s3_settings=config["s3"])
-    summary.listed = len(listing)
-    log.info("listed %d tracks from %s", len(listing), input_uri)
-
-    previous = read_current(spark, root)
-    previous_pdf = None
-    if previous is not None and not force:
-        previous_pdf = previous.select("track_id", "fingerprint", "status", "feature_version").toPandas()
-    todo, skipped = select_tracks(
-        listing, previous_pdf, versions={"feature_version": features.FEATURE_VERSION}, force=force
-    )
-    summary.new, summary.skipped = len(todo), len(skipped)
-    summary.extra["run_id"] = run_id
-    if todo.empty:
-        log.info("nothing new to extract: all %d tracks are up to date", summary.listed)
-        return summary
-
-    log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
-    clear_staging(root)
+    plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id)
+    if plan.todo.empty:
+        return plan.summary
     frame = extract_dataframe(
-        spark, todo,
+        spark, plan.todo,
         settings=ExtractSettings.from_config(config),
         tracks_per_partition=config["spark"]["tracks_per_partition"],
     )
-    published = commit_run(frame, root, f"run={run_id}", run_id=run_id)
-    counts, failed = run_statuses(published, success=SUCCESS_STATUSES)
-    summary.failed = len(failed)
-    summary.extra["committed"] = str(published)
-    summary.extra["statuses"] = counts
-    summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
-    return summary
+    commit_table_run(frame, Path(output) / CHROMA_TABLE, f"run={run_id}", run_id=run_id, summary=plan.summary)
+    return plan.summary

@@ -1,4 +1,4 @@
-"""The nightly flow: incremental extraction and inference, then the run manifest.
+"""The nightly flow: incremental chroma and keys (one pass), then the run manifest.
 
 See :mod:`keylib.nightly` for the manifest and what "done" means.
 """
@@ -14,8 +14,8 @@ from ..errors import InputError
 from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
 from ..runner import EXIT_INPUT, RunSummary
 from ..tables import new_run_id
+from .annotate import run_annotate
 from .extract import run_extract
-from .infer import run_infer
 
 __all__ = ["run_nightly"]
 
@@ -30,7 +30,7 @@ def run_nightly(
     run_id: str | None = None,
     with_keys: bool = True,
 ) -> RunSummary:
-    """One nightly run: incremental extraction (and inference), then the manifest.
+    """One nightly run: incremental chroma and keys in one pass, then the manifest.
 
     ``with_keys=False`` stops after extraction (``--extract-only``: features for training).
 
@@ -55,16 +55,18 @@ def run_nightly(
     stages: dict[str, Any] = {}
     max_failed_share = config["nightly"]["max_failed_share"]
     try:
-        extract = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
-        stages["extract"] = stage_record(extract)
-        final = extract
         if with_keys:
-            # Infers every current chroma row without a current keys row of this model:
-            # tonight's new tracks, and any left without keys by a run killed in between.
-            keys = run_infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
-            stages["infer"] = stage_record(keys)
-            manifest["versions"]["model"] = keys.extra.get("model_version")
-            final = keys
+            # One pass for tonight's new or changed tracks; the infer step for any track whose
+            # chroma is current but whose keys are not (another model, a run killed between
+            # its two commits).
+            result = run_annotate(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
+                                  with_report=False)
+            extract, final = result["extract"], result["infer"]
+            stages["extract"], stages["infer"] = stage_record(extract), stage_record(final)
+            manifest["versions"]["model"] = final.extra.get("model_version")
+        else:
+            extract = final = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
+            stages["extract"] = stage_record(extract)
         summary.listed = extract.listed
         # What the night annotated: tracks new or changed at the last stage (a track
         # whose chroma was fresh but whose key row was missing counts once, as new).

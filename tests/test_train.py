@@ -68,3 +68,31 @@ def test_mirex_summary_conventions():
     assert s["both_fifths"]["weighted"] == pytest.approx((1 + 0.5 + 0.5 + 0.3 + 0.2) / 5)
     assert s["both_fifths"]["categories"] == {"correct": 1, "fifth": 2, "relative": 1, "parallel": 1, "other": 0}
     assert np.asarray(s["confusion"]).sum() == 5
+
+
+def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
+    """A tiny keycnn_ref run: one-frame steps, its own card, its weights move, and the saved
+    file predicts what the trained network does. (Too few steps to expect a lower loss.)"""
+    import keras
+
+    from keylib.model import ARCHITECTURES
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(arch="keycnn_ref", epochs=3, batch_size=8, patience=100, seed=3, threads=1, name="tiny-ref",
+                      version="tiny-ref-1")
+    trained, card = train_model(train, val, cfg, heldout_df=held, out_dir=tmp_path, log=lambda *_: None)
+    assert card["architecture"] == "keycnn_ref" and card["input"]["frames_per_step"] == 1
+    assert card["input"]["min_steps"] == 40
+    keras.utils.set_random_seed(cfg.seed)  # as train_model does before building the network
+    initial = ARCHITECTURES["keycnn_ref"]()
+    assert card["parameters"] == initial.count_params() != ARCHITECTURES["keynet_eq"]().count_params()
+    moved = [not np.allclose(a, b) for a, b in zip(initial.get_weights(), trained.keras_model.get_weights())]
+    assert len(moved) > 2 and all(moved[:2]), "training did not update the convolutions"
+    history = card["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in history)
+    assert card["validation"]["n"] == len(val) and card["heldout"]["all"]["n"] == len(held)
+    loaded = load_model(tmp_path / "tiny-ref.keras")
+    assert loaded.version == "tiny-ref-1" and loaded.frames_per_step == 1
+    chromas = list(held.chroma) + [held.chroma.iloc[0][:, :3]]  # a 3-frame track is tiled up to min_steps
+    np.testing.assert_allclose(loaded.predict_probs(chromas), trained.predict_probs(chromas), atol=1e-5)

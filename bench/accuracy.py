@@ -1,14 +1,26 @@
-"""Accuracy and speed of the key estimators, side by side on the same held-out chroma.
+"""Held-out accuracy by length and by source, keylib against Essentia on the same files.
 
-    .venv/bin/python bench/accuracy.py --features /work/data/tsA/chroma_cache.parquet \
-        [--features MORE] [--manifest M.csv] [--split heldout] [--model M.keras] \
-        [--reference R.keras] [--json OUT.json]
+    .venv/bin/python bench/accuracy.py --set DIR [--model keylib/models/keynet-eq.onnx] \
+        [--profiles bgate,edma,temperley,krumhansl,shaath] [--limit N] [--out build/bench-accuracy]
 
-Scores (weighted MIREX, fifths counted upward only and both ways; exact accuracy;
-categories; per source) for: the shipped model, the reference CNN, and the
-Krumhansl-Schmuckler and Temperley templates on the same chroma. Then the speed of the
-networks alone (batched ``predict_probs`` on one CPU thread) in tracks per second, for
-tracks of 3.5 minutes, median of several runs. Prints figures; asserts nothing.
+DIR is a training set made by ``make-training-set`` (its ``manifest.csv`` and
+``chroma_cache.parquet``); only its ``split == heldout`` rows are scored: whole sources and
+General MIDI soundfonts that training never used (see the README). Every method sees the
+same files in the same run:
+
+- keylib's served model (ONNX Runtime, calibrated) on the chroma that extraction computes
+  for each file (the cache was computed by the same code);
+- the Krumhansl-Schmuckler and Temperley templates on the same chroma;
+- Essentia's ``KeyExtractor`` on the audio file itself, decoding included, with each
+  profile (Essentia is AGPL: installed on demand by ``bench/peers.py``, never a dependency).
+
+Prints the weighted MIREX score with the fifth counted upward only ("up", mir_eval 0.8.2 and
+the MIREX evaluator) and both ways ("both", madmom), by length bucket (up to 30 s,
+30-120 s, whole tracks over 120 s), by source, and for songs that are held out both whole
+and as their 30 s excerpt from 15 s, whole against excerpt on the same songs. Then keylib's
+calibration: expected calibration error over 15 bins and a reliability diagram (PNG).
+Essentia's answers are cached per file in ``OUT/essentia.json`` so that reruns are cheap.
+Asserts nothing.
 """
 
 from __future__ import annotations
@@ -22,32 +34,43 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import templates  # noqa: E402
-from keylib.model import MODELS_DIR, SHIPPED_MODEL, load_model  # noqa: E402
-from keylib.train import load_dataset, mirex_summary  # noqa: E402
+from keylib.keys import parse_key  # noqa: E402
+from keylib.train import LENGTH_BUCKETS, calibration_error, length_bucket, load_dataset, mirex_summary  # noqa: E402
 
-REFERENCE_MODEL = MODELS_DIR / "keycnn-ref.keras"  # the reference CNN, for this comparison only
+DEFAULT_PROFILES = ("bgate", "edma", "temperley", "krumhansl", "shaath")
 
 
-def _row(name: str, refs, ests, sources) -> dict:
+def _scores(refs: np.ndarray, ests: np.ndarray) -> dict:
     s = mirex_summary(refs, ests)
-    out = {"method": name, "n": s["n"], "mirex_up": s["ascending_fifths"]["weighted"],
-           "mirex_both": s["both_fifths"]["weighted"], "accuracy": s["accuracy"],
-           "categories": s["both_fifths"]["categories"], "by_source": {}}
-    for src in sorted(set(sources)):
-        m = sources == src
-        ss = mirex_summary(refs[m], ests[m])
-        out["by_source"][src] = {"n": ss["n"], "mirex_up": ss["ascending_fifths"]["weighted"],
-                                 "mirex_both": ss["both_fifths"]["weighted"]}
-    return out
+    return {"n": s["n"], "up": s["ascending_fifths"]["weighted"], "both": s["both_fifths"]["weighted"],
+            "exact": s["accuracy"]}
 
 
-def _speed(model, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) -> float:
+def _essentia_answers(paths: list[str], profiles: tuple[str, ...], cache_path: Path) -> dict[str, dict]:
+    from peers import essentia_keys
+
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    todo = [p for p in paths if not all(prof in cache.get(p, {}) for prof in profiles)]
+    t0 = time.perf_counter()
+    for i, path in enumerate(todo, 1):
+        cache[path] = {**cache.get(path, {}), **essentia_keys(path, profiles=profiles)}
+        if i % 25 == 0 or i == len(todo):
+            cache_path.write_text(json.dumps(cache))
+            print(f"  essentia: {i}/{len(todo)} files, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    return cache
+
+
+def _speed(model, *, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) -> tuple[float, float]:
+    """Tracks per second (wall, and per CPU-second) of the served network alone, batched,
+    on random 3.5-minute chroma (1,050 frames)."""
     rng = np.random.default_rng(0)
     chromas = [rng.random((12, frames), dtype=np.float32) for _ in range(n_tracks)]
-    model.predict_probs(chromas[:64])  # warm-up (graph tracing)
+    model.predict_probs(chromas[:64])  # warm-up
     wall, cpu = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
@@ -57,68 +80,132 @@ def _speed(model, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) -> 
     return float(np.median(wall)), float(np.median(cpu))
 
 
+def _reliability_png(bins: list[dict], ece: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    mids = [(b["lo"] + b["hi"]) / 2 for b in bins if b["n"]]
+    acc = [b["accuracy"] for b in bins if b["n"]]
+    width = bins[0]["hi"] - bins[0]["lo"]
+    ax.bar(mids, acc, width=width * 0.9, color="#4c72b0", alpha=0.8, label="accuracy in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {ece:.3f} (15 bins)", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--features", action="append", required=True)
-    p.add_argument("--manifest", action="append", default=[])
-    p.add_argument("--split", default="heldout", help="rows to score: heldout | train | all")
-    p.add_argument("--model", default=str(SHIPPED_MODEL))
-    p.add_argument("--reference", default=str(REFERENCE_MODEL))
-    p.add_argument("--json", default=None)
-    p.add_argument("--speed-tracks", type=int, default=512)
+    p.add_argument("--set", required=True, help="training-set folder (manifest.csv, chroma_cache.parquet)")
+    p.add_argument("--model", default=None, help="served model (.onnx); default: the shipped one")
+    p.add_argument("--profiles", default=",".join(DEFAULT_PROFILES), help="Essentia KeyExtractor profiles")
+    p.add_argument("--no-essentia", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="score at most N held-out files (smoke runs)")
+    p.add_argument("--out", default=str(ROOT / "build" / "bench-accuracy"))
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from keylib.serving import load_model
 
-    df = load_dataset(args.features, args.manifest)
-    if args.split != "all":
-        df = df[df["split"] == args.split].reset_index(drop=True)
+    root = Path(args.set)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    df = load_dataset([root / "chroma_cache.parquet"])
+    df = df[df["split"] == "heldout"].reset_index(drop=True)
+    if args.limit:
+        df = df.iloc[np.random.default_rng(0).permutation(len(df))[: args.limit]].reset_index(drop=True)
     if not len(df):
-        print(f"no rows with split {args.split!r}")
+        print(f"no held-out rows in {root}")
         return 3
+    paths = [str(root / "audio" / "heldout" / s / f"{t}.flac") for s, t in zip(df["source"], df["track_id"])]
     refs = np.asarray(df["key_index"])
+    seconds = np.array([c.shape[1] for c in df["chroma"]]) / 5.0
+    buckets = np.array([length_bucket(x) for x in seconds])
     sources = np.asarray(df["source"])
-    chromas = list(df["chroma"])
-    print(f"{len(df)} clips ({args.split}); sources: " +
-          ", ".join(f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
+    print(f"{len(df)} held-out files from {root}: " + ", ".join(
+        f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
+    print("soundfonts: " + ", ".join(sorted(set(df["soundfont"]))) if "soundfont" in df else "")
 
-    rows = []
-    models = {}
-    shipped = load_model(args.model, threads=1)
-    models["shipped " + shipped.version] = shipped
-    if args.reference and Path(args.reference).is_file():
-        ref = load_model(args.reference, threads=1)
-        models["reference " + ref.version] = ref
-    for name, m in models.items():
-        rows.append(_row(name, refs, m.predict_keys(chromas), sources))
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    probs = model.predict_probs(list(df["chroma"]))
+    print(f"keylib {model.version}: {len(df)} files in {time.perf_counter() - t0:.2f} s (network only)")
+    methods = {f"keylib {model.version}": probs.argmax(1)}
     for prof in ("krumhansl", "temperley"):
-        ests = np.array([templates.template_key(c, profile=prof) for c in chromas])
-        rows.append(_row(f"template {prof}", refs, ests, sources))
+        methods[f"template {prof} (keylib chroma)"] = np.array(
+            [templates.template_key(c, profile=prof) for c in df["chroma"]])
+    if not args.no_essentia:
+        profiles = tuple(x for x in args.profiles.split(",") if x)
+        t0 = time.perf_counter()
+        answers = _essentia_answers(paths, profiles, out / "essentia.json")
+        print(f"essentia: {len(paths)} files, {time.perf_counter() - t0:.0f} s (cached answers reused)")
+        for prof in profiles:
+            methods[f"essentia KeyExtractor {prof}"] = np.array([parse_key(answers[p][prof]) for p in paths])
 
-    print()
-    print(f"{'method':<40} {'n':>5} {'MIREX up':>9} {'MIREX both':>11} {'exact':>7}  correct/fifth/relative/parallel/other")
-    for r in rows:
-        c = r["categories"]
-        print(f"{r['method']:<40} {r['n']:>5} {r['mirex_up']:>9.3f} {r['mirex_both']:>11.3f} {r['accuracy']:>7.3f}  "
-              f"{c['correct']}/{c['fifth']}/{c['relative']}/{c['parallel']}/{c['other']}")
-    print()
-    print("by source (MIREX, fifths both ways):")
+    report: dict = {"files": int(len(df)), "model": model.version, "methods": {}}
+    bucket_names = [name for name, _, _ in LENGTH_BUCKETS if name in set(buckets)]
+    print("\nweighted MIREX, fifth up / fifths both ways (n files per column)")
+    header = f"{'method':<44}{'all':>14}" + "".join(f"{b:>22}" for b in bucket_names)
+    print(header)
+    print(f"{'':<44}{len(df):>14}" + "".join(f"{int((buckets == b).sum()):>22}" for b in bucket_names))
+    for name, ests in methods.items():
+        entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}}
+        for b in bucket_names:
+            entry["by_length"][b] = _scores(refs[buckets == b], ests[buckets == b])
+        for s in sorted(set(sources)):
+            entry["by_source"][s] = _scores(refs[sources == s], ests[sources == s])
+        report["methods"][name] = entry
+        cell = lambda d: f"{d['up']:.3f} / {d['both']:.3f}"  # noqa: E731
+        print(f"{name:<44}{cell(entry['all']):>14}" + "".join(f"{cell(entry['by_length'][b]):>22}" for b in bucket_names))
+
+    print("\nby source (MIREX both ways)")
     srcs = sorted(set(sources))
-    print(f"{'method':<40} " + " ".join(f"{s[:16]:>16}" for s in srcs))
-    for r in rows:
-        print(f"{r['method']:<40} " + " ".join(f"{r['by_source'][s]['mirex_both']:>16.3f}" for s in srcs))
-    base = next(r for r in rows if r["method"] == "template krumhansl")
-    print(f"\nshipped / Krumhansl-Schmuckler (MIREX both): {rows[0]['mirex_both'] / max(base['mirex_both'], 1e-9):.2f}x")
+    print(f"{'method':<44}" + "".join(f"{s[:18]:>20}" for s in srcs))
+    print(f"{'':<44}" + "".join(f"{int((sources == s).sum()):>20}" for s in srcs))
+    for name, entry in report["methods"].items():
+        print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
 
-    print("\nspeed: network alone, batched predict_probs (incl. step pooling and bucketing), 1 TensorFlow thread,")
-    print("3.5-min tracks (1,050 frames); per CPU-second = per core, whatever else runs on the machine")
-    speed = {}
-    for name, m in models.items():
-        wall, cpu = _speed(m, n_tracks=args.speed_tracks if name.startswith("shipped") else 64,
-                           repeats=5 if name.startswith("shipped") else 2)
-        speed[name] = {"wall_tracks_per_s": wall, "tracks_per_cpu_s": cpu}
-        print(f"  {name:<40} {wall:10.0f} tracks/s wall  {cpu:10.0f} tracks per CPU-second (medians)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "tracks_per_second": speed}, indent=1))
+    # The same songs whole and as their 30 s excerpt (track ids differ by the "-x30" suffix).
+    ids = list(df["track_id"])
+    pos = {t: i for i, t in enumerate(ids)}
+    pairs = [(pos[t[:-4]], i) for i, t in enumerate(ids) if t.endswith("-x30") and t[:-4] in pos]
+    if pairs:
+        whole_i, ex_i = (np.array(x) for x in zip(*pairs))
+        print(f"\nsame songs, whole against their 30 s excerpt from 15 s ({len(pairs)} songs; MIREX up / both)")
+        report["paired"] = {"n": len(pairs)}
+        for name, ests in methods.items():
+            w, e = _scores(refs[whole_i], ests[whole_i]), _scores(refs[ex_i], ests[ex_i])
+            report["paired"][name] = {"whole": w, "excerpt": e}
+            print(f"{name:<44} whole {w['up']:.3f} / {w['both']:.3f}   excerpt {e['up']:.3f} / {e['both']:.3f}")
+        essentia_best = max((k for k in methods if k.startswith("essentia")),
+                            key=lambda k: report["paired"][k]["whole"]["up"], default=None)
+        if essentia_best:
+            ours = report["paired"][f"keylib {model.version}"]["whole"]["up"]
+            theirs = report["paired"][essentia_best]["whole"]["up"]
+            print(f"whole songs: keylib - best Essentia profile ({essentia_best.split()[-1]}) = "
+                  f"{ours - theirs:+.3f} (fifth up)")
+
+    conf = probs.max(1)
+    cal = calibration_error(conf, probs.argmax(1) == refs)
+    report["calibration"] = cal
+    png = out / "reliability.png"
+    _reliability_png(cal["bins"], cal["ece"], png, f"keylib {model.version}, {len(df)} held-out files")
+    print(f"\ncalibration: ECE {cal['ece']:.3f} over 15 bins, mean confidence {conf.mean():.3f}, "
+          f"accuracy {(probs.argmax(1) == refs).mean():.3f}; reliability diagram {png}")
+    wall, per_cpu = _speed(model)
+    report["network_tracks_per_s"] = {"wall": wall, "per_cpu_second": per_cpu}
+    print(f"\nspeed: the served network alone (ONNX Runtime, 1 thread), 3.5-min tracks batched: "
+          f"{wall:,.0f} tracks/s wall, {per_cpu:,.0f} tracks per CPU-second (medians of 5)")
+    (out / "accuracy.json").write_text(json.dumps(report, indent=1))
+    print(f"figures: {out / 'accuracy.json'}")
     return 0
 
 

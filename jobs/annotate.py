@@ -14,14 +14,14 @@ from keylib.runner import EXIT_FAILED_TRACKS, EXIT_OK, job_main
 def add_arguments(parser):
     parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
     parser.add_argument("--output", required=True, help="output root: OUTPUT/chroma, OUTPUT/keys, OUTPUT/report")
-    parser.add_argument("--model", default=None, help="a .keras model with its .json card (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: the shipped model)")
     parser.add_argument("--force", action="store_true", help="recompute every track, not only new ones")
     parser.add_argument("--show", type=int, default=100, help="print at most this many keys (default 100)")
 
 
 def run(spark, args, config):
     from keylib.catalogue import list_tracks
-    from keylib.inference import read_keys, run_annotate, summarize_keys
+    from keylib.flows import read_keys, run_annotate, summarize_keys
 
     result = run_annotate(spark, input_uri=args.input, output=args.output, config=config,
                           force=args.force, model_path=args.model)

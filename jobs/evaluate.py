@@ -15,7 +15,7 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.evaluate import run_evaluate
+    from keylib.flows import run_evaluate
 
     result, report = run_evaluate(spark, keys=args.keys, truth=args.truth, output=args.output)
     s = result.summary

@@ -5,7 +5,7 @@
 
 import sys
 
-from keylib.pipeline import run_extract
+from keylib.flows import run_extract
 from keylib.runner import job_main
 
 

@@ -1,6 +1,6 @@
 """Spark job: chroma Parquet -> keys Parquet (OUT/keys/date=YYYY-MM-DD/run=RUN/).
 
-    ./submit.sh infer --features OUT/chroma --output OUT [--model FILE.keras] [--force]
+    ./submit.sh infer --features OUT/chroma --output OUT [--model FILE.onnx] [--force]
 """
 
 import sys
@@ -11,13 +11,13 @@ from keylib.runner import job_main
 def add_arguments(parser):
     parser.add_argument("--features", required=True, help="the chroma table (OUT/chroma)")
     parser.add_argument("--output", required=True, help="output root; keys go to OUTPUT/keys/")
-    parser.add_argument("--model", default=None, help="a .keras model with its .json card (default: the shipped model)")
+    parser.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: the shipped model)")
     parser.add_argument("--date", default=None, help="run date partition, YYYY-MM-DD (default: today, UTC)")
     parser.add_argument("--force", action="store_true", help="predict every track, not only new ones")
 
 
 def run(spark, args, config):
-    from keylib.inference import run_infer
+    from keylib.flows import run_infer
 
     summary = run_infer(spark, features=args.features, output=args.output, config=config,
                         force=args.force, run_date=args.date, model_path=args.model)

@@ -42,6 +42,7 @@ def main(argv=None) -> int:
         transpositions=s["transpositions"], pop909_renders=s["pop909_renders"],
         pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
         pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
+        whole=bool(s["whole"]), n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
     )
     n = sum(1 for _ in open(manifest)) - 1
     print(f"make-training-set: {n} clips, manifest {manifest}")

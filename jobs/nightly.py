@@ -7,10 +7,9 @@ nightly.max_failed_share); 2 bad configuration; 3 input cannot be listed (missin
 unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 1 internal error.
 """
 
-import os
 import sys
 
-from keylib.nightly import run_nightly
+from keylib.flows import run_nightly
 from keylib.runner import job_main
 
 
@@ -30,9 +29,4 @@ def run(spark, args, config):
 
 
 if __name__ == "__main__":
-    code = job_main("nightly", __doc__, add_arguments, run)
-    # Everything is committed, fsynced and the session stopped: leave now. (On a cluster the
-    # interpreter could hang at exit joining TensorFlow's threads, and cron would wait forever.)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    sys.exit(job_main("nightly", __doc__, add_arguments, run))

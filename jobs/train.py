@@ -51,14 +51,19 @@ def main(argv=None) -> int:
         print(f"keylib train: input error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     train_df, val_df, held_df = split_dataset(df, cfg.val_fraction, cfg.seed)
-    print(f"train: {len(train_df)} clips, validation: {len(val_df)}, held out: {len(held_df)}")
+    atonal_df = df[df["split"] == "atonal"]
+    print(f"train: {len(train_df)} tracks, validation: {len(val_df)}, held out: {len(held_df)}, "
+          f"atonal: {len(atonal_df)}")
     if not len(train_df):
         print("keylib train: no training rows", file=sys.stderr)
         return EXIT_INPUT
-    _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, out_dir=Path(args.output))
-    summary = {k: card[k]["both_fifths"]["weighted"] for k in ("validation",) if k in card}
+    _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output))
+    summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}
     if "heldout" in card:
         summary["heldout"] = card["heldout"]["all"]["both_fifths"]["weighted"]
+        summary.update({f"heldout {k}": v["both_fifths"]["weighted"] for k, v in card["heldout"]["by_length"].items()})
+        summary["heldout ECE"] = card["heldout"]["calibration"]["ece"]
+        summary["heldout tonal kept"] = card["heldout"].get("tonal_kept")
     print(f"model: {Path(args.output) / (cfg.name + '.keras')}  MIREX (fifths both ways): {json.dumps(summary)}")
     return 0
 

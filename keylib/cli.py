@@ -1,9 +1,10 @@
 """``keylib``: the console command for single files, no Spark.
 
-    keylib analyze FILE... [--json] [--model FILE.keras]
+    keylib analyze FILE... [--json] [--model FILE.onnx]
 
 Each file goes through the same path as the Spark jobs (decode -> THE chroma function ->
-the shipped model -> keys row), so its key equals the catalogue's. Exit code 0 when every
+the served model -> keys row), so its key equals the catalogue's. No Spark and no
+TensorFlow are imported: the model runs in ONNX Runtime (:mod:`keylib.serving`). Exit code 0 when every
 file got a key (or is silent), 1 when any file failed, 2 for usage errors.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +29,8 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
     paths : sequence of str or Path
         Audio files (mp3, wav, flac, ogg, aiff; m4a with ffmpeg).
     model_path : str, optional
-        A ``.keras`` model with its card; ``None`` = the shipped model.
+        A model (``.onnx``, or its ``.keras``/``.json`` sibling) with its card; ``None`` =
+        the shipped model.
 
     Returns
     -------
@@ -42,7 +43,7 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
 
     from .extract import ExtractSettings, extract_track
     from .inference import KEYS_COLUMNS, predict_frame
-    from .model import load_model
+    from .serving import load_model
 
     model = load_model(model_path)
     # The catalogue's own per-track steps, so that a file's key and status here equal its
@@ -87,10 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("files", nargs="+", metavar="FILE")
     analyze.add_argument("--json", action="store_true", help="one JSON object per file, in a list")
     analyze.add_argument("--probs", action="store_true", help="include the 24 probabilities in --json")
-    analyze.add_argument("--model", default=None, help="a .keras model with its .json card (default: shipped)")
+    analyze.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: shipped)")
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from .errors import STATUS_OK, STATUS_SILENT, ModelError
 
     started = time.perf_counter()

@@ -1,25 +1,24 @@
-"""Ship this project's Python environment to the executors of a Spark cluster.
+"""Ship what serving needs to the executors of a Spark cluster, and nothing else.
 
 ``./submit.sh JOB --master spark://HOST:PORT ...`` calls ``python -m keylib.cluster
 submit-args --root ROOT`` and appends what it prints (one spark-submit argument per line).
-Following PySpark's "Python Package Management" guide (virtualenv + venv-pack):
 
-* ``build/keylib-env-<hash>.tar``: the virtual environment packed by ``venv-pack``
-  (dependencies: numpy, librosa, tensorflow, boto3...), unpacked by every executor as
-  ``./environment`` through ``--archives``; executors run ``./environment/bin/python``.
-  It is rebuilt only when the installed distributions change (the hash covers the Python
-  version and the names of the ``*.dist-info`` folders). Left out: the editable-install
-  hook of keylib (it points at this checkout, which cluster nodes do not have), Spark's
-  own jars (every node has Spark) and TensorFlow's C headers. Uncompressed ``.tar``:
-  packing 2 GB takes ~30 s instead of minutes, unpacking on executors is faster too.
-* ``build/keylib-code-<hash>.zip``: the ``keylib`` package itself with its shipped model
-  (``keylib/models/*.keras``), unpacked as ``./keylib_code`` and put on the executors'
-  ``PYTHONPATH``. A folder rather than a ``--py-files`` zip, so that the model is a real
-  file that Keras can open. Rebuilt when any file of the package changes.
+* ``build/keylib-env-<hash>.tar``: the executors' Python packages, unpacked by every
+  executor as ``./environment`` through ``--archives``. Only the distributions that
+  serving needs: keylib's own requirements (no extras: no TensorFlow, no training or
+  test packages) and theirs, taken from this virtual environment, minus matplotlib (report
+  plots are drawn on the driver) and PySpark and py4j, which every node's Spark provides (executors import them from Spark's
+  ``python/lib/pyspark.zip`` and ``py4j-*.zip``, which Spark puts on each Python worker's
+  path). Left out too: the packages' test suites and C headers. Rebuilt only when those
+  distributions change. Its size is printed.
+  Uncompressed ``.tar``: packing and unpacking are faster than with gzip.
+* ``build/keylib-code-<hash>.zip``: the ``keylib`` package itself with the served model
+  (``keylib/models/*.onnx`` and cards; not the ``.keras``), unpacked as ``./keylib_code``
+  and put on the executors' ``PYTHONPATH``. Rebuilt when any file of the package changes.
 
-Nodes need no keylib and no virtualenv, only Spark (same version) and the base Python
-interpreter the venv was made from at the same path (``/usr/bin/python3.11``, say; see
-``venv-pack --python-prefix`` otherwise), and Java. The driver keeps the local venv.
+Nodes need no keylib and no virtualenv, only Spark (same version), Java, and the base
+Python interpreter the venv was made from at the same path (``/usr/bin/python3.11``,
+say). The driver keeps the local venv.
 """
 
 from __future__ import annotations
@@ -28,42 +27,90 @@ import argparse
 import fcntl
 import hashlib
 import os
-import subprocess
+import re
 import sys
 import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["ENV_ALIAS", "CODE_ALIAS", "env_archive", "code_archive", "submit_args"]
+__all__ = ["ENV_ALIAS", "CODE_ALIAS", "CLUSTER_PROVIDED", "DRIVER_ONLY", "executor_distributions", "env_archive",
+           "code_archive", "submit_args"]
 
 ENV_ALIAS = "environment"
 CODE_ALIAS = "keylib_code"
+# Distributions the cluster's own Spark provides to every Python worker.
+CLUSTER_PROVIDED = frozenset({"pyspark", "py4j"})
+# Distributions only the driver uses: report plots are drawn there (keylib.report).
+DRIVER_ONLY = frozenset({"matplotlib"})
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_EXCLUDES = (
-    "*__editable__*",               # the editable hook names this checkout's path
-    "*/site-packages/keylib-*.dist-info/*",
-    "*/site-packages/pyspark/jars/*",  # JVM side: the cluster has its own Spark
-    "*/site-packages/tensorflow/include/*",  # C headers, build time only
-)
+_LAYOUT = "serving-v2"  # bump when what goes into the archive changes
 
 
 def _venv_prefix() -> Path:
     return Path(sys.prefix)
 
 
-def _env_hash(prefix: Path) -> str:
+def _site_packages(prefix: Path) -> Path:
+    return Path(sysconfig.get_paths(vars={"base": str(prefix), "platbase": str(prefix)})["purelib"])
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def executor_distributions(prefix: str | Path | None = None) -> dict:
+    """The installed distributions executors need: keylib's requirements without extras,
+    recursively, minus :data:`CLUSTER_PROVIDED` and :data:`DRIVER_ONLY` (and what only
+    those need).
+
+    Returns
+    -------
+    dict
+        canonical name -> ``importlib.metadata.Distribution`` (from ``prefix``'s site-packages).
+    """
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    site = _site_packages(Path(prefix) if prefix else _venv_prefix())
+    installed = {_canonical(d.metadata["Name"]): d for d in metadata.distributions(path=[str(site)])}
+    if "keylib" not in installed:
+        raise OSError(f"keylib is not installed in {site}: run ./submit.sh setup")
+    needed: dict = {}
+    todo = [installed["keylib"]]
+    while todo:
+        dist = todo.pop()
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue  # an extra (train, test) or another platform
+            name = _canonical(req.name)
+            if name in needed or name in CLUSTER_PROVIDED or name in DRIVER_ONLY:
+                continue
+            if name not in installed:
+                raise OSError(f"{req.name} (needed by {dist.metadata['Name']}) is not installed in {site}")
+            needed[name] = installed[name]
+            todo.append(installed[name])
+    return dict(sorted(needed.items()))
+
+
+def _top_level_entries(dist, site: Path) -> set[str]:
+    """Names directly under site-packages that a distribution installed (from its RECORD)."""
+    entries = set()
+    for f in dist.files or []:
+        parts = Path(str(f)).parts
+        if parts and parts[0] != ".." and (site / parts[0]).exists():
+            entries.add(parts[0])
+    return entries
+
+
+def _env_hash(prefix: Path, dists: dict) -> str:
     h = hashlib.sha256()
-    h.update(sys.version.encode())
-    h.update("\n".join(_EXCLUDES).encode() + b"copies-v2")
-    site = Path(sysconfig.get_paths(vars={"base": str(prefix), "platbase": str(prefix)})["purelib"])
-    for path in sorted(site.glob("*.dist-info")):
-        if path.name.startswith("keylib-"):
-            continue
-        record = path / "RECORD"
-        h.update(path.name.encode())
-        if record.exists():
-            h.update(hashlib.sha256(record.read_bytes()).digest())
+    h.update(sys.version.encode() + _LAYOUT.encode())
+    for name, dist in dists.items():
+        h.update(f"{name}=={dist.version}".encode())
+        h.update(hashlib.sha256((dist.read_text("RECORD") or "").encode()).digest())
     return h.hexdigest()[:12]
 
 
@@ -75,50 +122,58 @@ def _locked(build: Path):
 
 
 def env_archive(root: str | Path, *, prefix: str | Path | None = None) -> Path:
-    """The packed virtual environment under ``ROOT/build/``, packed when missing or stale."""
+    """The executors' packages (:func:`executor_distributions`) packed as a tar under
+    ``ROOT/build/`` in the venv's layout (``lib/pythonX.Y/site-packages/...``); packed when
+    missing or stale."""
     build = Path(root) / "build"
     prefix = Path(prefix) if prefix else _venv_prefix()
-    target = build / f"keylib-env-{_env_hash(prefix)}.tar"
+    site = _site_packages(prefix)
+    dists = executor_distributions(prefix)
+    target = build / f"keylib-env-{_env_hash(prefix, dists)}.tar"
     if target.exists():
         return target
     with _locked(build):
         if target.exists():
             return target
-        venv_pack = Path(sys.executable).parent / "venv-pack"
-        command = [str(venv_pack) if venv_pack.exists() else "venv-pack",
-                   "--prefix", str(prefix), "--output", str(target) + ".part",
-                   "--format", "tar", "--force", "--quiet"]
-        # Spark refuses to unpack symlinks that point outside the archive, and a venv's
-        # bin/python3 is one (-> the base interpreter): ship a copy of the binary instead,
-        # as `python -m venv --copies` would (it still needs the base install on the node).
-        outside = {
-            link.relative_to(prefix).as_posix(): link.resolve()
-            for link in sorted((prefix / "bin").iterdir())
-            if link.is_symlink() and Path(os.readlink(link)).is_absolute() and link.resolve().is_file()
-        }
-        for pattern in (*_EXCLUDES, *outside):
-            command += ["--exclude", pattern]
-        print(f"keylib: packing {prefix} for the executors into {target} (once per change)", file=sys.stderr)
-        subprocess.run(command, check=True, stdout=sys.stderr)
-        with tarfile.open(str(target) + ".part", "a") as tar:
-            for name, real in outside.items():
-                tar.add(str(real), arcname=name)
-        os.replace(str(target) + ".part", target)
+        entries = sorted(set().union(*(_top_level_entries(d, site) for d in dists.values())))
+        arc_site = site.relative_to(prefix).as_posix()
+        print(f"keylib: packing {len(dists)} distributions for the executors into {target} "
+              f"(once per change; no TensorFlow, no PySpark)", file=sys.stderr)
+        part = Path(str(target) + ".part")
+        with tarfile.open(part, "w", format=tarfile.PAX_FORMAT) as tar:
+            for entry in entries:
+                tar.add(str(site / entry), arcname=f"{arc_site}/{entry}", filter=_skip_unused)
+        os.replace(part, target)
         for old in build.glob("keylib-env-*.tar"):
             if old != target:
                 old.unlink(missing_ok=True)
     return target
 
 
+# Folders no executor reads: the packages' own test suites (174 MB of numpy, scipy,
+# pandas, pyarrow, scikit-learn, numba...) and C headers (build time only).
+_UNUSED_FOLDERS = frozenset({"tests", "include"})
+
+
+def _skip_unused(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    # Bytecode is rebuilt on import; librosa's numba kernels (*.nbi, *.nbc) are kept.
+    if info.name.endswith((".pyc", ".pyo")):
+        return None
+    if info.isdir() and info.name.rsplit("/", 1)[-1] in _UNUSED_FOLDERS:
+        return None
+    return info
+
+
 def _package_files() -> list[Path]:
+    # The .keras files are for training and export only: executors run the .onnx.
     return sorted(
         p for p in _PACKAGE_DIR.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo"}
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix not in {".pyc", ".pyo", ".keras"}
     )
 
 
 def code_archive(root: str | Path) -> Path:
-    """``keylib/`` (code and shipped model) zipped under ``ROOT/build/``, when changed."""
+    """``keylib/`` (code and served model) zipped under ``ROOT/build/``, when changed."""
     build = Path(root) / "build"
     files = _package_files()
     h = hashlib.sha256(_SITECUSTOMIZE.encode())
@@ -165,14 +220,17 @@ def submit_args(root: str | Path) -> list[str]:
     """spark-submit arguments that give cluster executors this project's Python.
 
     Spark 4.3 unpacks ``--archives`` tars with its own Java code, which drops file modes
-    and mis-resolves relative symlinks: the packed ``environment/bin/python`` is not
-    executable there. So executors run the node's base interpreter (the one the venv was
-    made from, same path on every node) with the packed site-packages put first on their
-    path by ``keylib_code/sitecustomize.py``: the same packages, versions and model.
+    and mis-resolves relative symlinks, so a packed interpreter would not run there.
+    Executors run the node's base interpreter (the one the venv was made from, same path
+    on every node) with the packed site-packages put first on their path by
+    ``keylib_code/sitecustomize.py``: the same packages, versions and model; PySpark and
+    py4j come from the node's Spark. Prints the archives' sizes on stderr.
     """
     env = env_archive(root)
     code = code_archive(root)
     executor_python = base_python()
+    print(f"keylib: executors get {env.name} ({env.stat().st_size / 1e6:.0f} MB packed) and "
+          f"{code.name} ({code.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     return [
         "--archives", f"{env}#{ENV_ALIAS},{code}#{CODE_ALIAS}",
         # Executors: base Python + the unpacked environment. The driver (client mode) keeps
@@ -181,7 +239,6 @@ def submit_args(root: str | Path) -> list[str]:
         "--conf", f"spark.pyspark.driver.python={sys.executable}",
         "--conf", f"spark.executorEnv.PYSPARK_PYTHON={executor_python}",
         "--conf", f"spark.executorEnv.PYTHONPATH=./{CODE_ALIAS}",
-        "--conf", "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL=2",
     ]
 
 
@@ -193,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print("\n".join(submit_args(args.root)))
-    except (OSError, subprocess.CalledProcessError) as exc:
+    except OSError as exc:
         print(f"keylib: cannot pack the environment for the cluster: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -76,11 +76,14 @@ TRAINSET_DEFAULTS: dict[str, Any] = {
     "pop909": "",  # POP909 folder; "" = none
     "pop909_holdout_from": 800,
     "pop909_renders": 1,
-    "procedural": 300,
-    "chorales": 120,
-    "transpositions": 2,
+    "procedural": 160,
+    "chorales": 150,
+    "transpositions": 1,
     "folk": 150,
-    "heldout_folk": 150,
+    "heldout_folk": 120,
+    "heldout_classical": 24,
+    "atonal": 200,
+    "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
     "workers": 2,
     "seed": 11,
 }
@@ -88,12 +91,14 @@ TRAINSET_DEFAULTS: dict[str, Any] = {
 # The [train] defaults are keylib.train.TrainConfig's.
 _TRAIN_BOUNDS = {
     **dict.fromkeys([("trainset", "pop909_renders"), ("trainset", "transpositions"), ("trainset", "workers"),
-                     ("train", "epochs"), ("train", "batch_size"), ("train", "learning_rate")], "positive"),
+                     ("train", "epochs"), ("train", "batch_size"), ("train", "learning_rate"),
+                     ("train", "batches_per_epoch")], "positive"),
     **dict.fromkeys([("trainset", "procedural"), ("trainset", "chorales"), ("trainset", "folk"),
-                     ("trainset", "heldout_folk"), ("trainset", "pop909_holdout_from"), ("train", "patience")],
-                    "not negative"),
-    **dict.fromkeys([("train", "val_fraction"), ("train", "label_smoothing"), ("train", "timbre_aug"),
-                     ("train", "full_track_share")], "share"),
+                     ("trainset", "heldout_folk"), ("trainset", "heldout_classical"), ("trainset", "atonal"),
+                     ("trainset", "pop909_holdout_from"), ("train", "patience")], "not negative"),
+    **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
+                     ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
+                     ("train", "whole_share")], "share"),
 }
 
 

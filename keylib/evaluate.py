@@ -1,7 +1,7 @@
 """Join predicted keys with ground truth and score them (MIREX), with every exclusion counted.
 
 Pure pandas: :func:`read_truth` reads a manifest, :func:`evaluate_keys` joins and scores.
-The Spark job only reads the current keys rows and calls these.
+The evaluate flow (:mod:`keylib.flows.evaluate`) only reads the current keys rows and calls these.
 
 Joining
     A truth row matches a prediction by ``track_id``; a truth row whose ``track_id`` matches
@@ -194,34 +194,3 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
         by_source[source] = s
     summary["by_source"] = by_source
     return Evaluation(scored=scored_df, excluded=excluded_df, summary=summary)
-
-
-def run_evaluate(spark, *, keys: str, truth: str | Path, output: str | Path,
-                 title: str = "keylib MIREX key evaluation") -> tuple[Evaluation, Path]:
-    """Score the current keys rows under ``keys`` (``OUT`` or ``OUT/keys``) against a truth
-    manifest and write the report into ``output``.
-
-    Returns
-    -------
-    (Evaluation, Path)
-        The evaluation and the path of ``report.html``.
-
-    Raises
-    ------
-    InputError
-        when there is no keys table or the manifest cannot be read.
-    """
-    from .inference import read_keys
-    from .report import write_report
-
-    truth_pdf = read_truth(truth)
-    frame = read_keys(spark, keys)
-    if frame is None:
-        raise InputError(f"no committed keys runs under {keys} (run infer or annotate first)")
-    keys_pdf = frame.select("track_id", "uri", "key", "confidence", "status", "error", "model_version").toPandas()
-    result = evaluate_keys(keys_pdf, truth_pdf)
-    versions = sorted(keys_pdf["model_version"].dropna().unique().tolist())
-    report = write_report(result, output, title=title, metadata={
-        "keys": str(keys), "truth": str(truth), "model_version": ", ".join(versions) or None,
-    })
-    return result, report

@@ -21,7 +21,7 @@ __all__ = ["CHROMA_COLUMNS", "ExtractSettings", "extract_track"]
 CHROMA_COLUMNS = [
     "track_id", "uri", "fingerprint", "identity", "size_bytes", "duration_s", "offset_s",
     "sample_rate", "source_sample_rate", "hop", "n_frames", "feature_version", "chroma",
-    "status", "error", "truth_key", "source", "extracted_at",
+    "tuning_cents", "status", "error", "truth_key", "source", "extracted_at",
 ]
 
 
@@ -53,7 +53,9 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
     -------
     dict
         Keys :data:`CHROMA_COLUMNS`; ``chroma`` is the (12, n_frames) tensor flattened
-        row-major as float32, ``None`` when the track failed.
+        row-major as float32, ``None`` when the track failed; ``tuning_cents`` is the
+        reference pitch's deviation from A440 that the chroma was folded with (``None``
+        for silence and failures).
     """
     row: dict[str, Any] = {
         "track_id": track["track_id"],
@@ -69,6 +71,7 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
         "n_frames": None,
         "feature_version": features.FEATURE_VERSION,
         "chroma": None,
+        "tuning_cents": None,
         "status": STATUS_OK,
         "error": None,
         "truth_key": track.get("truth_key"),
@@ -91,16 +94,18 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
             min_duration_s=settings.min_duration_s,
         )
         del data
-        tensor = features.chroma(decoded.samples)
+        tensor, tuning_cents = features.chroma(decoded.samples, return_tuning=True)
         row.update(
             duration_s=decoded.duration_s,
             offset_s=decoded.offset_s,
             source_sample_rate=decoded.source_sample_rate,
             n_frames=int(tensor.shape[1]),
             chroma=tensor.reshape(-1),
+            tuning_cents=tuning_cents,
         )
         if audio.is_silent(decoded.samples):
             row["status"] = STATUS_SILENT
+            row["tuning_cents"] = None  # no pitch to measure
             row["error"] = "no audible signal (peak level below -60 dBFS): no key to find"
     except TrackError as exc:
         row["status"], row["error"] = exc.status, str(exc)

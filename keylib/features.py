@@ -8,18 +8,27 @@ because the shipped model is trained on exactly these features:
    makes decoding, resampling and the FFT cheap);
 2. magnitude STFT with an 8,192-sample Hann window (0.74 s, 1.35 Hz per bin, enough to
    separate semitones down to C2) and a hop giving :data:`FRAME_RATE` frames a second;
-3. tuning estimated from the spectrum (librosa), so detuned recordings fold correctly;
-4. a chroma filterbank (librosa) restricted to :data:`FMIN` .. :data:`FMAX`, the band
-   where pitched harmony sits (as in Korzeniowski & Widmer's key CNN);
+3. tuning estimated from the spectrum (librosa's estimator), so detuned recordings fold
+   correctly, and returned on request (``tuning_cents``);
+4. a chroma filterbank (librosa's Gaussian bumps, centred on the estimated tuning)
+   restricted to :data:`FMIN` .. :data:`FMAX`, the band where pitched harmony sits (as in
+   Korzeniowski & Widmer's key CNN);
 5. log compression ``log1p(100 x / max)``, scaled to 0..1 by the track's maximum, so that
    level does not matter and silence gives zeros, never NaN.
+
+Steps 2-4 are librosa's (``librosa.stft``, ``librosa.estimate_tuning``,
+``librosa.filters.chroma``) written out in numpy with the same float64 operations: the
+spectrogram and the filterbank are librosa's bit for bit, the chroma equal within float32
+rounding (tests/test_features.py). Written out so that a bank costs the same for every
+tuning (it is computed for the band's bins only, in a fraction of a millisecond) and so
+that extraction never imports librosa (numba start-up costs seconds in every Python
+worker, and its on-disk cache is not safe when several workers compile at once).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
 
 __all__ = [
@@ -56,25 +65,62 @@ def frames_for_duration(duration_s: float) -> int:
     return int(round(duration_s * SAMPLE_RATE)) // HOP_LENGTH + 1
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=128)
 def _filterbank(tuning_hundredths: int) -> np.ndarray:
-    """Chroma filterbank (12, N_FFT // 2 + 1) for a tuning in hundredths of a semitone."""
-    fb = librosa.filters.chroma(
-        sr=SAMPLE_RATE,
-        n_fft=N_FFT,
-        n_chroma=N_CHROMA,
-        tuning=tuning_hundredths / 100.0,
-        ctroct=5.0,
-        octwidth=None,  # flat across octaves: the band mask below limits the range
-        norm=None,
-    )
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT)
-    fb[:, (freqs < FMIN) | (freqs > FMAX)] = 0.0
-    return np.ascontiguousarray(fb, dtype=np.float32)
+    """Chroma filterbank (12, hi - lo) over the FFT bins ``lo .. hi - 1`` of ``_BAND_BINS``.
+
+    The weights of ``librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=t,
+    ctroct=5.0, octwidth=None, norm=None)`` on the band's bins, computed with the same
+    float64 operations (so the same values, bit for bit), for the ~1,500 band bins only:
+    about 0.3 ms for any tuning, where librosa builds the whole bank. A tuning is a whole
+    number of hundredths of a semitone (-50 .. 49), so the cache holds every bank a
+    process can ever need.
+    """
+    lo, hi = _BAND_BINS
+    # librosa: frequencies = linspace(0, sr, n_fft, endpoint=False)[1:], so bin k is entry k.
+    freqs = np.linspace(0, SAMPLE_RATE, N_FFT, endpoint=False)[lo:hi]
+    a440 = 440.0 * 2.0 ** ((tuning_hundredths / 100.0) / N_CHROMA)
+    semitones = N_CHROMA * np.log2(freqs / (float(a440) / 16))
+    # librosa's rows are A-based and rolled by -3 to start at C: our row r is its row r + 3.
+    pitch_class = (np.arange(N_CHROMA, dtype="d") + 3) % N_CHROMA
+    distance = semitones[np.newaxis, :] - pitch_class[:, np.newaxis]
+    half = np.round(float(N_CHROMA) / 2)
+    distance = np.remainder(distance + half + 10 * N_CHROMA, N_CHROMA) - half
+    # Gaussian bumps; librosa's bump width is max(bin spacing in semitones, 1), which is 1
+    # everywhere above C2 at this resolution.
+    weights = np.exp(-0.5 * (2 * distance / 1.0) ** 2)
+    return np.ascontiguousarray(weights, dtype=np.float32)
 
 
-def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Chroma tensor of a mono signal.
+def _hann_window() -> np.ndarray:
+    """Periodic Hann window of N_FFT samples, float64, computed as
+    ``scipy.signal.get_window("hann", N_FFT)`` does (same values, bit for bit)."""
+    return 0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, N_FFT + 1)[:N_FFT])
+
+
+_WINDOW = _hann_window()
+
+
+def _magnitude_spectrogram(y: np.ndarray) -> np.ndarray:
+    """``np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, center=True))`` in numpy.
+
+    Zero padding of half a window each side, a float64 FFT of each Hann-windowed frame
+    stored as complex64 (as librosa does), its magnitude. Plain numpy, so that extraction
+    never imports librosa (seconds of numba start-up in every Python worker).
+
+    Returns
+    -------
+    np.ndarray, shape (N_FFT // 2 + 1, n_frames), float32
+    """
+    padded = np.pad(y, N_FFT // 2)
+    n_frames = 1 + (len(padded) - N_FFT) // HOP_LENGTH
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[: (n_frames - 1) * HOP_LENGTH + 1: HOP_LENGTH]
+    spectrum = np.fft.rfft(frames * _WINDOW, axis=1).astype(np.complex64)
+    return np.abs(spectrum).T
+
+
+def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE, return_tuning: bool = False):
+    """Chroma tensor of a mono signal, and optionally the tuning it was folded with.
 
     Parameters
     ----------
@@ -82,12 +128,18 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
         Mono audio at ``sr`` Hz (float, any level).
     sr : int
         Must equal :data:`SAMPLE_RATE`; :func:`keylib.audio.decode` resamples to it.
+    return_tuning : bool
+        Also return the tuning estimate the filterbank was built for.
 
     Returns
     -------
-    np.ndarray, shape (12, n_frames), float32
+    chroma : np.ndarray, shape (12, n_frames), float32
         Values in 0..1, row 0 = C, row 11 = B; ``n_frames = frames_for_duration(len(y) / sr)``.
         All zeros for silence; never NaN or inf.
+    tuning_cents : float or None
+        Only with ``return_tuning``: the deviation of the recording's reference pitch from
+        A440 in cents, a whole number in -50 .. 49 (+30: A4 sounds at 447.7 Hz); ``None``
+        for silence, which has no pitch to measure.
     """
     if sr != SAMPLE_RATE:
         raise ValueError(f"chroma expects audio at {SAMPLE_RATE} Hz, got {sr} Hz")
@@ -96,16 +148,24 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE) -> np.ndarray:
         raise ValueError(f"chroma expects mono audio of shape (n,), got {y.shape}")
     if not np.all(np.isfinite(y)):
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-    spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, window="hann", center=True))
+    spec = _magnitude_spectrogram(y)
+    out, tuning_cents = _fold(spec)
+    return (out, tuning_cents) if return_tuning else out
+
+
+def _fold(spec: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Magnitude spectrogram -> (chroma (12, n_frames) float32, tuning in cents or None)."""
+    silent = np.zeros((N_CHROMA, spec.shape[1]), dtype=np.float32)
     if float(spec.max(initial=0.0)) < _SILENCE_FLOOR:
-        return np.zeros((N_CHROMA, spec.shape[1]), dtype=np.float32)
-    tuning = _estimate_tuning(spec)
-    raw = _filterbank(int(round(tuning * 100))) @ spec
+        return silent, None
+    tuning_hundredths = int(round(_estimate_tuning(spec) * 100))
+    lo, hi = _BAND_BINS
+    raw = _filterbank(tuning_hundredths) @ spec[lo:hi]
     peak = float(raw.max(initial=0.0))
     if peak < _SILENCE_FLOOR:
-        return np.zeros_like(raw, dtype=np.float32)
+        return silent, None
     out = np.log1p(LOG_GAIN * raw / peak) / np.log1p(LOG_GAIN)
-    return out.astype(np.float32, copy=False)
+    return out.astype(np.float32, copy=False), float(tuning_hundredths)
 
 
 def _estimate_tuning(spec: np.ndarray) -> float:

@@ -2,7 +2,8 @@
 
 Pure pandas, so the rule is testable without Spark: a track is skipped when its current
 row has the same fingerprint (size + mtime, or ETag + size), the same feature (and model)
-version, and a status that a rerun would not change.
+version, and a status that a rerun would not change (:func:`select_tracks`); a keys row is
+redone when its model or its chroma row changed (:func:`stale_tracks`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pandas as pd
 
 from .errors import RETRY_STATUSES
 
-__all__ = ["select_tracks"]
+__all__ = ["select_tracks", "stale_tracks"]
 
 
 def select_tracks(
@@ -45,3 +46,19 @@ def select_tracks(
     for column, version in versions.items():
         same &= listing["track_id"].map(prev[column]) == version
     return listing[~same].copy(), listing[same].copy()
+
+
+def stale_tracks(chroma_pdf: pd.DataFrame, keys_pdf: pd.DataFrame | None, *, model_version: str,
+                 force: bool = False) -> pd.Series:
+    """Boolean mask over ``chroma_pdf`` rows whose keys row is missing or stale.
+
+    A keys row is current when it was made by ``model_version`` from the same chroma row
+    (same ``extracted_at``, i.e. the same extraction run of that track).
+    """
+    if force or keys_pdf is None or keys_pdf.empty:
+        return pd.Series(True, index=chroma_pdf.index)
+    prev = keys_pdf.drop_duplicates("track_id", keep="last").set_index("track_id")
+    same_model = chroma_pdf["track_id"].map(prev["model_version"]) == model_version
+    prev_extracted = pd.to_datetime(chroma_pdf["track_id"].map(prev["extracted_at"]), utc=True)
+    same_chroma = prev_extracted == pd.to_datetime(chroma_pdf["extracted_at"], utc=True)
+    return ~(same_model & same_chroma)

@@ -14,15 +14,13 @@ training data, and needs far less of it.
 ``keycnn_ref`` (the reference baseline): two Conv2D layers of 24 filters spanning 12 pitch
 classes x 5 frames (1 s), ELU, average pooling over time, Dense 48 with dropout, softmax.
 
-Any length
-----------
-:meth:`KeyModel.predict_probs` handles tracks of any length (>= 1 frame) in batches:
-frames are averaged into steps of ``frames_per_step`` (the last partial step included),
-each track is brought to the length of its *bucket* (the smallest of 8, 12, 16, 24, 32,
-48, ... steps that holds it) by wrap-around tiling (a track is treated as a loop; a track
-shorter than the bucket repeats from its start), and all tracks of a bucket go through the
-network together. Both networks average their evidence over the whole (tiled) input, so
-a track's prediction uses all of it; tiling over-weights at most a third of a track.
+Any length, serving
+-------------------
+:meth:`KeyModel.predict_probs` runs each track at its own length, exactly as the served
+model does (:mod:`keylib.serving`: 1-s steps, tracks of equal length in one call, the
+network's average over the real steps, the card's calibration), so the two agree within
+1e-4. Serving does not use this module: :func:`export_onnx` writes the ``.onnx`` that
+:mod:`keylib.serving` runs with ONNX Runtime. Only training and export import TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,29 +28,28 @@ from __future__ import annotations
 import functools
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import ModelError
+from .serving import MODELS_DIR, calibrate, predict_by_length, to_steps
 
 __all__ = [
     "SHIPPED_MODEL",
     "KeyModel",
     "load_model",
+    "export_onnx",
     "build_keynet_eq",
     "build_keycnn_ref",
     "to_steps",
-    "bucket_length",
     "fit_length",
     "configure_tensorflow",
 ]
 
-MODELS_DIR = Path(__file__).parent / "models"
-SHIPPED_MODEL = MODELS_DIR / "keynet-eq.keras"
-MIN_STEPS = 8
-_BUCKETS = tuple(sorted({int(b * 2 ** e) for e in range(3, 14) for b in (1, 1.5)}))  # 8, 12, 16, 24, ...
+SHIPPED_MODEL = MODELS_DIR / "keynet-eq.keras"  # the Keras side; serving runs its .onnx sibling
 
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -79,36 +76,9 @@ def configure_tensorflow(threads: int | None = None) -> None:
 
 # --------------------------------------------------------------------------- layout helpers
 
-def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
-    """(12, n_frames) -> (n_steps, 12): mean over blocks of ``frames_per_step`` frames."""
-    c = np.asarray(chroma, dtype=np.float32)
-    if c.ndim != 2 or c.shape[0] != 12 or c.shape[1] < 1:
-        raise ValueError(f"chroma must have shape (12, n_frames >= 1), got {c.shape}")
-    c = np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
-    if frames_per_step <= 1:
-        return np.ascontiguousarray(c.T)
-    n = c.shape[1]
-    steps = -(-n // frames_per_step)
-    pad = steps * frames_per_step - n
-    if pad:
-        # the last partial step averages its own frames only
-        sums = np.add.reduceat(c, np.arange(0, n, frames_per_step), axis=1)
-        counts = np.full(steps, float(frames_per_step), dtype=np.float32)
-        counts[-1] = frames_per_step - pad
-        return np.ascontiguousarray((sums / counts).T)
-    return np.ascontiguousarray(c.reshape(12, steps, frames_per_step).mean(axis=2).T)
-
-
-def bucket_length(n_steps: int, min_steps: int = MIN_STEPS) -> int:
-    """Smallest bucket (8, 12, 16, 24, 32, ...) holding ``n_steps`` steps."""
-    for b in _BUCKETS:
-        if b >= max(n_steps, min_steps):
-            return b
-    return int(n_steps)
-
-
 def fit_length(steps: np.ndarray, length: int) -> np.ndarray:
-    """(n, 12) -> (length, 12) by wrap-around tiling (or cutting when longer)."""
+    """(n, 12) -> (length, 12) by wrap-around tiling (or cutting when longer); training
+    batches only (fixed-length crops), never prediction."""
     n = steps.shape[0]
     if n == length:
         return steps
@@ -241,7 +211,7 @@ class KeyModel:
                 f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
             )
         self.frames_per_step = int(card.get("input", {}).get("frames_per_step", 1))
-        self.min_steps = int(card.get("input", {}).get("min_steps", MIN_STEPS))
+        self.temperature = float((card.get("calibration") or {}).get("temperature", 1.0))
         self._fn = None
 
     def __repr__(self) -> str:
@@ -261,36 +231,24 @@ class KeyModel:
         return self._fn
 
     def predict_probs(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
-        """Key probabilities of each chroma tensor.
+        """Key probabilities of each chroma tensor, as :meth:`keylib.serving.ServedModel.predict_probs`.
 
         Parameters
         ----------
         chromas : sequence of np.ndarray, each (12, n_frames >= 1)
-            Any lengths; see the module docstring for how lengths are handled (1-s steps,
-            wrap-around tiling to a length bucket, whole-track averaging inside the network).
+            Any lengths: 1-s steps, each track at its own length (no tiling).
         batch_size : int
-            Tracks per network call within a bucket.
+            Most tracks per network call.
 
         Returns
         -------
         np.ndarray, shape (n, 24), float32
-            Rows sum to 1; columns in :mod:`keylib.keys` index order.
+            Calibrated by the card's temperature; rows sum to 1; :mod:`keylib.keys` order.
         """
-        n = len(chromas)
-        out = np.zeros((n, 24), dtype=np.float32)
-        if n == 0:
-            return out
         steps = [to_steps(c, self.frames_per_step) for c in chromas]
-        buckets: dict[int, list[int]] = {}
-        for i, s in enumerate(steps):
-            buckets.setdefault(bucket_length(s.shape[0], self.min_steps), []).append(i)
         fn = self._predict_fn()
-        for length, idx in sorted(buckets.items()):
-            for start in range(0, len(idx), batch_size):
-                part = idx[start:start + batch_size]
-                x = np.stack([fit_length(steps[i], length) for i in part]).astype(np.float32)
-                out[part] = fn(x).numpy().astype(np.float32, copy=False)
-        return out
+        probs = predict_by_length(steps, lambda x: fn(x).numpy(), batch_size=batch_size)
+        return calibrate(probs, self.temperature)
 
     def predict_keys(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """Index (0..23) of the most probable key of each chroma tensor."""
@@ -338,3 +296,40 @@ def _load_cached(path: str, threads: int | None) -> KeyModel:
     except Exception as exc:  # keras raises many types for bad files
         raise ModelError(f"cannot load model {p}: {type(exc).__name__}: {exc}") from None
     return KeyModel(keras_model, card, path=p)
+
+
+def export_onnx(keras_model, path: str | Path) -> Path:
+    """Write a Keras key network as ONNX for :mod:`keylib.serving` (training side only).
+
+    Keras 3's own exporter (through tf2onnx; the ``train`` extra) keeps the batch and time
+    axes dynamic, so the served model takes any number of tracks of any length. The file
+    is written next to its final name and renamed into place.
+
+    Parameters
+    ----------
+    keras_model : keras.Model
+        A network of :data:`ARCHITECTURES` (input (batch, steps, 12)), trained or loaded.
+    path : str or Path
+        Target, conventionally ``<name>.onnx`` beside ``<name>.keras`` and ``<name>.json``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    configure_tensorflow()
+    _layers()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keras traces the export from the model's call; a model loaded from disk must be
+    # called once before it can be exported.
+    keras_model(np.zeros((2, 8, 12), dtype=np.float32), training=False)
+    part = path.with_name(path.name + ".part.onnx")
+    try:
+        with warnings.catch_warnings():  # the exporter's own numpy FutureWarning
+            warnings.simplefilter("ignore", FutureWarning)
+            keras_model.export(str(part), format="onnx", verbose=False)
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)
+    return path

@@ -1,4 +1,5 @@
-"""The nightly incremental run and its run manifest.
+"""The nightly run manifest ``OUT/_runs/<run_id>.json``; the run itself is
+:func:`keylib.flows.nightly.run_nightly`.
 
 ``./submit.sh nightly --input X --output OUT [--conf conf/nightly.toml]``:
 
@@ -25,15 +26,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from pyspark.sql import SparkSession
-
 from . import features
 from .config import config_hash
-from .errors import InputError
 from .io import atomic_write_text
-from .runner import EXIT_INPUT, RunSummary
+from .runner import RunSummary
 
-__all__ = ["MANIFEST_DIR", "run_nightly", "write_manifest", "read_manifests", "package_version"]
+__all__ = [
+    "MANIFEST_DIR", "start_manifest", "stage_record", "finish_manifest", "write_manifest",
+    "read_manifests", "package_version", "redact_text",
+]
 
 MANIFEST_DIR = "_runs"
 
@@ -47,10 +48,32 @@ def package_version() -> str:
         return "unknown"
 
 
-def _redact(text: Any) -> Any:
+def redact_text(text: Any) -> Any:
+    """``text`` as a string without credentials (``None`` stays ``None``)."""
     from .s3 import redact
 
     return None if text is None else redact(str(text))
+
+
+def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: Mapping[str, Any],
+                   conf_path: str | None, spark_master: str, spark_app_id: str) -> dict[str, Any]:
+    """The manifest of a run that starts now (no counts yet)."""
+    return {
+        "run_id": run_id,
+        "job": "nightly",
+        "started": datetime.now(timezone.utc).isoformat(),
+        "input": redact_text(input_uri),
+        "output": str(Path(output).resolve()),
+        "config_file": conf_path,
+        "config_hash": config_hash(dict(config)),
+        "versions": {
+            "package": package_version(),
+            "feature": features.FEATURE_VERSION,
+            "model": None,  # filled in by the inference stage
+        },
+        "spark": {"master": spark_master, "app_id": spark_app_id},
+        "host": socket.gethostname(),
+    }
 
 
 def write_manifest(output: str | Path, manifest: Mapping[str, Any]) -> Path:
@@ -65,90 +88,8 @@ def read_manifests(output: str | Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
-def run_nightly(
-    spark: SparkSession,
-    *,
-    input_uri: str,
-    output: str | Path,
-    config: Mapping[str, Any],
-    conf_path: str | None = None,
-    run_id: str | None = None,
-    with_keys: bool = True,
-) -> RunSummary:
-    """One nightly run: incremental extraction (and inference), then the manifest.
-
-    ``with_keys=False`` stops after extraction (``--extract-only``: features for training).
-
-    Returns
-    -------
-    RunSummary
-        ``job="nightly"``; ``extra["manifest"]`` is the manifest's path and
-        ``extra["exit_code"]`` the code the job returns.
-
-    Raises
-    ------
-    InputError
-        the catalogue cannot be listed; a manifest with ``status = "input_error"`` is
-        written first.
-    """
-    from .inference import run_infer
-    from .pipeline import run_extract
-    from .spark import new_run_id
-
-    run_id = run_id or new_run_id()
-    started = datetime.now(timezone.utc)
-    summary = RunSummary(job="nightly")
-    summary.extra["run_id"] = run_id
-    manifest: dict[str, Any] = {
-        "run_id": run_id,
-        "job": "nightly",
-        "started": started.isoformat(),
-        "input": _redact(input_uri),
-        "output": str(Path(output).resolve()),
-        "config_file": conf_path,
-        "config_hash": config_hash(dict(config)),
-        "versions": {
-            "package": package_version(),
-            "feature": features.FEATURE_VERSION,
-            "model": None,  # filled in by the inference stage
-        },
-        "spark": {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId},
-        "host": socket.gethostname(),
-    }
-    stages: dict[str, Any] = {}
-    max_failed_share = config["nightly"]["max_failed_share"]
-    try:
-        extract = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
-        stages["extract"] = _stage(extract)
-        final = extract
-        if with_keys:
-            # Infers every current chroma row without a current keys row of this model:
-            # tonight's new tracks, and any left without keys by a run killed in between.
-            keys = run_infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
-            stages["infer"] = _stage(keys)
-            manifest["versions"]["model"] = keys.extra.get("model_version")
-            final = keys
-        summary.listed = extract.listed
-        # What the night annotated: tracks new or changed at the last stage (a track
-        # whose chroma was fresh but whose key row was missing counts once, as new).
-        summary.new = max(extract.new, final.new)
-        summary.skipped = summary.listed - summary.new
-        summary.failed = max(extract.failed, final.failed)
-        # Keys rows carry the extraction failures too: the last stage lists every failure once.
-        summary.failures = final.failures[:50]
-        code = summary.exit_code(max_failed_share)
-        status = "ok" if code == 0 else "too_many_failures"
-    except InputError as exc:
-        manifest.update(status="input_error", error=_redact(exc), exit_code=EXIT_INPUT)
-        _finish(manifest, summary, stages, output)
-        raise
-    manifest.update(status=status, error=None, exit_code=code)
-    summary.extra["exit_code"] = code
-    summary.extra["manifest"] = str(_finish(manifest, summary, stages, output))
-    return summary
-
-
-def _stage(summary: RunSummary) -> dict[str, Any]:
+def stage_record(summary: RunSummary) -> dict[str, Any]:
+    """A stage's counts for the manifest's ``stages``."""
     return {
         "listed": summary.listed, "new": summary.new, "skipped": summary.skipped,
         "failed": summary.failed, "seconds": round(summary.seconds, 3),
@@ -157,7 +98,8 @@ def _stage(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def _finish(manifest: dict, summary: RunSummary, stages: dict, output: str | Path) -> Path:
+def finish_manifest(manifest: dict, summary: RunSummary, stages: dict, output: str | Path) -> Path:
+    """Add the end time, counts, stages and failures, and write the manifest (last)."""
     ended = datetime.now(timezone.utc)
     manifest.update(
         ended=ended.isoformat(),
@@ -165,6 +107,6 @@ def _finish(manifest: dict, summary: RunSummary, stages: dict, output: str | Pat
         counts={"listed": summary.listed, "new": summary.new, "skipped": summary.skipped,
                 "failed": summary.failed},
         stages=stages,
-        failures=[{"track_id": t, "status": s, "error": _redact(e)} for t, s, e in summary.failures],
+        failures=[{"track_id": t, "status": s, "error": redact_text(e)} for t, s, e in summary.failures],
     )
     return write_manifest(output, manifest)

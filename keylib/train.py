@@ -19,7 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
+from .tensors import compress, crop, excerpt, linear
 
 __all__ = [
     "TrainConfig",
@@ -27,6 +29,10 @@ __all__ = [
     "split_dataset",
     "mirex_summary",
     "train_model",
+    "predict_exact",
+    "apply_temperature",
+    "fit_temperature",
+    "calibration_error",
 ]
 
 
@@ -40,10 +46,14 @@ class TrainConfig:
     val_fraction: float = 0.12
     label_smoothing: float = 0.05
     seed: int = 7
-    crop_steps: tuple[int, ...] = (8, 12, 16, 24, 32)  # training crops, in 1-s steps
-    full_track_share: float = 0.25  # share of batches that see whole clips (tiled to 48 steps)
+    excerpt_s: tuple[int, int] = (8, 40)  # short crops (s), uniform: what excerpts look like
+    long_s: tuple[int, int] = (40, 600)  # long crops (s), log-uniform: what whole songs look like
+    long_share: float = 0.35  # share of batches with long crops
+    whole_share: float = 0.25  # share of batches of whole tracks (of similar lengths)
+    batches_per_epoch: int = 60
     max_steps_per_epoch: int | None = None
     timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
+    loudness_aug: float = 0.5  # share of crops with section loudness changes and fades (see _loudness)
     threads: int | None = None
     name: str = "keynet-eq"
     version: str = ""
@@ -106,16 +116,19 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
         df["piece"] = df["track_id"]
     df["piece"] = df["piece"].fillna(df["track_id"])
     df["key_index"] = [-1 if (k := try_parse_key(label)) is None else k for label in df["key"]]
-    df = df[df["key_index"] >= 0].copy()
+    df = df[(df["key_index"] >= 0) | (df["split"] == "atonal")].copy()  # atonal: music without a key
     df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(12, -1) for c in df["chroma"]]
     df = df[[c.shape[1] >= 1 for c in df["chroma"]]]
     return df.reset_index(drop=True)
 
 
 def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
-    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source."""
+    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source.
+
+    Rows of ``split == 'atonal'`` (no key) are in none of them: see :func:`train_model`.
+    """
     held = df[df["split"] == "heldout"]
-    rest = df[df["split"] != "heldout"]
+    rest = df[~df["split"].isin(("heldout", "atonal"))]
     h = np.array([zlib.crc32(f"{seed}|{s}|{p}".encode()) % 10_000 for s, p in zip(rest["source"], rest["piece"])])
     is_val = h < val_fraction * 10_000
     return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), held.reset_index(drop=True)
@@ -145,14 +158,33 @@ def mirex_summary(refs: Sequence[int], ests: Sequence[int]) -> dict:
 
 
 # --------------------------------------------------------------------------- batches
+# Training sees the same tensors serving sees: a crop of a track is re-normalised as if it
+# were the whole track (keylib.tensors), as extraction would give for that stretch alone.
 
-def _crop(chroma: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
-    n = chroma.shape[1]
-    if n <= frames:
-        idx = np.arange(frames) % n
-        return chroma[:, idx]
-    s = int(rng.integers(0, n - frames + 1))
-    return chroma[:, s:s + frames]
+
+def _loudness(linear: np.ndarray, rng: np.random.Generator, fps: float = FRAME_RATE) -> np.ndarray:
+    """Sections of 8-60 s at -24..0 dB with 1-4 s ramps between them, sometimes a fade in
+    and out: verse and chorus, quiet passages, intros and outros of whole songs."""
+    n = linear.shape[1]
+    gains_db = np.zeros(n)
+    t = 0
+    level = 0.0
+    while t < n:
+        length = int(rng.uniform(8, 60) * fps)
+        target = -rng.uniform(0, 24) if rng.random() < 0.7 else 0.0
+        ramp = min(length, int(rng.uniform(1, 4) * fps))
+        seg = np.full(length, target)
+        seg[:ramp] = np.linspace(level, target, ramp, endpoint=False)
+        gains_db[t:t + length] = seg[: n - t]
+        t += length
+        level = target
+    if rng.random() < 0.3:
+        fade = min(n, int(rng.uniform(2, 15) * fps))
+        gains_db[:fade] += np.linspace(-40, 0, fade)
+    if rng.random() < 0.3:
+        fade = min(n, int(rng.uniform(2, 15) * fps))
+        gains_db[n - fade:] += np.linspace(0, -40, fade)
+    return linear * 10 ** (gains_db / 20)
 
 
 def _timbre(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -166,23 +198,52 @@ def _timbre(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (out / peak).astype(np.float32) if peak > 0 else c
 
 
-def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
-    """One epoch of (x, y) batches: random crops, random transpositions (roll + tonic move)."""
-    from .model import fit_length, to_steps
+def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(track indices, crop frames) of one batch; every crop fits its track (no tiling)."""
+    fr = int(FRAME_RATE)
+    n = len(lengths)
+    size = min(cfg.batch_size, n)
+    u = rng.random()
+    if u < cfg.whole_share:  # whole tracks of similar lengths, cropped to the shortest
+        order = np.argsort(lengths, kind="stable")
+        start = int(rng.integers(0, n - size + 1))
+        idx = order[start:start + size]
+        return idx, int(lengths[idx].min())
+    if u < cfg.whole_share + cfg.long_share:
+        lo, hi = cfg.long_s
+        frames = int(np.exp(rng.uniform(np.log(lo), np.log(hi))) * fr)
+        eligible = np.flatnonzero(lengths >= frames)
+        if len(eligible) >= max(8, size // 4):
+            return rng.choice(eligible, size, replace=len(eligible) < size), frames
+    lo, hi = cfg.excerpt_s
+    frames = int(rng.integers(lo, hi + 1)) * fr
+    eligible = np.flatnonzero(lengths >= frames)
+    if not len(eligible):
+        eligible = np.arange(n)
+        frames = int(lengths.min())
+    return rng.choice(eligible, size, replace=len(eligible) < size), frames
 
-    order = rng.permutation(len(chromas))
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
-        whole = rng.random() < cfg.full_track_share
-        seconds = 48 if whole else int(rng.choice(cfg.crop_steps))
-        length = seconds * 5 // fps  # network input length (steps of fps frames)
+
+def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
+    """One epoch of (x, y) batches: crops of 8 s to whole tracks (re-normalised, with
+    loudness and timbre changes) and random transpositions (chroma rolled, tonic moved)."""
+    from .model import to_steps
+
+    lengths = np.array([c.shape[1] for c in chromas])
+    for _ in range(cfg.batches_per_epoch):
+        idx, frames = _batch_plan(lengths, cfg, rng)
         xs, ys = [], []
         for i in idx:
-            c = chromas[i] if whole else _crop(chromas[i], seconds * 5, rng)
+            c = chromas[i]
+            start = int(rng.integers(0, c.shape[1] - frames + 1))
+            if rng.random() < cfg.loudness_aug:
+                c = compress(_loudness(linear(c[:, start:start + frames]), rng))
+            else:
+                c = crop(c, frames, start=start)
             if rng.random() < cfg.timbre_aug:
                 c = _timbre(c, rng)
             shift = int(rng.integers(12))
-            xs.append(fit_length(to_steps(np.roll(c, shift, axis=0), fps), length))
+            xs.append(to_steps(np.roll(c, shift, axis=0), fps))
             k = int(keys[i])
             ys.append((k % 12 + shift) % 12 + 12 * (k // 12))
         y = np.zeros((len(idx), N_KEYS), dtype=np.float32)
@@ -190,17 +251,97 @@ def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator
         yield np.stack(xs).astype(np.float32), y
 
 
+def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: int = 64) -> np.ndarray:
+    """Probabilities of a Keras network for each track at its own length (no padding).
+
+    Parameters
+    ----------
+    chromas : sequence of np.ndarray, each (12, n_frames)
+
+    Returns
+    -------
+    np.ndarray, shape (n, 24)
+    """
+    from .model import to_steps
+
+    steps = [to_steps(c, fps) for c in chromas]
+    out = np.zeros((len(steps), N_KEYS), dtype=np.float32)
+    by_len: dict[int, list[int]] = {}
+    for i, st in enumerate(steps):
+        by_len.setdefault(st.shape[0], []).append(i)
+    for _, idx in sorted(by_len.items()):
+        for a in range(0, len(idx), batch_size):
+            part = idx[a:a + batch_size]
+            x = np.stack([steps[i] for i in part]).astype(np.float32)
+            out[part] = np.asarray(net(x, training=False), dtype=np.float32)
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log(p) / T): T > 1 softens over-confident probabilities, T < 1 sharpens."""
+    logp = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / float(temperature)
+    logp -= logp.max(axis=-1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def fit_temperature(probs: np.ndarray, refs: Sequence[int]) -> float:
+    """The temperature that minimises the negative log-likelihood of ``refs`` (0.05..20)."""
+    from scipy.optimize import minimize_scalar
+
+    refs = np.asarray(refs, dtype=int)
+
+    def nll(log_t: float) -> float:
+        p = apply_temperature(probs, float(np.exp(log_t)))
+        return float(-np.mean(np.log(p[np.arange(len(refs)), refs] + 1e-12)))
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(res.x))
+
+
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> dict:
+    """Expected calibration error over ``n_bins`` equal-width bins of confidence.
+
+    Returns
+    -------
+    dict
+        ``ece`` and per bin ``lo``, ``hi``, ``n``, ``confidence`` (mean), ``accuracy``.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        m = which == b
+        n = int(m.sum())
+        conf = float(confidence[m].mean()) if n else None
+        acc = float(correct[m].mean()) if n else None
+        if n:
+            ece += n / max(len(confidence), 1) * abs(acc - conf)
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n, "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "n": int(len(confidence)), "bins": bins}
+
+
 # --------------------------------------------------------------------------- training
 
-def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir: Path | None = None,
-                log=print) -> tuple[object, dict]:
+def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_df=None,
+                out_dir: Path | None = None, log=print) -> tuple[object, dict]:
     """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
 
-    Returns (KeyModel, card). When ``out_dir`` is given, writes ``<name>.keras`` and
-    ``<name>.json`` there.
+    Validation scores each validation track whole and as its 30 s excerpt from 15 s
+    (:func:`excerpt`), at the track's own length, as serving does; early stopping follows
+    the mean of the two. The softmax temperature that best calibrates the validation
+    probabilities (music the network did not train on) goes into the card, and with
+    ``atonal_df`` (music without a key) the tonality classifier of :mod:`keylib.tonality`.
+
+    Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras``, its
+    served export ``<name>.onnx`` and the card ``<name>.json`` there.
     """
     from .features import FEATURE_VERSION
-    from .model import ARCHITECTURES, FRAMES_PER_STEP, KeyModel, configure_tensorflow
+    from .model import ARCHITECTURES, FRAMES_PER_STEP, configure_tensorflow, export_onnx
 
     configure_tensorflow(cfg.threads)
     import keras
@@ -211,18 +352,18 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
     net = ARCHITECTURES[cfg.arch]()
     net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                 loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
-    card_base = {
+    card = {
         "name": cfg.name,
         "version": cfg.version or f"{cfg.name}-{time.strftime('%Y.%m.%d')}",
         "architecture": cfg.arch,
         "feature_version": FEATURE_VERSION,
-        "input": {"frames_per_step": fps, "min_steps": 8 if fps > 1 else 40,
-                  "layout": "(batch, steps, 12) chroma averaged over frames_per_step frames"},
+        "input": {"frames_per_step": fps, "min_steps": 1,
+                  "layout": "(batch, steps, 12) chroma averaged over frames_per_step frames; any number of steps"},
     }
-    probe = KeyModel(net, card_base)
     chromas = list(train_df["chroma"])
     keys = np.asarray(train_df["key_index"])
-    val_refs = list(val_df["key_index"])
+    val_refs = np.asarray(val_df["key_index"]) if len(val_df) else np.zeros(0, int)
+    val_sets = {"whole": list(val_df["chroma"]), "excerpt": [excerpt(c) for c in val_df["chroma"]]}
     best = (-1.0, 0)
     best_weights = net.get_weights()
     history = []
@@ -233,17 +374,17 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
             if cfg.max_steps_per_epoch and b >= cfg.max_steps_per_epoch:
                 break
             losses.append(float(net.train_on_batch(x, y)))
-        probe._fn = None
+        entry = {"epoch": epoch, "loss": float(np.mean(losses))}
         if len(val_df):
-            probs = probe.predict_probs(list(val_df["chroma"]))
-            ests = probs.argmax(1)
-            score = mirex_summary(val_refs, ests)["both_fifths"]["weighted"]
-            val_loss = float(-np.mean(np.log(probs[np.arange(len(val_refs)), val_refs] + 1e-7)))
+            for name, data in val_sets.items():
+                ests = predict_exact(net, data, fps).argmax(1)
+                entry[f"val_mirex_{name}"] = mirex_summary(val_refs, ests)["both_fifths"]["weighted"]
+            score = (entry["val_mirex_whole"] + entry["val_mirex_excerpt"]) / 2
         else:
-            score, val_loss = float("nan"), float("nan")
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss, "val_mirex": score})
-        log(f"epoch {epoch:3d}  loss {np.mean(losses):.4f}  val_loss {val_loss:.4f}  val MIREX {score:.4f}  "
-            f"({time.time() - t0:.0f} s)")
+            score = float("nan")
+        history.append(entry)
+        log(f"epoch {epoch:3d}  loss {entry['loss']:.4f}  val MIREX whole {entry.get('val_mirex_whole', score):.4f}  "
+            f"excerpt {entry.get('val_mirex_excerpt', score):.4f}  ({time.time() - t0:.0f} s)")
         if not len(val_df) or score > best[0] + 1e-4:
             best = (score, epoch)
             best_weights = net.get_weights()
@@ -251,16 +392,33 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
             log(f"early stop: best epoch {best[1]} (val MIREX {best[0]:.4f})")
             break
     net.set_weights(best_weights)
-    probe._fn = None
-    card = dict(card_base)
+    temperature = 1.0
+    if len(val_df):
+        val_probs = np.concatenate([predict_exact(net, data, fps) for data in val_sets.values()])
+        val_all = np.concatenate([val_refs, val_refs])
+        temperature = fit_temperature(val_probs, val_all)
+        card["validation"] = {name: mirex_summary(val_refs, predict_exact(net, data, fps).argmax(1))
+                              for name, data in val_sets.items()}
+        card["calibration"] = {
+            "temperature": temperature,
+            "fitted_on": "validation split (pieces never trained on), whole tracks and 30 s excerpts; "
+                         "minimum negative log-likelihood",
+            "validation_ece_before": calibration_error(val_probs.max(1), val_probs.argmax(1) == val_all)["ece"],
+            "validation_ece_after": calibration_error(apply_temperature(val_probs, temperature).max(1),
+                                                      val_probs.argmax(1) == val_all)["ece"],
+        }
+        if atonal_df is not None and len(atonal_df):
+            card["tonality"] = _fit_tonality(net, fps, val_sets, atonal_df, temperature)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
         "training": {
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
             "epochs_run": len(history), "best_epoch": best[1], "seconds": round(time.time() - t0, 1),
-            "augmentation": "random crops of 8-32 s (and whole clips); transposition by 0-11 semitones "
-                            "(chroma rolled, tonic moved); audio augmented at render time",
+            "augmentation": "crops of 8-40 s and 40-600 s and whole tracks, each re-normalised as a track; "
+                            "section loudness changes and fades; harmonic-content (timbre) changes; "
+                            "transposition by 0-11 semitones (chroma rolled, tonic moved); audio augmented "
+                            "at render time (level, EQ, reverb, noise, detuning)",
             "history": history,
         },
         "data": {
@@ -269,28 +427,68 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, out_dir:
             "validation_rule": f"whole pieces per source, crc32(seed|source|piece) < {cfg.val_fraction:.2f}",
         },
     })
-    if len(val_df):
-        card["validation"] = mirex_summary(val_refs, probe.predict_probs(list(val_df["chroma"])).argmax(1))
     if heldout_df is not None and len(heldout_df):
-        card["heldout"] = _eval_by_source(probe, heldout_df)
-    model = KeyModel(net, card)
+        card["heldout"] = evaluate_heldout(net, heldout_df, fps, temperature=temperature,
+                                           tonality=card.get("tonality"))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         net.save(str(out_dir / f"{cfg.name}.keras"))
+        export_onnx(net, out_dir / f"{cfg.name}.onnx")  # what serving runs (keylib.serving)
         (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
-    return model, card
+    return net, card
 
 
-def _eval_by_source(model, df) -> dict:
-    probs = model.predict_probs(list(df["chroma"]))
+def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, temperature: float) -> dict:
+    """The tonality classifier: tonal validation music (whole and excerpts) against the
+    generated atonal clips, on calibrated probabilities."""
+    from .tonality import fit_tonality, tonality_features
+
+    def feats(chromas):
+        probs = apply_temperature(predict_exact(net, chromas, fps), temperature)
+        return [tonality_features(c, p) for c, p in zip(chromas, probs)]
+
+    tonal = [f for data in val_sets.values() for f in feats(data)]
+    atonal = feats(list(atonal_df["chroma"]))
+    params = fit_tonality(tonal, atonal)
+    params["fitted_on"] = (f"{len(tonal)} validation tracks (whole and 30 s excerpts) against "
+                           f"{len(atonal)} atonal clips ({', '.join(sorted(set(atonal_df['source'])))})")
+    return params
+
+
+LENGTH_BUCKETS = (("up to 30 s", 0.0, 30.5), ("30-120 s", 30.5, 120.0), ("whole, over 120 s", 120.0, float("inf")))
+
+
+def length_bucket(duration_s: float) -> str:
+    """The length bucket a track of ``duration_s`` seconds is reported in."""
+    for name, lo, hi in LENGTH_BUCKETS:
+        if lo <= duration_s < hi:
+            return name
+    return LENGTH_BUCKETS[-1][0]
+
+
+def evaluate_heldout(net, df, fps: int, *, temperature: float = 1.0, tonality: dict | None = None) -> dict:
+    """MIREX scores of ``df`` overall, by source and by length bucket, the calibration
+    error of the temperature-scaled confidence, and the share of it the tonality
+    classifier keeps tonal."""
+    probs = apply_temperature(predict_exact(net, list(df["chroma"]), fps), temperature)
     ests = probs.argmax(1)
     refs = np.asarray(df["key_index"])
-    out = {"all": mirex_summary(refs, ests), "by_source": {}}
-    for src in sorted(set(df["source"])):
-        m = np.asarray(df["source"] == src)
-        s = mirex_summary(refs[m], ests[m])
-        out["by_source"][src] = {k: s[k] for k in ("n", "ascending_fifths", "both_fifths", "accuracy")}
+    out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}
+    out["calibration"] = calibration_error(probs.max(1), ests == refs)
+    if tonality:
+        from .tonality import tonal_score, tonality_features
+
+        feats = np.array([tonality_features(c, p) for c, p in zip(df["chroma"], probs)])
+        out["tonal_kept"] = float((tonal_score(feats, tonality) >= tonality["threshold"]).mean())
+    seconds = np.array([c.shape[1] / FRAME_RATE for c in df["chroma"]])
+    groups = [("by_source", np.asarray(df["source"]))]
+    groups.append(("by_length", np.array([length_bucket(x) for x in seconds])))
+    for field, labels in groups:
+        for label in sorted(set(labels)):
+            m = labels == label
+            s = mirex_summary(refs[m], ests[m])
+            out[field][str(label)] = {k: s[k] for k in ("n", "ascending_fifths", "both_fifths", "accuracy")}
     return out
 
 

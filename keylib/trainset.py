@@ -61,8 +61,16 @@ __all__ = [
 ]
 
 SOUNDFONT = Path(os.environ.get("KEYLIB_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
+# General MIDI soundfonts that Debian ships (packages fluid-soundfont-gm, csound-soundfont,
+# timgm6mb-soundfont, opl3-soundfont). Training renders with the first two; the held-out
+# set only with the last two, so held-out music is played by sounds training never heard.
+TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/sf_GMbank.sf2")
+HELDOUT_SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2")
 RENDER_SR = 22050
 POP909_RENDER_S = 64.0
+# Held-out whole songs also get this excerpt (start, length in s), cut from the same render,
+# so that excerpt and whole-song scores compare the same music.
+HELDOUT_EXCERPT_S = (15.0, 30.0)
 DRUM_CHANNEL = 9
 
 # General MIDI programs. Held-out instruments are never used for training clips.
@@ -108,6 +116,7 @@ class Piece:
     programs: dict[int, int] = field(default_factory=dict)  # channel -> GM program
     split: str = "train"
     duration: float = 0.0
+    soundfont: str = ""  # path; "" = SOUNDFONT
 
 
 # --------------------------------------------------------------------------- MIDI I/O
@@ -197,13 +206,17 @@ def _abs(track) -> Iterator[tuple[int, object]]:
 
 # --------------------------------------------------------------------------- rendering
 
-def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: float = 0.6) -> np.ndarray:
+def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: float = 0.6,
+                soundfont: str | Path | None = None) -> np.ndarray:
     """Render a MIDI file with FluidSynth (no reverb or chorus); mono float32 at ``sr``."""
     if shutil.which("fluidsynth") is None:
         raise RuntimeError("fluidsynth is not installed (apt-get install fluidsynth fluid-soundfont-gm)")
+    soundfont = Path(soundfont or SOUNDFONT)
+    if not soundfont.is_file():
+        raise RuntimeError(f"soundfont {soundfont} is missing (./submit.sh setup installs Debian's GM soundfonts)")
     cmd = ["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(sr), "-g", str(gain),
-           "-R", "0", "-C", "0", str(SOUNDFONT), str(midi_path)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+           "-R", "0", "-C", "0", str(soundfont), str(midi_path)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     y, file_sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
     return y.mean(axis=1)
 
@@ -282,13 +295,16 @@ _NEXT = {  # functional harmony: degree -> plausible next degrees
 
 
 def procedural_piece(key: int, rng: np.random.Generator, *, piece: str, programs_by_role: dict,
-                     split: str = "train") -> Piece:
-    """A piece in ``key``: progression with cadences, bass, melody, optional drums."""
+                     split: str = "train", whole: bool = False) -> Piece:
+    """A piece in ``key``: progression with cadences, bass, melody, optional drums.
+
+    20-40 s long, or with ``whole`` 20 s to 5 min (log-uniform), the lengths of whole tracks.
+    """
     tonic, mode = tonic_mode(key)
     bpm = rng.uniform(70, 150)
     beat = 60.0 / bpm
     beats_per_bar = int(rng.choice([3, 4, 4, 4]))
-    duration = rng.uniform(20, 40)
+    duration = float(np.exp(rng.uniform(np.log(20), np.log(300)))) if whole else rng.uniform(20, 40)
     bar = beat * beats_per_bar
     n_bars = max(4, int(duration / bar))
     chords_per_bar = int(rng.choice([1, 1, 2]))
@@ -410,10 +426,12 @@ def pop909_songs(root: Path) -> list[tuple[str, int]]:
 
 
 def pop909_piece(root: Path, song: str, key: int, rng: np.random.Generator, *, transpose: int,
-                 programs_by_role: dict, split: str) -> Piece:
+                 programs_by_role: dict, split: str, whole: bool = False) -> Piece:
+    """A POP909 song, transposed, with random instruments: an excerpt of up to
+    :data:`POP909_RENDER_S` s, or with ``whole`` the song from start to end."""
     tracks = read_midi_tracks(Path(root) / song / f"{song}.mid")
     end = max(n[1] for tr in tracks for n in tr)
-    length = min(POP909_RENDER_S, end)
+    length = end if whole else min(POP909_RENDER_S, end)
     start = float(rng.uniform(0, max(0.0, end - length)))
     notes: list[Note] = []
     roles = ["melody", "melody", "harmony"]  # MELODY, BRIDGE, PIANO
@@ -531,6 +549,75 @@ def abc_tunes(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
+# --------------------------------------------------------------------------- no key
+
+ATONAL_KINDS = ("noise", "drums", "speech", "twelve-tone")
+_WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars rise above quiet hills "
+          "nightly batch jobs annotate every track in the catalogue and data engineers read the results "
+          "tomorrow morning the weather turns cold with rain from the west and wind along the coast").split()
+
+
+def atonal_clip(kind: str, rng: np.random.Generator, *, tmp: Path, split: str = "train") -> np.ndarray:
+    """Audio without a key (mono float32 at :data:`RENDER_SR`, 8-60 s): ``noise`` (white,
+    pink or brown, with a level envelope), ``drums`` (a kit alone), ``speech`` (espeak-ng)
+    or ``twelve-tone`` (rows of all 12 pitch classes, as melody and as chords)."""
+    from scipy import signal
+
+    seconds = float(rng.uniform(8, 60))
+    n = int(seconds * RENDER_SR)
+    if kind == "noise":
+        y = rng.standard_normal(n).astype(np.float32)
+        colour = rng.choice(["white", "pink", "brown"])
+        if colour == "pink":
+            y = signal.lfilter([0.049922035, -0.095993537, 0.050612699, -0.004408786],
+                               [1, -2.494956002, 2.017265875, -0.522189400], y)
+        elif colour == "brown":
+            y = signal.lfilter([1.0], [1.0, -0.995], y)
+        env = np.interp(np.arange(n), np.linspace(0, n, 6), rng.uniform(0.2, 1.0, 6))
+        return (y * env).astype(np.float32)
+    if kind == "speech":
+        if shutil.which("espeak-ng") is None:
+            raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)")
+        words = " ".join(rng.choice(_WORDS, int(seconds * 2.5)))
+        wav = Path(tmp) / "speech.wav"
+        cmd = ["espeak-ng", "-w", str(wav), "-s", str(int(rng.uniform(120, 200))), "-p", str(int(rng.uniform(20, 80))),
+               "-v", str(rng.choice(["en", "en-us", "en+f3", "en+m3", "de", "fr"])), words]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        y, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+        import soxr
+
+        return soxr.resample(y.mean(axis=1), sr, RENDER_SR).astype(np.float32)
+    beat = 60.0 / rng.uniform(70, 160)
+    if kind == "drums":
+        notes = _drums(np.arange(0, seconds, beat), int(rng.choice([3, 4])), rng)
+        extra = [Note(t, t + 0.1, int(rng.choice([45, 47, 48, 49, 50, 51, 57])), int(rng.integers(50, 110)), DRUM_CHANNEL)
+                 for t in np.arange(0, seconds, beat / 2) if rng.random() < 0.25]
+        notes += extra
+        programs = {}
+    elif kind == "twelve-tone":
+        notes, t = [], 0.0
+        while t < seconds:
+            row = rng.permutation(12)
+            if rng.random() < 0.5:  # melody
+                for pc in row:
+                    d = float(rng.choice([0.5, 1, 1, 2])) * beat
+                    notes.append(Note(t, t + d * 0.9, int(48 + pc + 12 * rng.integers(0, 3)), int(rng.integers(60, 100)), 0))
+                    t += d
+            else:  # chords of 3-4 row notes
+                for chunk in np.array_split(row, int(rng.choice([3, 4]))):
+                    d = float(rng.choice([1, 2])) * beat
+                    for pc in chunk:
+                        notes.append(Note(t, t + d * 0.95, int(48 + pc + 12 * rng.integers(0, 2)), 70, 1))
+                    t += d
+        roles = _programs(split)
+        programs = {0: int(rng.choice(roles["melody"])), 1: int(rng.choice(roles["harmony"]))}
+    else:
+        raise ValueError(f"unknown atonal kind {kind!r}; expected one of {ATONAL_KINDS}")
+    fonts = _soundfonts(split)
+    mid = write_midi(notes, programs, Path(tmp) / "a.mid")
+    return _trim(render_midi(mid, Path(tmp) / "a.wav", soundfont=fonts[int(rng.integers(len(fonts)))]))
+
+
 # --------------------------------------------------------------------------- jobs
 
 @dataclass
@@ -544,10 +631,15 @@ class Job:
     split: str
     source: str
     extra: str = ""  # abc text
+    whole: bool = False  # render the whole piece (no 20-40 s cut)
 
 
 def _programs(split: str) -> dict:
     return HELDOUT_BY_ROLE if split == "heldout" else TRAIN_PROGRAMS
+
+
+def _soundfonts(split: str) -> tuple[str, ...]:
+    return HELDOUT_SOUNDFONTS if split == "heldout" else TRAIN_SOUNDFONTS
 
 
 def _build_pieces(job: Job) -> list[Piece]:
@@ -556,19 +648,20 @@ def _build_pieces(job: Job) -> list[Piece]:
         for transpose, seed in job.variants:
             rng = np.random.default_rng(seed)
             key = transpose_index(job.key, transpose)
-            pieces.append(procedural_piece(key, rng, piece=f"{job.ref}", programs_by_role=_programs(job.split), split=job.split))
-        return pieces
+            pieces.append(procedural_piece(key, rng, piece=f"{job.ref}", programs_by_role=_programs(job.split),
+                                           split=job.split, whole=job.whole))
+        return _with_soundfonts(pieces, job)
     if job.kind == "pop909":
         root, song = job.ref.rsplit("::", 1)
         for transpose, seed in job.variants:
             rng = np.random.default_rng(seed)
             pieces.append(pop909_piece(Path(root), song, job.key, rng, transpose=transpose,
-                                       programs_by_role=_programs(job.split), split=job.split))
-        return pieces
+                                       programs_by_role=_programs(job.split), split=job.split, whole=job.whole))
+        return _with_soundfonts(pieces, job)
     # music21 scores
     from music21 import converter, corpus
 
-    if job.kind == "chorale":
+    if job.kind in ("chorale", "score"):
         score = corpus.parse(job.ref)
         key = chorale_key(score)
         if key is None:
@@ -585,17 +678,17 @@ def _build_pieces(job: Job) -> list[Piece]:
             return []
     for transpose, seed in job.variants:
         rng = np.random.default_rng(seed)
-        bpm = rng.uniform(60, 100) if job.kind == "chorale" else rng.uniform(80, 140)
+        bpm = rng.uniform(60, 100) if job.kind in ("chorale", "score") else rng.uniform(80, 140)
         base = score_notes(score, bpm=bpm)
         if not base:
             return []
         end = max(n.end for n in base)
-        length = min(end, rng.uniform(20, 40))
+        length = end if job.whole else min(end, rng.uniform(20, 40))
         start = rng.uniform(0, max(0.0, end - length)) if rng.random() < 0.5 else 0.0
         notes = [Note(max(n.start, start) - start, min(n.end, start + length) - start, n.pitch + transpose, n.velocity, n.channel)
                  for n in base if n.end > start and n.start < start + length]
         roles = _programs(job.split)
-        if job.kind == "chorale":
+        if job.kind in ("chorale", "score"):
             # one instrument for all voices, or one per voice
             if rng.random() < 0.5:
                 p = int(rng.choice(roles["harmony"]))
@@ -604,13 +697,29 @@ def _build_pieces(job: Job) -> list[Piece]:
                 programs = {ch: int(rng.choice(roles["harmony" if ch < 3 else "bass"])) for ch in range(4)}
         else:
             programs = {0: int(rng.choice(roles["harmony"])), 1: int(rng.choice(roles["bass"])), 2: int(rng.choice(roles["melody"]))}
-        pieces.append(Piece(notes, transpose_index(key, transpose), job.source, Path(job.ref).name,
+        pieces.append(Piece(notes, transpose_index(key, transpose), job.source, _piece_name(job.ref),
                             programs, job.split, length))
+    return _with_soundfonts(pieces, job)
+
+
+def _piece_name(ref: str) -> str:
+    """A piece's name from its reference: the corpus path without its top folder, or the tune."""
+    if "::" in ref:  # file::tune id
+        return Path(ref).name
+    parts = Path(ref).with_suffix("").parts  # composer/work/movement: movement names repeat
+    return "/".join(parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _with_soundfonts(pieces: list[Piece], job: Job) -> list[Piece]:
+    """Give each piece a soundfont of its split, drawn from the variant's seed."""
+    for piece, (_, seed) in zip(pieces, job.variants):
+        fonts = _soundfonts(job.split)
+        piece.soundfont = fonts[int(np.random.default_rng(seed + 17).integers(len(fonts)))]
     return pieces
 
 
 def track_id_of(piece: Piece, i: int) -> str:
-    tag = zlib.crc32(f"{piece.piece}|{piece.key}|{i}|{sorted(piece.programs.items())}".encode()) & 0xFFFFFFFF
+    tag = zlib.crc32(f"{piece.piece}|{piece.key}|{i}|{sorted(piece.programs.items())}|{piece.soundfont}".encode()) & 0xFFFFFFFF
     return f"{piece.source}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', piece.piece)}-{KEY_NAMES[piece.key].replace(' ', '').replace('#', 's')}-{tag:08x}"
 
 
@@ -619,6 +728,8 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
     from . import audio, features
 
     out = Path(out_dir)
+    if job.kind == "atonal":
+        return _run_atonal(job, out, with_chroma=with_chroma)
     rows = []
     try:
         pieces = _build_pieces(job)
@@ -631,13 +742,19 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
             if not [n for n in piece.notes if n.channel != DRUM_CHANNEL]:
                 continue
             mid = write_midi(piece.notes, piece.programs, Path(tmp) / "x.mid")
-            y = render_midi(mid, Path(tmp) / "x.wav")
-            clips = _cut(y, piece, rng)
-            for j, clip in enumerate(clips):
+            y = render_midi(mid, Path(tmp) / "x.wav", soundfont=piece.soundfont or None)
+            clips = _whole(y, piece) if job.whole else _cut(y, piece, rng)
+            for j, (cut, clip) in enumerate(clips):
                 if float(np.max(np.abs(clip), initial=0.0)) < 1e-4:
                     continue
-                clip = augment(clip, rng, strength=augment_strength)
-                tid = track_id_of(piece, i * 10 + j)
+                if cut == "whole" and j == 0 and len(clips) > 1:
+                    # the held-out excerpt is cut from this very render after augmentation
+                    clip = augment(clip, rng, strength=augment_strength)
+                    a, n = (int(x * RENDER_SR) for x in HELDOUT_EXCERPT_S)
+                    clips[1] = ("excerpt", clip[a:a + n])
+                elif cut != "excerpt":
+                    clip = augment(clip, rng, strength=augment_strength)
+                tid = track_id_of(piece, i * 10 + j) + ("-x30" if cut == "excerpt" else "")
                 rel = f"audio/{piece.split}/{piece.source}/{tid}.flac"
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 sf.write(str(out / rel), clip, RENDER_SR, format="FLAC", subtype="PCM_16")
@@ -645,6 +762,7 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
                     "path": rel, "track_id": tid, "key": KEY_NAMES[piece.key], "source": piece.source,
                     "piece": piece.piece, "instrument": ";".join(str(p) for _, p in sorted(piece.programs.items())),
                     "split": piece.split, "duration_s": round(len(clip) / RENDER_SR, 2),
+                    "cut": cut, "soundfont": Path(piece.soundfont or SOUNDFONT).stem,
                 }
                 if with_chroma:
                     dec = audio.decode((out / rel).read_bytes(), ext=".flac")
@@ -653,24 +771,77 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
     return rows
 
 
-def _cut(y: np.ndarray, piece: Piece, rng: np.random.Generator) -> list[np.ndarray]:
-    """Clips of 20-40 s from a render (pop909 renders give two), trailing silence trimmed."""
+def _run_atonal(job: Job, out: Path, *, with_chroma: bool) -> list[dict]:
+    """Clips without a key (``key`` empty, ``split`` = ``atonal``): the negatives of the
+    tonality classifier."""
+    from . import audio, features
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
+        for i, (_, seed) in enumerate(job.variants):
+            rng = np.random.default_rng(seed)
+            try:
+                y = atonal_clip(job.ref, rng, tmp=Path(tmp), split=job.split)
+            except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+                return [{"error": f"atonal {job.ref}: {exc}"}]
+            if float(np.max(np.abs(y), initial=0.0)) < 1e-4:
+                continue
+            y = augment(y, rng, strength=0.5)
+            tid = f"atonal-{job.ref}-{seed:08x}"[:48]
+            rel = f"audio/atonal/{job.ref}/{tid}.flac"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(out / rel), y, RENDER_SR, format="FLAC", subtype="PCM_16")
+            row = {"path": rel, "track_id": tid, "key": "", "source": f"atonal-{job.ref}", "piece": tid,
+                   "instrument": "", "split": "atonal", "duration_s": round(len(y) / RENDER_SR, 2),
+                   "cut": "whole", "soundfont": ""}
+            if with_chroma:
+                row["chroma"] = features.chroma(audio.decode((out / rel).read_bytes(), ext=".flac").samples)
+            rows.append(row)
+    return rows
+
+
+def _trim(y: np.ndarray) -> np.ndarray:
+    """The render without its leading and trailing digital silence."""
     nz = np.flatnonzero(np.abs(y) > 1e-4)
-    if nz.size == 0:
+    return y[nz[0]: nz[-1] + 1] if nz.size else y[:0]
+
+
+def _cut(y: np.ndarray, piece: Piece, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    """Clips of 20-40 s from a render (pop909 renders give two)."""
+    y = _trim(y)
+    if y.size == 0:
         return []
-    y = y[nz[0]: nz[-1] + 1]
     sr = RENDER_SR
     if len(y) > 45 * sr:
         n1 = int(rng.uniform(20, 32) * sr)
         rest = y[n1:]
-        return [y[:n1], rest[: int(40 * sr)]]
-    return [y]
+        return [("excerpt", y[:n1]), ("excerpt", rest[: int(40 * sr)])]
+    return [("excerpt", y)]
+
+
+def _whole(y: np.ndarray, piece: Piece) -> list[tuple[str, np.ndarray]]:
+    """The whole render; a held-out one long enough also gives its 30 s excerpt (filled in
+    by :func:`run_job` after augmentation, so both are the same audio)."""
+    y = _trim(y)
+    if y.size == 0:
+        return []
+    start, length = HELDOUT_EXCERPT_S
+    if piece.split == "heldout" and len(y) >= (start + length + 15) * RENDER_SR:
+        return [("whole", y), ("excerpt", y[:0])]
+    return [("whole", y)]
 
 
 def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk: int, n_heldout_folk: int,
               transpositions: int, pop909_renders: int, pop909_holdout_from: int, seed: int,
-              pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True) -> list[Job]:
-    """The work list: which pieces, which transpositions, which split."""
+              pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True,
+              whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0) -> list[Job]:
+    """The work list: which pieces, which transpositions, which split.
+
+    With ``whole`` every piece is rendered from start to end (songs of several minutes), as
+    catalogues hold them; held-out whole songs also give their 30 s excerpt. Held-out
+    classical music comes from music21's string quartets (Beethoven, Haydn, Mozart,
+    Schumann), a source training never sees.
+    """
     rng = np.random.default_rng(seed)
     jobs: list[Job] = []
 
@@ -689,6 +860,12 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
             jobs.append(Job("pop909", f"{pop909}::{song}", key, variants(pop909_renders), split, "pop909"))
     for i in range(n_procedural):
         jobs.append(Job("procedural", f"{i:05d}", int(rng.integers(24)), variants(1), "train", "procedural"))
+    if n_heldout_classical:
+        cdir = _corpus_dir()
+        paths = sorted(str(p.relative_to(cdir)) for c in ("beethoven", "haydn", "mozart", "schumann_robert")
+                       for p in (cdir / c).rglob("*.mxl"))
+        for rel in [paths[i] for i in rng.permutation(len(paths))[:n_heldout_classical]]:
+            jobs.append(Job("score", rel, None, variants(1), "heldout", "classical-quartets"))
     if n_chorales:
         from music21 import corpus
 
@@ -715,6 +892,11 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         for i in order[:n_heldout_folk]:
             src, f, (tid, text, key) = held[i]
             jobs.append(Job("abc", f"{f}::{tid}", key, variants(1), "heldout", src, text))
+    for i in range(n_atonal):
+        kind = ATONAL_KINDS[i % len(ATONAL_KINDS)]
+        jobs.append(Job("atonal", kind, None, variants(1), "atonal", f"atonal-{kind}"))
+    for job in jobs:
+        job.whole = whole
     return jobs
 
 
@@ -730,7 +912,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(**plan)
     # expensive jobs first so the pool's tail is short
-    order = {"chorale": 0, "abc": 1, "pop909": 2, "procedural": 3}
+    order = {"score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4, "atonal": 5}
     jobs.sort(key=lambda j: order[j.kind])
     rows: list[dict] = []
     errors: list[str] = []
@@ -767,7 +949,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
             bar.stop()
     rows.sort(key=lambda r: r["track_id"])
     manifest = out_dir / "manifest.csv"
-    cols = ["path", "track_id", "key", "source", "piece", "instrument", "split", "duration_s"]
+    cols = ["path", "track_id", "key", "source", "piece", "instrument", "split", "duration_s", "cut", "soundfont"]
     with manifest.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -798,6 +980,9 @@ def write_chroma_cache(rows: list[dict], path: Path, root: Path) -> Path:
         "piece": [r["piece"] for r in rows],
         "split": [r["split"] for r in rows],
         "instrument": [r["instrument"] for r in rows],
+        "cut": [r.get("cut", "excerpt") for r in rows],
+        "soundfont": [r.get("soundfont", "") for r in rows],
+        "duration_s": [float(r["duration_s"]) for r in rows],
     })
     pq.write_table(table, str(path))
     return path

@@ -185,7 +185,9 @@ def make_model(folder: Path) -> Path:
     if not path.exists():
         km.configure_tensorflow(1)
         km._layers()
-        km.build_keynet_eq().save(str(path))
+        net = km.build_keynet_eq()
+        net.save(str(path))
+        km.export_onnx(net, path.with_suffix(".onnx"))
         km.card_path(path).write_text(json.dumps({
             "name": "untrained", "version": "untrained-test", "architecture": "keynet_eq",
             "feature_version": FEATURE_VERSION, "input": {"frames_per_step": 5, "min_steps": 8},

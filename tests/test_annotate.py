@@ -14,7 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from keylib.inference import KEYS_COLUMNS, read_keys, run_annotate
+from keylib.flows import read_keys, run_annotate
+from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
 from keylib.report import REPORT_FILES
 

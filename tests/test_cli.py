@@ -1,4 +1,4 @@
-"""``keylib analyze``: in-process, through the installed console script, and its speed."""
+"""``keylib analyze``: in-process and through the installed console script (speed: bench/analyze.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from keylib import synth
 from keylib.cli import analyze_files, main
 from keylib.keys import KEY_NAMES, camelot
-from keylib.model import SHIPPED_MODEL
+from keylib.serving import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_inference import make_untrained_model  # noqa: E402
@@ -60,15 +59,6 @@ def test_main_json_and_exit_codes(files, model_path, capsys):
     assert main(["analyze", "--model", str(files["missing"]), str(files["c_major"])]) == 2
 
 
-def test_analyze_is_fast_once_loaded(files, model_path):
-    analyze_files([files["c_major"]], model_path=model_path)  # load and warm up
-    started = time.perf_counter()
-    for _ in range(3):
-        analyze_files([files["c_major"]], model_path=model_path)
-    per_file = (time.perf_counter() - started) / 3
-    assert per_file < 1.0, f"{per_file:.2f} s per 30 s file"
-
-
 def test_console_script(files, model_path):
     script = Path(sys.executable).parent / "keylib"
     exe = str(script) if script.exists() else shutil.which("keylib")
@@ -81,8 +71,7 @@ def test_console_script(files, model_path):
     assert row["key"] in KEY_NAMES and row["model_version"] == "untrained-test"
 
 
-@pytest.mark.skipif(not SHIPPED_MODEL.exists(), reason="no shipped model yet")
 def test_shipped_model_finds_c_major(files):
     [row] = analyze_files([files["c_major"]])
-    # a clear C major cadence: the key itself, or at worst its dominant or relative
-    assert row["key"] in ("C major", "G major", "A minor"), row
+    assert row["key"] == "C major" and row["confidence"] > 0.5, row
+    assert row["model_version"] == load_model().version

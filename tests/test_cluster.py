@@ -7,10 +7,12 @@ executors through --archives.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.dataset as ds
 import pytest
 
-from servers import REPO, StandaloneCluster, make_model, submit, write_conf
+from servers import REPO, StandaloneCluster, submit, write_conf
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +26,9 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
-def test_packed_environment_is_built_once(tmp_path):
+def test_packed_environment_is_lean_and_built_once(tmp_path):
     from keylib import cluster as kc
+    from keylib.serving import SHIPPED_MODEL
 
     first = kc.submit_args(REPO)
     archive = kc.env_archive(REPO)
@@ -36,25 +39,28 @@ def test_packed_environment_is_built_once(tmp_path):
     import zipfile
 
     names = zipfile.ZipFile(kc.code_archive(REPO)).namelist()
-    assert "keylib/__init__.py" in names and "keylib/inference.py" in names and "sitecustomize.py" in names
-    from keylib.model import SHIPPED_MODEL
-
-    if SHIPPED_MODEL.is_file():
-        assert f"keylib/models/{SHIPPED_MODEL.name}" in names
+    assert "keylib/__init__.py" in names and "keylib/serving.py" in names and "sitecustomize.py" in names
+    assert f"keylib/models/{SHIPPED_MODEL.name}" in names and "keylib/models/keynet-eq.json" in names
+    assert not any(n.endswith(".keras") for n in names)  # training files stay home
+    # Only what serving needs: no TensorFlow, no training or test extras, no second PySpark.
+    dists = kc.executor_distributions()
+    assert {"numpy", "librosa", "onnxruntime", "pandas", "pyarrow", "boto3", "soundfile"} <= set(dists)
+    assert not {"tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "pytest", "moto", "music21",
+                "pyspark", "py4j"} & set(dists)
     with tarfile.open(archive) as tar:
-        members = tar.getnames()
-    assert "bin/python" in members and not any("__editable__" in m for m in members)
+        tops = {Path(m).parts[3] for m in tar.getnames() if len(Path(m).parts) > 3}
+    assert {"numpy", "librosa", "onnxruntime"} <= tops
+    assert not {"tensorflow", "keras", "pyspark", "py4j", "pytest", "moto"} & tops
+    assert archive.stat().st_size < 800e6, f"{archive.stat().st_size / 1e6:.0f} MB"
 
 
 def test_submit_against_standalone_cluster(cluster, tmp_path):
-    from keylib.model import SHIPPED_MODEL
     from keylib.synth import chord_progression, write_audio
 
     catalogue = tmp_path / "catalogue"
     for i in range(6):
         write_audio(catalogue / f"clip{i}.wav", chord_progression(i * 2, duration_s=3.0, sr=22050), sr=22050)
-    model = "" if SHIPPED_MODEL.is_file() else make_model(tmp_path)
-    conf = write_conf(tmp_path / "cluster.toml", master=cluster.url, model=model, tracks_per_partition=2)
+    conf = write_conf(tmp_path / "cluster.toml", master=cluster.url, tracks_per_partition=2)
     out = tmp_path / "out"
     code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url,
                        "--input", str(catalogue), "--output", str(out), timeout=420)
@@ -67,6 +73,7 @@ def test_submit_against_standalone_cluster(cluster, tmp_path):
     # The executors ran on the workers, from the unpacked archives.
     executor_dirs = cluster.executor_dirs()
     assert len({d.parent.parent.name for d in executor_dirs}) == 2, executor_dirs  # both workers
-    assert any((d / "environment" / "lib" / "python3.11" / "site-packages" / "tensorflow").is_dir()
-               for d in executor_dirs)
+    sites = [d / "environment" / "lib" / "python3.11" / "site-packages" for d in executor_dirs]
+    assert any((site / "onnxruntime").is_dir() for site in sites)
+    assert not any((site / name).exists() for site in sites for name in ("tensorflow", "pyspark"))
     assert any((d / "keylib_code" / "keylib" / "__init__.py").exists() for d in executor_dirs)

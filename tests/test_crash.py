@@ -28,7 +28,7 @@ def staging_started(table_root):
 
 
 def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
-    from keylib.spark import read_current
+    from keylib.tables import read_current
     from keylib.synth import chord_progression, write_audio
 
     catalogue = tmp_path / "catalogue"

@@ -14,8 +14,8 @@ import pytest
 
 from keylib import features, synth
 from keylib.extract import CHROMA_COLUMNS
-from keylib.pipeline import run_extract
-from keylib.spark import committed_runs, read_current
+from keylib.flows import run_extract
+from keylib.tables import committed_runs, read_current
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -66,6 +66,8 @@ def test_schema_and_tensor_round_trip(spark, config, sample_manifest, tmp_path):
     assert row["duration_s"] == pytest.approx(4.0, abs=0.05)
     assert row["truth_key"] == "C major" and row["source"] == "synth-wav"
     assert np.argmax(tensor.mean(axis=1)) in (0, 7)  # tonic or dominant dominates the profile
+    # synthesized at A440: the tuning read back is 0 within the estimator's 1-cent bins
+    assert frame["tuning_cents"].abs().max() <= 2, frame["tuning_cents"].describe()
     # mp3 and wav of the same clip give nearly the same tensor
     other = frame.loc["sample-mp3-00"]
     assert np.corrcoef(np.asarray(other["chroma"])[: len(row["chroma"])], row["chroma"][: len(other["chroma"])])[0, 1] > 0.95
@@ -87,6 +89,7 @@ def test_bad_input_gets_error_rows_and_good_tracks_succeed(spark, config, bad_ca
     silence = frame.loc["silence"]
     tensor = np.asarray(silence["chroma"])
     assert tensor.size == 12 * silence["n_frames"] and np.isfinite(tensor).all() and not tensor.any()
+    assert silence["tuning_cents"] is None or np.isnan(silence["tuning_cents"])  # no pitch to measure
     assert frame.loc[["empty", "notes", "does_not_exist"], "chroma"].isna().all()
     assert summary.failed == 7  # silent is not a failure
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+import soundfile as sf
+import soxr
 
 from keylib import audio, features, synth
 from keylib.errors import DecodeError, EmptyFileError, TooShortError, UnsupportedFormatError
@@ -11,6 +18,85 @@ from keylib.errors import DecodeError, EmptyFileError, TooShortError, Unsupporte
 
 def _triad(sr: int, midis=(60, 64, 67), seconds=3.0) -> np.ndarray:
     return sum(synth.tone(m, seconds, sr=sr) for m in midis)
+
+
+def _detuned(y: np.ndarray, cents: float, *, sr: int) -> np.ndarray:
+    """``y`` played ``cents`` sharp (flat when negative): resampled as if recorded slower."""
+    return soxr.resample(y, sr * 2.0 ** (cents / 1200.0), sr, quality="HQ").astype(np.float32)
+
+
+def _librosa_chroma(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The v1 recipe as it was written with librosa's own STFT and filterbank: the reference
+    that the numpy implementation must reproduce. Returns (spectrogram, chroma, tuning)."""
+    import librosa
+
+    spec = np.abs(librosa.stft(y, n_fft=features.N_FFT, hop_length=features.HOP_LENGTH, window="hann", center=True))
+    tuning = round(features._estimate_tuning(spec) * 100) / 100
+    bank = librosa.filters.chroma(sr=features.SAMPLE_RATE, n_fft=features.N_FFT, n_chroma=12, tuning=tuning,
+                                  ctroct=5.0, octwidth=None, norm=None)
+    freqs = librosa.fft_frequencies(sr=features.SAMPLE_RATE, n_fft=features.N_FFT)
+    bank[:, (freqs < features.FMIN) | (freqs > features.FMAX)] = 0.0
+    raw = bank @ spec
+    return spec, np.log1p(features.LOG_GAIN * raw / raw.max()) / np.log1p(features.LOG_GAIN), tuning
+
+
+@pytest.mark.parametrize("cents", [-45, -30, -12, 0, 7, 30, 45])
+def test_numpy_chroma_equals_the_librosa_recipe(cents):
+    sr = features.SAMPLE_RATE
+    y = _detuned(synth.chord_progression(cents % 24, duration_s=12.0, sr=sr, seed=cents + 50), cents, sr=sr)
+    spec, expected, tuning = _librosa_chroma(y)
+    assert np.array_equal(features._magnitude_spectrogram(y), spec)  # bit for bit
+    got, tuning_cents = features.chroma(y, return_tuning=True)
+    assert tuning_cents == round(100 * tuning)
+    assert got.shape == expected.shape
+    # the same filterbank values; only the order of float32 sums in the product differs
+    assert np.abs(got - expected).max() <= 1e-6
+
+
+@pytest.mark.parametrize("tuning_hundredths", [-50, -23, 0, 1, 31, 49])
+def test_filterbank_is_librosas_band_bit_for_bit(tuning_hundredths):
+    import librosa
+
+    bank = librosa.filters.chroma(sr=features.SAMPLE_RATE, n_fft=features.N_FFT, n_chroma=12,
+                                  tuning=tuning_hundredths / 100, ctroct=5.0, octwidth=None, norm=None)
+    freqs = librosa.fft_frequencies(sr=features.SAMPLE_RATE, n_fft=features.N_FFT)
+    band = (freqs >= features.FMIN) & (freqs <= features.FMAX)
+    lo, hi = features._BAND_BINS
+    assert np.flatnonzero(band).tolist() == list(range(lo, hi))
+    assert np.array_equal(features._filterbank(tuning_hundredths), bank[:, lo:hi])
+
+
+@pytest.mark.parametrize("cents", [-30, 30])
+def test_tuning_cents_reads_a_shifted_clip(cents):
+    sr = features.SAMPLE_RATE
+    y = synth.chord_progression(4, duration_s=20.0, sr=sr, seed=7)  # E major at A440
+    reference, at_a440 = features.chroma(y, return_tuning=True)
+    shifted, tuning_cents = features.chroma(_detuned(y, cents, sr=sr), return_tuning=True)
+    assert abs(at_a440) <= 2
+    assert tuning_cents == pytest.approx(cents, abs=5)
+    # folded with its own tuning, the detuned clip has the same pitch-class profile
+    profile, shifted_profile = reference.mean(axis=1), shifted.mean(axis=1)
+    assert np.argmax(shifted_profile) == np.argmax(profile)
+    assert np.corrcoef(profile, shifted_profile)[0, 1] > 0.99
+
+
+def test_silence_has_no_tuning():
+    tensor, tuning_cents = features.chroma(np.zeros(features.SAMPLE_RATE * 5, dtype=np.float32), return_tuning=True)
+    assert tuning_cents is None and not tensor.any()
+
+
+def test_extraction_never_imports_librosa(tmp_path):
+    # librosa pulls in numba and scipy: seconds of start-up in every Spark Python worker
+    path = synth.write_audio(tmp_path / "a.mp3", synth.chord_progression(0, duration_s=3.0, sr=22050), sr=22050)
+    code = (
+        "import sys; from pathlib import Path; from keylib import audio, features, extract; "
+        f"t = features.chroma(audio.decode(Path({str(path)!r}).read_bytes(), ext='.mp3').samples); "
+        "assert t.shape[0] == 12 and t.any(); print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('librosa', 'numba', 'scipy')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_c_major_triad_peaks_on_c_e_g():
@@ -68,17 +154,51 @@ def test_decode_formats_to_feature_rate(tmp_path, ext):
     assert len(decoded.samples) == pytest.approx(3.0 * features.SAMPLE_RATE, rel=0.05)
 
 
-def test_decode_m4a_through_ffmpeg(tmp_path):
-    import shutil
-    import subprocess
-
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg is not installed (./submit.sh setup installs it)")
-    wav = synth.write_audio(tmp_path / "a.wav", synth.chord_progression(2, duration_s=3.0, sr=22050), sr=22050)
+def _ffmpeg_m4a(tmp_path, y: np.ndarray, *, sr: int):
+    """An .m4a written by ffmpeg with its default settings: AAC in MP4, index at the end."""
+    assert shutil.which("ffmpeg"), "ffmpeg is not installed (./submit.sh setup installs it)"
+    wav = synth.write_audio(tmp_path / "src.wav", y, sr=sr)
     m4a = tmp_path / "a.m4a"
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(wav), str(m4a)], check=True)
-    decoded = audio.decode(m4a.read_bytes(), ext=".m4a")
-    assert decoded.duration_s == pytest.approx(3.0, abs=0.2)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), str(m4a)], check=True)
+    data = m4a.read_bytes()
+    assert data.find(b"moov") > data.find(b"mdat") > 0  # the index after the audio: needs seeking
+    return wav, data
+
+
+def test_decode_m4a_with_its_index_at_the_end(tmp_path):
+    stereo = np.stack([synth.chord_progression(2, duration_s=6.0, sr=22050, seed=3),
+                       synth.chord_progression(2, duration_s=6.0, sr=22050, seed=4)], axis=1)
+    wav, data = _ffmpeg_m4a(tmp_path, stereo, sr=22050)
+    decoded = audio.decode(data, ext=".m4a")
+    assert decoded.duration_s == pytest.approx(6.0, abs=0.1)
+    assert decoded.source_sample_rate == 22050 and decoded.offset_s == 0.0
+    # the same mono 11,025 Hz signal as the lossless original, up to AAC's loss
+    reference = audio.decode(wav.read_bytes(), ext=".wav").samples
+    n = min(len(reference), len(decoded.samples))
+    assert abs(len(reference) - len(decoded.samples)) < 0.05 * features.SAMPLE_RATE
+    assert np.corrcoef(reference[:n], decoded.samples[:n])[0, 1] > 0.98
+
+
+def test_long_m4a_is_decoded_over_its_central_window(tmp_path):
+    _, data = _ffmpeg_m4a(tmp_path, synth.chord_progression(7, duration_s=12.0, sr=22050), sr=22050)
+    decoded = audio.decode(data, ext=".m4a", max_duration_s=4.0)
+    assert decoded.duration_s == pytest.approx(12.0, abs=0.1)
+    assert decoded.offset_s == pytest.approx(4.0, abs=0.1)
+    assert len(decoded.samples) == pytest.approx(4.0 * features.SAMPLE_RATE, abs=0.05 * features.SAMPLE_RATE)
+
+
+def test_stereo_mp3_decodes_as_channel_mean_then_soxr(tmp_path):
+    # the recipe as written before the column-sum downmix: mean over channels, soxr MQ
+    y = synth.chord_progression(9, duration_s=5.0, sr=44100)
+    stereo = np.stack([y, 0.5 * np.roll(y, 300)], axis=1)
+    data = synth.write_audio(tmp_path / "s.mp3", stereo, sr=44100).read_bytes()
+    block, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    expected = soxr.resample(np.nan_to_num(block.mean(axis=1)), sr, features.SAMPLE_RATE, quality="MQ")
+    assert block.shape[1] == 2
+    assert np.array_equal(audio.decode(data, ext=".mp3").samples, expected.astype(np.float32))
+    three = np.concatenate([block, block[:, :1] * 0.25], axis=1)
+    three[10, 1] = np.nan
+    assert np.array_equal(audio._downmix(three), np.nan_to_num(three.mean(axis=1)))
 
 
 def test_long_track_is_analysed_over_its_central_window(tmp_path):

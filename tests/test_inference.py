@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from keylib import features
-from keylib.inference import KEYS_COLUMNS, keys_fields, keys_schema, predict_frame, stale_tracks
+from keylib.incremental import stale_tracks
+from keylib.inference import KEYS_COLUMNS, keys_fields, keys_schema, predict_frame
 from keylib.keys import KEY_NAMES, camelot, open_key
 
 
@@ -19,11 +20,13 @@ def make_untrained_model(folder):
     not the accuracy."""
     import keras
 
-    from keylib.model import build_keynet_eq
+    from keylib.model import build_keynet_eq, export_onnx
 
     keras.utils.set_random_seed(0)
     path = folder / "untrained.keras"
-    build_keynet_eq(filters=8, mix=8, head=8).save(path)
+    net = build_keynet_eq(filters=8, mix=8, head=8)
+    net.save(path)
+    export_onnx(net, path.with_suffix(".onnx"))  # what serving runs
     path.with_suffix(".json").write_text(json.dumps({
         "version": "untrained-test", "feature_version": features.FEATURE_VERSION,
         "input": {"frames_per_step": 5},
@@ -33,7 +36,7 @@ def make_untrained_model(folder):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    from keylib.model import load_model
+    from keylib.serving import load_model
 
     return load_model(make_untrained_model(tmp_path_factory.mktemp("model")))
 
@@ -112,7 +115,7 @@ def test_stale_tracks():
 
 
 def test_infer_dataframe_on_spark(spark, model):
-    from keylib.inference import infer_dataframe
+    from keylib.workers import infer_dataframe
     from keylib.spark import CHROMA_SCHEMA
 
     rows = [_chroma_row(f"t{i}", 25 * (i + 1), seed=i) for i in range(6)]

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from keylib import features, keys, synth
+from keylib import features, keys, serving, synth
 from keylib.model import load_model
 from keylib.train import TrainConfig, load_dataset, mirex_summary, split_dataset, train_model
 
@@ -59,6 +59,8 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
                                                                      else on_disk[section]["all"])
     assert on_disk["data"]["train"]["tracks"] == len(train) and on_disk["parameters"] > 0
     assert model.predict_probs(list(held.chroma)).shape == (2, 24)
+    served = serving.load_model(tmp_path / "tiny.onnx")  # train writes the served export too
+    assert np.abs(served.predict_probs(list(held.chroma)) - model.predict_probs(list(held.chroma))).max() < 1e-4
 
 
 def test_mirex_summary_conventions():

@@ -1,8 +1,4 @@
-"""Job-level flows over Spark: list -> select what is new -> transform -> commit.
-
-Kept apart from ``jobs/`` so that tests and other jobs (annotate, nightly) call the same
-functions the command line does.
-"""
+"""The extract flow: list -> select what is new -> chroma in the workers -> one committed run."""
 
 from __future__ import annotations
 
@@ -12,13 +8,14 @@ from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
-from . import features
-from .catalogue import list_tracks
-from .errors import STATUS_OK, STATUS_SILENT
-from .extract import ExtractSettings
-from .incremental import select_tracks
-from .runner import RunSummary
-from .spark import clear_staging, commit_run, extract_dataframe, new_run_id, read_current, run_statuses
+from .. import features
+from ..catalogue import list_tracks
+from ..errors import STATUS_OK, STATUS_SILENT
+from ..extract import ExtractSettings
+from ..incremental import select_tracks
+from ..runner import RunSummary
+from ..tables import clear_staging, commit_run, new_run_id, read_current, run_statuses
+from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "run_extract"]
 

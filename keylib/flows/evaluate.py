@@ -1,0 +1,40 @@
+"""The evaluate flow: current keys rows + a truth manifest -> the MIREX report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InputError
+from ..evaluate import Evaluation, evaluate_keys, read_truth
+from ..report import write_report
+from .infer import read_keys
+
+__all__ = ["run_evaluate"]
+
+
+def run_evaluate(spark, *, keys: str, truth: str | Path, output: str | Path,
+                 title: str = "keylib MIREX key evaluation") -> tuple[Evaluation, Path]:
+    """Score the current keys rows under ``keys`` (``OUT`` or ``OUT/keys``) against a truth
+    manifest and write the report into ``output``.
+
+    Returns
+    -------
+    (Evaluation, Path)
+        The evaluation and the path of ``report.html``.
+
+    Raises
+    ------
+    InputError
+        when there is no keys table or the manifest cannot be read.
+    """
+    truth_pdf = read_truth(truth)
+    frame = read_keys(spark, keys)
+    if frame is None:
+        raise InputError(f"no committed keys runs under {keys} (run infer or annotate first)")
+    keys_pdf = frame.select("track_id", "uri", "key", "confidence", "status", "error", "model_version").toPandas()
+    result = evaluate_keys(keys_pdf, truth_pdf)
+    versions = sorted(keys_pdf["model_version"].dropna().unique().tolist())
+    report = write_report(result, output, title=title, metadata={
+        "keys": str(keys), "truth": str(truth), "model_version": ", ".join(versions) or None,
+    })
+    return result, report

@@ -1,0 +1,85 @@
+"""The nightly flow: incremental extraction and inference, then the run manifest.
+
+See :mod:`keylib.nightly` for the manifest and what "done" means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from pyspark.sql import SparkSession
+
+from ..errors import InputError
+from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
+from ..runner import EXIT_INPUT, RunSummary
+from ..tables import new_run_id
+from .extract import run_extract
+from .infer import run_infer
+
+__all__ = ["run_nightly"]
+
+
+def run_nightly(
+    spark: SparkSession,
+    *,
+    input_uri: str,
+    output: str | Path,
+    config: Mapping[str, Any],
+    conf_path: str | None = None,
+    run_id: str | None = None,
+    with_keys: bool = True,
+) -> RunSummary:
+    """One nightly run: incremental extraction (and inference), then the manifest.
+
+    ``with_keys=False`` stops after extraction (``--extract-only``: features for training).
+
+    Returns
+    -------
+    RunSummary
+        ``job="nightly"``; ``extra["manifest"]`` is the manifest's path and
+        ``extra["exit_code"]`` the code the job returns.
+
+    Raises
+    ------
+    InputError
+        the catalogue cannot be listed; a manifest with ``status = "input_error"`` is
+        written first.
+    """
+    run_id = run_id or new_run_id()
+    summary = RunSummary(job="nightly")
+    summary.extra["run_id"] = run_id
+    manifest = start_manifest(run_id=run_id, input_uri=input_uri, output=output, config=config,
+                              conf_path=conf_path, spark_master=spark.sparkContext.master,
+                              spark_app_id=spark.sparkContext.applicationId)
+    stages: dict[str, Any] = {}
+    max_failed_share = config["nightly"]["max_failed_share"]
+    try:
+        extract = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
+        stages["extract"] = stage_record(extract)
+        final = extract
+        if with_keys:
+            # Infers every current chroma row without a current keys row of this model:
+            # tonight's new tracks, and any left without keys by a run killed in between.
+            keys = run_infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
+            stages["infer"] = stage_record(keys)
+            manifest["versions"]["model"] = keys.extra.get("model_version")
+            final = keys
+        summary.listed = extract.listed
+        # What the night annotated: tracks new or changed at the last stage (a track
+        # whose chroma was fresh but whose key row was missing counts once, as new).
+        summary.new = max(extract.new, final.new)
+        summary.skipped = summary.listed - summary.new
+        summary.failed = max(extract.failed, final.failed)
+        # Keys rows carry the extraction failures too: the last stage lists every failure once.
+        summary.failures = final.failures[:50]
+        code = summary.exit_code(max_failed_share)
+        status = "ok" if code == 0 else "too_many_failures"
+    except InputError as exc:
+        manifest.update(status="input_error", error=redact_text(exc), exit_code=EXIT_INPUT)
+        finish_manifest(manifest, summary, stages, output)
+        raise
+    manifest.update(status=status, error=None, exit_code=code)
+    summary.extra["exit_code"] = code
+    summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output))
+    return summary

@@ -1,0 +1,133 @@
+"""Key changes over time: windowed predictions of the key network smoothed by Viterbi.
+
+A track's chroma is cut into overlapping windows (:data:`WINDOW_S` long, every
+:data:`HOP_S`), each re-normalised as if it were a track of its own
+(:func:`keylib.tensors.crop`), and the same network that names the global key gives each
+window its 24 calibrated probabilities. A hidden Markov model over the 24 keys, whose only
+parameter is the cost of switching key (:data:`SWITCH_PENALTY`, in nats), turns that
+evidence into the most likely key sequence (Viterbi); runs of one key become segments.
+A track in one key gets one segment unless its evidence for another key outweighs the
+penalty over a stretch of music, so short borrowed chords and cadences in the dominant do
+not split it. Pure numpy: the network comes in as a function.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .features import FRAME_RATE
+from .keys import KEY_NAMES, N_KEYS
+from .tensors import crop
+
+__all__ = ["WINDOW_S", "HOP_S", "SWITCH_PENALTY", "windows", "viterbi", "key_segments"]
+
+WINDOW_S = 16.0
+HOP_S = 2.0
+# Tuned on two-key medleys of held-out music (bench/segments.py): lower splits one-key
+# tracks at passing tonicisations, higher misses short sections.
+SWITCH_PENALTY = 12.0
+
+Predict = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def windows(chroma: np.ndarray, *, window_s: float = WINDOW_S, hop_s: float = HOP_S
+            ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Overlapping windows of a chroma tensor and their centre times.
+
+    Parameters
+    ----------
+    chroma : np.ndarray, shape (12, n_frames)
+
+    Returns
+    -------
+    parts : list of np.ndarray, each (12, w)
+        Each window re-normalised as a track; a track shorter than a window is one window.
+    centres : np.ndarray, shape (len(parts),)
+        Centre of each window in seconds from the start of the tensor.
+    """
+    n = chroma.shape[1]
+    width = int(round(window_s * FRAME_RATE))
+    hop = max(1, int(round(hop_s * FRAME_RATE)))
+    if n <= width:
+        return [chroma], np.array([n / FRAME_RATE / 2])
+    starts = list(range(0, n - width + 1, hop))
+    if starts[-1] != n - width:
+        starts.append(n - width)  # the last window ends with the track
+    parts = [crop(chroma, width, start=s) for s in starts]
+    return parts, (np.asarray(starts) + width / 2) / FRAME_RATE
+
+
+def viterbi(log_probs: np.ndarray, *, switch_penalty: float = SWITCH_PENALTY) -> np.ndarray:
+    """Most likely key sequence under a sticky HMM.
+
+    Parameters
+    ----------
+    log_probs : np.ndarray, shape (n_windows, 24)
+        Log-probabilities of each key in each window.
+    switch_penalty : float
+        Cost of changing key between two windows, in nats (staying costs nothing).
+
+    Returns
+    -------
+    np.ndarray, shape (n_windows,), int
+        Key index per window.
+    """
+    t_max, k = log_probs.shape
+    score = log_probs[0].astype(np.float64).copy()
+    back = np.zeros((t_max, k), dtype=np.int64)
+    for t in range(1, t_max):
+        best_prev = int(np.argmax(score))
+        switch = score[best_prev] - switch_penalty
+        stay = score >= switch
+        back[t] = np.where(stay, np.arange(k), best_prev)
+        score = np.where(stay, score, switch) + log_probs[t]
+    path = np.zeros(t_max, dtype=np.int64)
+    path[-1] = int(np.argmax(score))
+    for t in range(t_max - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
+
+
+def key_segments(chroma: np.ndarray, predict: Predict, *, offset_s: float = 0.0,
+                 window_s: float = WINDOW_S, hop_s: float = HOP_S,
+                 switch_penalty: float = SWITCH_PENALTY) -> list[dict]:
+    """Segments of one key covering the analysed window, in order.
+
+    Parameters
+    ----------
+    chroma : np.ndarray, shape (12, n_frames)
+    predict : callable
+        List of (12, w) tensors -> (n, 24) calibrated probabilities (the served model's
+        ``predict_probs``).
+    offset_s : float
+        Where the tensor starts in the track (the analysis window's offset).
+
+    Returns
+    -------
+    list of dict
+        ``start_s``, ``end_s`` (seconds in the track), ``key`` (mir_eval spelling) and
+        ``confidence`` (the key's mean probability over the segment's windows).
+    """
+    parts, centres = windows(chroma, window_s=window_s, hop_s=hop_s)
+    probs = np.asarray(predict(parts), dtype=np.float64)
+    if probs.shape != (len(parts), N_KEYS):
+        raise ValueError(f"predict returned shape {probs.shape}, expected ({len(parts)}, 24)")
+    path = viterbi(np.log(np.clip(probs, 1e-9, 1.0)), switch_penalty=switch_penalty)
+    duration = chroma.shape[1] / FRAME_RATE
+    out: list[dict] = []
+    start = 0
+    for i in range(1, len(path) + 1):
+        if i == len(path) or path[i] != path[start]:
+            begin = 0.0 if start == 0 else (centres[start - 1] + centres[start]) / 2
+            end = duration if i == len(path) else (centres[i - 1] + centres[i]) / 2
+            key = int(path[start])
+            out.append({
+                "start_s": round(offset_s + float(begin), 3),
+                "end_s": round(offset_s + float(end), 3),
+                "key": KEY_NAMES[key],
+                "confidence": float(probs[start:i, key].mean()),
+            })
+            start = i
+    return out

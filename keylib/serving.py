@@ -1,0 +1,300 @@
+"""The served key model: the exported network run by ONNX Runtime, no TensorFlow.
+
+Everything inference needs from the model lives here: reading the model card, the 1-s
+step layout of the input, batching by length, calibration, and the ONNX Runtime session,
+loaded once per Python worker. Importing this module costs numpy only; ``onnxruntime``
+is imported when the first model is loaded (0.2 s, against ~9 s for TensorFlow).
+Training (:mod:`keylib.model`, :mod:`keylib.train`) stays in Keras and writes the ``.onnx``
+next to the ``.keras`` with :func:`keylib.model.export_onnx`; both sides share
+:func:`to_steps`, :func:`predict_by_length` and :func:`calibrate`, so the served model
+gives the Keras model's probabilities (within 1e-4, tested).
+
+Model files
+    ``<name>.onnx`` (the network; dynamic batch and time axes), ``<name>.json`` (its card:
+    ``version``, ``feature_version``, ``input.frames_per_step``, optionally
+    ``calibration.temperature``) and ``<name>.keras`` (the trained Keras model, for
+    training and export only). Any of the three paths names the model.
+
+Any length, pooled over the real length
+    Each track's (12, n_frames) chroma is averaged into steps of ``frames_per_step`` frames
+    (1 s; the last partial step averages its own frames) and goes through the network at
+    its true number of steps: the network pads the time axis circularly for its 3-step
+    window and averages its evidence over exactly those steps, so every second of a
+    track counts once. Tracks of equal length share one network call; nothing is tiled,
+    cropped or padded here (only extraction crops, to ``audio.max_duration_s``).
+
+Calibration
+    A card may carry ``"calibration": {"temperature": T}``; probabilities are then
+    ``softmax(log(p) / T)`` (temperature scaling: same argmax, confidences made honest).
+    No calibration in the card means T = 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import ModelError
+
+__all__ = [
+    "MODELS_DIR",
+    "SHIPPED_MODEL",
+    "ModelInfo",
+    "ServedModel",
+    "model_info",
+    "load_model",
+    "to_steps",
+    "predict_by_length",
+    "calibrate",
+]
+
+MODELS_DIR = Path(__file__).parent / "models"
+SHIPPED_MODEL = MODELS_DIR / "keynet-eq.onnx"
+N_KEYS = 24
+
+
+# --------------------------------------------------------------------------- input layout
+
+def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
+    """Average a chroma tensor into steps of ``frames_per_step`` frames.
+
+    Parameters
+    ----------
+    chroma : np.ndarray, shape (12, n_frames >= 1)
+    frames_per_step : int
+        Frames per step (5 = 1 s at the feature frame rate); 1 keeps every frame.
+
+    Returns
+    -------
+    np.ndarray, shape (ceil(n_frames / frames_per_step), 12), float32
+        NaN and inf read as 0. The last partial step is the mean of its own frames.
+    """
+    c = np.asarray(chroma, dtype=np.float32)
+    if c.ndim != 2 or c.shape[0] != 12 or c.shape[1] < 1:
+        raise ValueError(f"chroma must have shape (12, n_frames >= 1), got {c.shape}")
+    c = np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
+    if frames_per_step <= 1:
+        return np.ascontiguousarray(c.T)
+    n = c.shape[1]
+    steps = -(-n // frames_per_step)
+    pad = steps * frames_per_step - n
+    if pad:
+        sums = np.add.reduceat(c, np.arange(0, n, frames_per_step), axis=1)
+        counts = np.full(steps, float(frames_per_step), dtype=np.float32)
+        counts[-1] = frames_per_step - pad
+        return np.ascontiguousarray((sums / counts).T)
+    return np.ascontiguousarray(c.reshape(12, steps, frames_per_step).mean(axis=2).T)
+
+
+def predict_by_length(steps: Sequence[np.ndarray], run: Callable[[np.ndarray], np.ndarray], *,
+                      batch_size: int = 256) -> np.ndarray:
+    """Run a network over tracks of any length, each at its own length.
+
+    Parameters
+    ----------
+    steps : sequence of np.ndarray, each (n_steps_i >= 1, 12)
+        Tracks in the network's input layout (see :func:`to_steps`).
+    run : callable
+        ``run(x)`` with ``x`` of shape (batch, n_steps, 12) float32 returns (batch, 24).
+    batch_size : int
+        Most tracks per call; tracks of equal length share calls.
+
+    Returns
+    -------
+    np.ndarray, shape (len(steps), 24), float32
+        In the order of ``steps``.
+    """
+    out = np.zeros((len(steps), N_KEYS), dtype=np.float32)
+    by_length: dict[int, list[int]] = {}
+    for i, s in enumerate(steps):
+        by_length.setdefault(int(s.shape[0]), []).append(i)
+    for length, idx in sorted(by_length.items()):
+        for start in range(0, len(idx), max(1, int(batch_size))):
+            part = idx[start:start + max(1, int(batch_size))]
+            x = np.stack([steps[i] for i in part]).astype(np.float32, copy=False)
+            out[part] = np.asarray(run(x), dtype=np.float32)
+    return out
+
+
+def calibrate(probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Temperature scaling: ``softmax(log(probs) / temperature)`` row-wise.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n, 24)
+    temperature : float > 0
+        1 returns ``probs`` unchanged; above 1 softens, below 1 sharpens.
+
+    Returns
+    -------
+    np.ndarray, shape (n, 24), float32; rows sum to 1, argmax unchanged.
+    """
+    p = np.asarray(probs, dtype=np.float32)
+    if temperature == 1.0 or p.size == 0:
+        return p
+    logits = np.log(np.maximum(p.astype(np.float64), 1e-30)) / float(temperature)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- model files
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's files and card, read without loading the network (what a driver needs)."""
+
+    onnx_path: Path
+    card_path: Path
+    card: dict = field(repr=False)
+
+    @property
+    def version(self) -> str:
+        return str(self.card.get("version", self.card.get("name", "unknown")))
+
+    @property
+    def feature_version(self) -> str:
+        return str(self.card.get("feature_version", ""))
+
+    @property
+    def frames_per_step(self) -> int:
+        return int(self.card.get("input", {}).get("frames_per_step", 1))
+
+    @property
+    def temperature(self) -> float:
+        return float((self.card.get("calibration") or {}).get("temperature", 1.0))
+
+
+def model_info(path: str | Path | None = None) -> ModelInfo:
+    """The files and card of a model; ``None`` = the shipped model.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        ``<name>.onnx``, or its ``<name>.keras`` / ``<name>.json`` sibling.
+
+    Raises
+    ------
+    ModelError
+        when the ``.onnx`` or the card is missing or unreadable, the temperature is not
+        positive, or the card's ``feature_version`` differs from
+        :data:`keylib.features.FEATURE_VERSION`.
+    """
+    from .features import FEATURE_VERSION
+
+    given = Path(path).expanduser().resolve() if path else SHIPPED_MODEL.resolve()
+    onnx_path = given.with_suffix(".onnx")
+    card_path = given.with_suffix(".json")
+    if not onnx_path.is_file():
+        if given.suffix == ".keras" and given.is_file():
+            raise ModelError(f"no served model next to {given}: export {onnx_path.name} with "
+                             "keylib.model.export_onnx (needs the train extra)")
+        raise ModelError(f"model file not found: {onnx_path if given.suffix != '.onnx' else given}")
+    if not card_path.is_file():
+        raise ModelError(f"model card not found next to the model: {card_path}")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable model card {card_path}: {exc}") from None
+    info = ModelInfo(onnx_path, card_path, card)
+    if info.feature_version != FEATURE_VERSION:
+        raise ModelError(
+            f"model {info.version} was trained on features {info.feature_version!r}, "
+            f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
+        )
+    if not info.temperature > 0:
+        raise ModelError(f"model card {card_path}: calibration temperature must be > 0, got {info.temperature}")
+    return info
+
+
+# --------------------------------------------------------------------------- the served model
+
+class ServedModel:
+    """A key network run by ONNX Runtime; :meth:`predict_probs` is the one way to use it."""
+
+    def __init__(self, info: ModelInfo, *, threads: int = 1):
+        os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(threads))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(info.onnx_path), sess_options=options,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise ModelError(f"cannot load model {info.onnx_path}: {type(exc).__name__}: {exc}") from None
+        self._input = self._session.get_inputs()[0].name
+        self.info = info
+        self.path = info.onnx_path
+        self.card = dict(info.card)
+        self.version = info.version
+        self.feature_version = info.feature_version
+        self.frames_per_step = info.frames_per_step
+        self.temperature = info.temperature
+        self.threads = options.intra_op_num_threads
+
+    def __repr__(self) -> str:
+        return f"ServedModel({self.version!r}, feature_version={self.feature_version!r})"
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: x})[0]
+
+    def predict_probs(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
+        """Key probabilities of each chroma tensor.
+
+        Parameters
+        ----------
+        chromas : sequence of np.ndarray, each (12, n_frames >= 1)
+            Any lengths: each track is averaged into 1-s steps and run at its own number
+            of steps (tracks of equal length in one call); see the module docstring.
+        batch_size : int
+            Most tracks per network call.
+
+        Returns
+        -------
+        np.ndarray, shape (n, 24), float32
+            Calibrated; rows sum to 1; columns in :mod:`keylib.keys` index order.
+
+        Raises
+        ------
+        ValueError
+            when a tensor is not (12, n_frames >= 1).
+        """
+        steps = [to_steps(c, self.frames_per_step) for c in chromas]
+        return calibrate(predict_by_length(steps, self._run, batch_size=batch_size), self.temperature)
+
+    def predict_keys(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
+        """Index (0..23) of the most probable key of each chroma tensor."""
+        return self.predict_probs(chromas, batch_size=batch_size).argmax(axis=1)
+
+
+def load_model(path: str | Path | None = None, *, threads: int | None = None) -> ServedModel:
+    """The served model at ``path`` (``.onnx``, or its ``.keras``/``.json`` sibling);
+    ``None`` = the shipped model.
+
+    Cached per process, path and thread count, so a Spark Python worker loads it once.
+    ``threads``: ONNX Runtime's intra-op threads; default 1 (Spark runs one task per core).
+
+    Raises
+    ------
+    ModelError
+        see :func:`model_info`; also when ONNX Runtime cannot load the file.
+    """
+    info = model_info(path)
+    return _load_cached(str(info.onnx_path), max(1, int(threads or 1)))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(onnx_path: str, threads: int) -> ServedModel:
+    return ServedModel(model_info(onnx_path), threads=threads)
+

@@ -1,0 +1,260 @@
+"""The served model (ONNX Runtime): same probabilities as Keras, any length at its real
+length, calibration, model files, and no TensorFlow anywhere on the serving path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keylib import features, keys, serving, synth
+from keylib.errors import ModelError
+
+REPO = Path(__file__).resolve().parent.parent
+STEP_LENGTHS = (1, 2, 3, 7, 8, 17, 40, 301)
+
+
+@pytest.fixture(scope="module")
+def served():
+    return serving.load_model()
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    from keylib import model as km
+
+    return km.load_model()
+
+
+@pytest.fixture(scope="module")
+def cadences():
+    """One 8-s cadential piece per key (keylib.synth), as (12, n_frames) chroma."""
+    return [features.chroma(synth.chord_progression(k, duration_s=8.0, sr=features.SAMPLE_RATE, seed=500 + k))
+            for k in range(keys.N_KEYS)]
+
+
+def random_chromas(seed: int, frames_per_step: int = 5):
+    """Random chroma of several lengths: whole steps, and partial last steps."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for steps in STEP_LENGTHS:
+        out.append(rng.random((12, steps * frames_per_step), dtype=np.float32))
+        out.append(rng.random((12, steps * frames_per_step + 2), dtype=np.float32) ** 3)
+    return out
+
+
+def test_shipped_files_side_by_side(served):
+    for name in ("keynet-eq", "keycnn-ref"):
+        for suffix in (".onnx", ".keras", ".json"):
+            assert (serving.MODELS_DIR / f"{name}{suffix}").is_file(), f"{name}{suffix}"
+    assert served.path == serving.SHIPPED_MODEL.resolve()
+    assert served.version == json.loads(serving.SHIPPED_MODEL.with_suffix(".json").read_text())["version"]
+    assert served.feature_version == features.FEATURE_VERSION and served.threads == 1
+    assert serving.load_model() is served  # once per process
+    assert serving.load_model(serving.SHIPPED_MODEL.with_suffix(".keras")) is served  # the .keras names it too
+
+
+def test_served_equals_keras_on_the_24_cadences(served, keras_model, cadences):
+    a = served.predict_probs(cadences)
+    b = keras_model.predict_probs(cadences)
+    assert a.shape == (24, 24) and a.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-4
+    assert list(a.argmax(axis=1)) == list(range(24))  # and the model names every key
+
+
+@pytest.mark.parametrize("name", ["keynet-eq", "keycnn-ref"])
+def test_served_equals_keras_on_random_chroma_of_any_length(name):
+    from keylib import model as km
+
+    served = serving.load_model(serving.MODELS_DIR / f"{name}.onnx")
+    trained = km.load_model(serving.MODELS_DIR / f"{name}.keras")
+    chromas = random_chromas(1, frames_per_step=5)
+    a = served.predict_probs(chromas, batch_size=3)
+    b = trained.predict_probs(chromas, batch_size=3)
+    assert a.shape == (len(chromas), 24)
+    assert np.abs(a - b).max() < 1e-4
+    assert np.allclose(a.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_export_onnx_of_a_fresh_network(tmp_path):
+    """export_onnx: a new (seeded, untrained) network served equals itself in Keras."""
+    import keras
+
+    from keylib import model as km
+
+    keras.utils.set_random_seed(7)
+    net = km.build_keynet_eq(filters=8, mix=8, head=8)
+    path = km.export_onnx(net, tmp_path / "fresh.onnx")
+    card = {"version": "fresh-1", "feature_version": features.FEATURE_VERSION, "input": {"frames_per_step": 5}}
+    path.with_suffix(".json").write_text(json.dumps(card))
+    served = serving.load_model(path)
+    chromas = random_chromas(2)
+    expected = km.KeyModel(net, card).predict_probs(chromas)
+    assert np.abs(served.predict_probs(chromas) - expected).max() < 1e-4
+    assert served.version == "fresh-1"
+
+
+def test_each_track_runs_at_its_real_length(served):
+    """No tiling: a 17-step track (tiled to 24 before) is the network on exactly its 17 steps,
+    alone or in a batch of mixed lengths."""
+    rng = np.random.default_rng(3)
+    track = rng.random((12, 17 * 5), dtype=np.float32)
+    steps = serving.to_steps(track, 5)
+    assert steps.shape == (17, 12)
+    direct = served._run(steps[None])
+    mixed = served.predict_probs([rng.random((12, 40), dtype=np.float32), track, track[:, :7]])
+    assert np.abs(mixed[1] - direct[0]).max() < 1e-6
+    # The tiled input of old (17 steps looped to 24) gives another answer: 7 steps counted twice.
+    tiled = served._run(steps[np.arange(24) % 17][None])
+    assert np.abs(tiled[0] - direct[0]).max() > 1e-4
+    # Whereas a track and the same track played twice are the same loop: same evidence.
+    twice = served.predict_probs([np.concatenate([track, track], axis=1)])
+    assert np.abs(twice[0] - direct[0]).max() < 1e-5
+
+
+def test_to_steps_layout():
+    c = np.arange(12 * 11, dtype=np.float32).reshape(12, 11)
+    s = serving.to_steps(c, 5)
+    assert s.shape == (3, 12)
+    assert np.allclose(s[0], c[:, :5].mean(axis=1)) and np.allclose(s[2], c[:, 10])
+    assert serving.to_steps(c[:, :1], 5).shape == (1, 12)
+    with pytest.raises(ValueError):
+        serving.to_steps(np.zeros((11, 5), np.float32), 5)
+
+
+def test_calibration_from_the_card(tmp_path, served, cadences):
+    for suffix in (".onnx", ".json"):
+        shutil.copy(serving.SHIPPED_MODEL.with_suffix(suffix), tmp_path / f"m{suffix}")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["calibration"] = {"temperature": 2.0}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    warm = serving.load_model(tmp_path / "m.onnx")
+    assert warm.temperature == 2.0 and served.temperature == 1.0
+    base, soft = served.predict_probs(cadences), warm.predict_probs(cadences)
+    assert np.array_equal(base.argmax(1), soft.argmax(1))
+    assert np.all(soft.max(1) < base.max(1)) and np.allclose(soft.sum(1), 1.0, atol=1e-5)
+    expected = np.exp(np.log(base.astype(np.float64)) / 2.0)
+    assert np.allclose(soft, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    card["calibration"] = {"temperature": 0}
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    shutil.copy(tmp_path / "m.onnx", tmp_path / "bad.onnx")
+    with pytest.raises(ModelError, match="temperature"):
+        serving.load_model(tmp_path / "bad.onnx")
+
+
+def test_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        serving.load_model(tmp_path / "absent.onnx")
+    shutil.copy(serving.SHIPPED_MODEL.with_suffix(".keras"), tmp_path / "k.keras")
+    shutil.copy(serving.SHIPPED_MODEL.with_suffix(".json"), tmp_path / "k.json")
+    with pytest.raises(ModelError, match="export_onnx"):
+        serving.load_model(tmp_path / "k.keras")  # a .keras alone is not servable
+    shutil.copy(serving.SHIPPED_MODEL, tmp_path / "nocard.onnx")
+    with pytest.raises(ModelError, match="card"):
+        serving.load_model(tmp_path / "nocard.onnx")
+    card = json.loads(serving.SHIPPED_MODEL.with_suffix(".json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps({**card, "feature_version": "chroma-other"}))
+    shutil.copy(serving.SHIPPED_MODEL, tmp_path / "old.onnx")
+    with pytest.raises(ModelError, match="feature"):
+        serving.model_info(tmp_path / "old.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    (tmp_path / "junk.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="cannot load"):
+        serving.load_model(tmp_path / "junk.onnx")
+
+
+# ------------------------------------------------------------------ no TensorFlow anywhere
+
+HEAVY = ("tensorflow", "keras", "tf2onnx")
+
+
+def _python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_serving_modules_never_import_tensorflow(cadences):
+    proc = _python("""
+        import json, sys
+        import numpy as np
+        import keylib.serving, keylib.inference, keylib.cli, keylib.extract, keylib.features, keylib.evaluate
+        from keylib import features, synth
+        from keylib.inference import predict_frame
+        import pandas as pd
+        c = features.chroma(synth.chord_progression(7, duration_s=6.0, sr=features.SAMPLE_RATE))
+        rows = pd.DataFrame([{"track_id": "t", "uri": "t", "n_frames": c.shape[1], "chroma": c.reshape(-1),
+                              "feature_version": features.FEATURE_VERSION, "status": "ok", "error": None}])
+        out = predict_frame(rows, keylib.serving.load_model())
+        print(json.dumps({"key": out.key[0], "heavy": sorted(m for m in sys.modules
+                          if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["key"] == "G major" and result["heavy"] == []
+
+
+def test_keylib_analyze_never_imports_tensorflow(tmp_path):
+    song = tmp_path / "song.mp3"
+    synth.write_audio(song, synth.chord_progression(9, duration_s=10.0, sr=22050, seed=1), sr=22050)
+    # -X importtime lists every module the process imports, on stderr.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "keylib.cli", "analyze", "--json", str(song)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = json.loads(proc.stdout)
+    assert row["key"] == "A major"
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "onnxruntime" in imported and "numpy" in imported  # the listing works
+    assert not imported & set(HEAVY), imported & set(HEAVY)
+    assert "oneDNN" not in proc.stderr
+
+
+def test_spark_job_never_imports_tensorflow(tmp_path):
+    """A local Spark job runs the inference UDF; neither its driver nor the Python worker
+    that served the model has TensorFlow loaded."""
+    proc = _python(f"""
+        import json, sys
+        import numpy as np, pandas as pd
+        from keylib import features, synth
+        from keylib.config import load_config
+        from keylib.inference import infer_dataframe
+        from keylib.spark import get_session
+
+        config = load_config(None)
+        config["spark"]["master"] = "local[1]"
+        spark = get_session(config, app_name="no-tensorflow")
+        rows = []
+        for k in (0, 5, 21):
+            c = features.chroma(synth.chord_progression(k, duration_s=6.0, sr=features.SAMPLE_RATE, seed=k))
+            rows.append({{"track_id": f"t{{k}}", "uri": f"t{{k}}", "identity": None, "n_frames": int(c.shape[1]),
+                         "feature_version": features.FEATURE_VERSION, "chroma": c.reshape(-1).tolist(),
+                         "status": "ok", "error": None, "extracted_at": pd.Timestamp.now(tz="UTC")}})
+        chroma = spark.createDataFrame(pd.DataFrame(rows)).coalesce(1)
+        keys = infer_dataframe(chroma).toPandas()
+
+        def check(batches):
+            import os
+            from keylib.inference import predict_frame
+            from keylib.serving import load_model
+            for batch in batches:
+                served = predict_frame(batch, load_model())  # the worker serves, then looks
+                yield pd.DataFrame({{"pid": [os.getpid()], "model": [served.key.iloc[0]],
+                                    "heavy": [",".join(sorted(m for m in sys.modules
+                                              if m.split(".")[0] in {HEAVY!r}))]}})
+        worker = chroma.mapInPandas(check, "pid long, model string, heavy string").toPandas()
+        driver = sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})
+        print(json.dumps({{"keys": dict(zip(keys.track_id, keys.key)), "status": sorted(set(keys.status)),
+                          "worker": worker.heavy.tolist(), "driver": driver}}))
+        spark.stop()
+    """, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == ["ok"]
+    assert result["keys"] == {"t0": "C major", "t5": "F major", "t21": "A minor"}
+    assert result["driver"] == [] and result["worker"] and set(result["worker"]) == {""}

@@ -56,7 +56,7 @@ def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
     """s3:// paths in a CSV manifest: fingerprints from HEAD (ETag:size), a deleted object is
     missing, and executors read the others; local rows in the same manifest work as usual."""
     from keylib.extract import ExtractSettings
-    from keylib.spark import extract_dataframe
+    from keylib.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "m", 2)
     synth.write_audio(tmp_path / "local.wav", synth.chord_progression(21, duration_s=3.0, seed=2), sr=22050)

@@ -12,7 +12,7 @@ import pytest
 from keylib import features, io, synth
 from keylib.catalogue import list_tracks
 from keylib.extract import ExtractSettings, extract_track
-from keylib.spark import extract_dataframe
+from keylib.workers import extract_dataframe
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_hash_content_false_identifies_tracks_by_their_listing(spark, config, ca
 
 
 class FailsOnOneTrack:
-    """The real shipped model, except that a batch holding ``poison`` fails as a runtime
+    """The real served model, except that a batch holding ``poison`` fails as a runtime
     out of memory would (the failure ``predict_frame`` must confine to that batch)."""
 
     def __init__(self, model, poison: np.ndarray):
@@ -88,7 +88,7 @@ def _chroma_rows(prefix, tensors, statuses):
 
 def test_a_batch_whose_prediction_fails_gets_model_error_rows_and_other_batches_are_fine():
     from keylib.inference import predict_frame
-    from keylib.model import load_model
+    from keylib.serving import load_model
 
     clips = [features.chroma(synth.chord_progression(k, duration_s=6.0, sr=features.SAMPLE_RATE, seed=k))
              for k in (0, 9, 14, 19)]

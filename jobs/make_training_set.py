@@ -9,45 +9,44 @@ DIR/chroma_cache.parquet (the extraction job's columns, computed by the same cod
 
 import argparse
 import sys
-import tomllib
 from pathlib import Path
 
+from keylib.config import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
+from keylib.errors import ConfigError
+from keylib.runner import EXIT_CONFIG, EXIT_INPUT, EXIT_OK
 from keylib.trainset import make_training_set
-
-SETTINGS = ("pop909", "pop909_holdout_from", "pop909_renders", "procedural", "chorales",
-            "transpositions", "folk", "heldout_folk", "heldout_classical", "atonal", "whole", "workers", "seed")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="submit.sh make-training-set", description=__doc__.splitlines()[0])
     p.add_argument("--output", required=True, help="output folder (outside the repository)")
-    p.add_argument("--train-conf", default=str(Path(__file__).resolve().parent.parent / "conf" / "train.toml"))
+    p.add_argument("--train-conf", default=str(TRAIN_CONF), help="training settings (TOML, [trainset] section)")
     p.add_argument("--conf", default=None, help="Spark configuration (unused: this job runs a local pool)")
-    for name in SETTINGS:
-        p.add_argument("--" + name.replace("_", "-"), default=None,
-                       type=str if name == "pop909" else int)
+    for name, default in TRAINSET_DEFAULTS.items():  # each setting can be overridden by a flag
+        p.add_argument("--" + name.replace("_", "-"), default=None, type=type(default))
     p.add_argument("--pop909-limit", type=int, default=None, help="at most this many training songs")
     p.add_argument("--pop909-offset", type=int, default=0, help="skip this many training songs")
     p.add_argument("--no-pop909-heldout", action="store_true", help="do not render the held-out songs")
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
     args = p.parse_args(argv)
-    conf = {}
-    if args.train_conf and Path(args.train_conf).is_file():
-        conf = tomllib.loads(Path(args.train_conf).read_text()).get("trainset", {})
-    s = {k: (getattr(args, k) if getattr(args, k) is not None else conf.get(k)) for k in SETTINGS}
+    try:
+        s = load_train_config(args.train_conf)["trainset"]
+    except ConfigError as exc:
+        print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    s.update({k: getattr(args, k) for k in s if getattr(args, k) is not None})
     manifest = make_training_set(
-        Path(args.output), workers=int(s["workers"] or 2), with_chroma=not args.no_chroma,
-        pop909=Path(s["pop909"]) if s["pop909"] else None, n_procedural=int(s["procedural"] or 0),
-        n_chorales=int(s["chorales"] or 0), n_folk=int(s["folk"] or 0), n_heldout_folk=int(s["heldout_folk"] or 0),
-        transpositions=int(s["transpositions"] or 1), pop909_renders=int(s["pop909_renders"] or 1),
-        pop909_holdout_from=int(s["pop909_holdout_from"] or 800), seed=int(s["seed"] or 0),
+        Path(args.output), workers=s["workers"], with_chroma=not args.no_chroma,
+        pop909=Path(s["pop909"]) if s["pop909"] else None, n_procedural=s["procedural"],
+        n_chorales=s["chorales"], n_folk=s["folk"], n_heldout_folk=s["heldout_folk"],
+        transpositions=s["transpositions"], pop909_renders=s["pop909_renders"],
+        pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
         pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
-        whole=bool(int(s["whole"] or 0)), n_heldout_classical=int(s["heldout_classical"] or 0),
-        n_atonal=int(s["atonal"] or 0),
+        whole=bool(s["whole"]), n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
     )
     n = sum(1 for _ in open(manifest)) - 1
     print(f"make-training-set: {n} clips, manifest {manifest}")
-    return 0 if n > 0 else 3
+    return EXIT_OK if n > 0 else EXIT_INPUT
 
 
 if __name__ == "__main__":

@@ -9,12 +9,13 @@ Parquet or from --manifest, joined by track_id. No Spark: the data fit in memory
 """
 
 import argparse
-import dataclasses
 import json
 import sys
-import tomllib
 from pathlib import Path
 
+from keylib.config import TRAIN_CONF, load_train_config
+from keylib.errors import ConfigError
+from keylib.runner import EXIT_CONFIG, EXIT_INPUT
 from keylib.train import TrainConfig, load_dataset, split_dataset, train_model
 
 
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--features", action="append", required=True, help="Parquet file or folder (repeatable)")
     p.add_argument("--manifest", action="append", default=[], help="manifest CSV with key/source (repeatable)")
     p.add_argument("--output", required=True, help="model folder")
-    p.add_argument("--train-conf", default=str(Path(__file__).resolve().parent.parent / "conf" / "train.toml"))
+    p.add_argument("--train-conf", default=str(TRAIN_CONF), help="training settings (TOML, [train] section)")
     p.add_argument("--conf", default=None, help="Spark configuration (unused: training runs in one process)")
     p.add_argument("--arch", default=None)
     p.add_argument("--name", default=None, help="file name of the model (default from the architecture)")
@@ -33,28 +34,29 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default OMP_NUM_THREADS)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     args = p.parse_args(argv)
-    conf = {}
-    if args.train_conf and Path(args.train_conf).is_file():
-        conf = tomllib.loads(Path(args.train_conf).read_text()).get("train", {})
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in conf.items() if k in fields})
-    for k in ("arch", "epochs", "seed", "threads", "max_steps_per_epoch"):
-        if getattr(args, k) is not None:
-            setattr(cfg, k, getattr(args, k))
+    try:
+        cfg = TrainConfig(**load_train_config(args.train_conf)["train"])
+        for k in ("arch", "epochs", "seed", "threads", "max_steps_per_epoch"):
+            if getattr(args, k) is not None:
+                setattr(cfg, k, getattr(args, k))
+        _check_arch(cfg.arch)
+    except ConfigError as exc:
+        print(f"keylib train: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     cfg.name = args.name or cfg.arch.replace("_", "-")
     cfg.version = args.version
     try:
         df = load_dataset(args.features, args.manifest)
     except (FileNotFoundError, ValueError) as exc:
         print(f"keylib train: input error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_INPUT
     train_df, val_df, held_df = split_dataset(df, cfg.val_fraction, cfg.seed)
     atonal_df = df[df["split"] == "atonal"]
     print(f"train: {len(train_df)} tracks, validation: {len(val_df)}, held out: {len(held_df)}, "
           f"atonal: {len(atonal_df)}")
     if not len(train_df):
         print("keylib train: no training rows", file=sys.stderr)
-        return 3
+        return EXIT_INPUT
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output))
     summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}
     if "heldout" in card:
@@ -64,6 +66,13 @@ def main(argv=None) -> int:
         summary["heldout tonal kept"] = card["heldout"].get("tonal_kept")
     print(f"model: {Path(args.output) / (cfg.name + '.keras')}  MIREX (fifths both ways): {json.dumps(summary)}")
     return 0
+
+
+def _check_arch(arch: str) -> None:
+    from keylib.model import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"train.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {arch!r}")
 
 
 if __name__ == "__main__":

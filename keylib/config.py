@@ -4,13 +4,16 @@
 and other files (``conf/nightly.toml``, ``conf/cluster.toml``) set only what differs.
 
 Settings live in TOML; run arguments (input, output, date, ``--force``) are flags of the
-jobs. ``python -m keylib.config submit-args FILE`` prints the spark-submit options that
+jobs. ``conf/train.toml`` (training-set generation and training, no Spark) is read by
+:func:`load_train_config` with the same rules: unknown sections and keys and wrong types
+raise :class:`~keylib.errors.ConfigError` (exit code 2). ``python -m keylib.config submit-args FILE`` prints the spark-submit options that
 must be known before the JVM starts (master, memory), for ``submit.sh``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import sys
@@ -20,9 +23,13 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULTS", "DEFAULT_CONF", "load_config", "config_hash"]
+__all__ = [
+    "DEFAULTS", "DEFAULT_CONF", "TRAINSET_DEFAULTS", "TRAIN_CONF", "load_config", "load_train_config",
+    "config_hash",
+]
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.toml"
+TRAIN_CONF = DEFAULT_CONF.parent / "train.toml"
 _LOG4J = DEFAULT_CONF.parent / "log4j2.properties"
 
 DEFAULTS: dict[str, Any] = {
@@ -47,13 +54,51 @@ DEFAULTS: dict[str, Any] = {
     "nightly": {"max_failed_share": 0.05},
 }
 
-_POSITIVE = {
-    ("spark", "arrow_batch_rows"),
-    ("spark", "tracks_per_partition"),
-    ("spark", "task_cpus"),
-    ("audio", "max_duration_s"),
-    ("audio", "max_file_mb"),
-    ("s3", "max_attempts"),
+# What each setting with a range may hold (checked after merging a file over the defaults).
+_BOUNDS = {
+    ("spark", "arrow_batch_rows"): "positive",
+    ("spark", "tracks_per_partition"): "positive",
+    ("spark", "task_cpus"): "positive",
+    ("audio", "max_duration_s"): "positive",
+    ("audio", "max_file_mb"): "positive",
+    ("s3", "max_attempts"): "positive",
+    ("audio", "min_duration_s"): "not negative",
+    ("nightly", "max_failed_share"): "share",
+}
+_CHECKS = {
+    "positive": (lambda value: value > 0, "must be positive"),
+    "not negative": (lambda value: value >= 0, "must not be negative"),
+    "share": (lambda value: 0.0 <= value <= 1.0, "must be within 0..1"),
+}
+
+# [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
+TRAINSET_DEFAULTS: dict[str, Any] = {
+    "pop909": "",  # POP909 folder; "" = none
+    "pop909_holdout_from": 800,
+    "pop909_renders": 1,
+    "procedural": 160,
+    "chorales": 150,
+    "transpositions": 1,
+    "folk": 150,
+    "heldout_folk": 120,
+    "heldout_classical": 24,
+    "atonal": 200,
+    "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
+    "workers": 2,
+    "seed": 11,
+}
+
+# The [train] defaults are keylib.train.TrainConfig's.
+_TRAIN_BOUNDS = {
+    **dict.fromkeys([("trainset", "pop909_renders"), ("trainset", "transpositions"), ("trainset", "workers"),
+                     ("train", "epochs"), ("train", "batch_size"), ("train", "learning_rate"),
+                     ("train", "batches_per_epoch")], "positive"),
+    **dict.fromkeys([("trainset", "procedural"), ("trainset", "chorales"), ("trainset", "folk"),
+                     ("trainset", "heldout_folk"), ("trainset", "heldout_classical"), ("trainset", "atonal"),
+                     ("trainset", "pop909_holdout_from"), ("train", "patience")], "not negative"),
+    **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
+                     ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
+                     ("train", "whole_share")], "share"),
 }
 
 
@@ -70,20 +115,64 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     ConfigError
         for a missing or malformed file, an unknown section or key, or a bad value.
     """
-    config = copy.deepcopy(DEFAULTS)
+    return _load(path, config=copy.deepcopy(DEFAULTS), default_file=DEFAULT_CONF, bounds=_BOUNDS)
+
+
+def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Read ``conf/train.toml`` (or ``path``) over the training defaults and validate it.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        The TOML file; ``None`` reads ``conf/train.toml`` when it exists, else defaults.
+
+    Returns
+    -------
+    dict
+        ``{"trainset": {...}, "train": {...}}``: ``trainset`` has the keys of
+        :data:`TRAINSET_DEFAULTS`; ``train`` has the fields of
+        :class:`keylib.train.TrainConfig` that have a plain default (``name``, ``version``,
+        ``threads`` and ``max_steps_per_epoch`` are flags of the job).
+
+    Raises
+    ------
+    ConfigError
+        for a missing or malformed file, an unknown section or key, or a bad value.
+    """
+    config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
+    return _load(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
+
+
+def _load(path: str | Path | None, *, config: dict, default_file: Path, bounds: dict) -> dict[str, Any]:
+    """``config`` (the defaults) updated from ``path`` (or ``default_file`` when it exists), checked."""
     if path is None:
-        path = DEFAULT_CONF if DEFAULT_CONF.exists() else None
+        path = default_file if default_file.exists() else None
     if path is not None:
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        _merge(config, data, where=str(path))
-    _validate(config)
+        _merge(config, _read_toml(path), where=str(path))
+    for (section, key), bound in bounds.items():
+        holds, requirement = _CHECKS[bound]
+        if not holds(config[section][key]):
+            raise ConfigError(f"{section}.{key} {requirement}, got {config[section][key]!r}")
     return config
+
+
+def _train_defaults() -> dict[str, Any]:
+    from .train import TrainConfig  # the training settings and their defaults live there
+
+    return {
+        field.name: field.default for field in dataclasses.fields(TrainConfig)
+        if isinstance(field.default, (bool, int, float, str)) and field.name not in ("name", "version")
+    }
+
+
+def _read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _merge(base: dict, update: dict, *, where: str, prefix: str = "") -> None:
@@ -108,17 +197,6 @@ def _merge(base: dict, update: dict, *, where: str, prefix: str = "") -> None:
                     f"{where}: {name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
                 )
             base[key] = value
-
-
-def _validate(config: dict) -> None:
-    for section, key in _POSITIVE:
-        if config[section][key] <= 0:
-            raise ConfigError(f"{section}.{key} must be positive, got {config[section][key]!r}")
-    if config["audio"]["min_duration_s"] < 0:
-        raise ConfigError("audio.min_duration_s must not be negative")
-    share = config["nightly"]["max_failed_share"]
-    if not 0.0 <= share <= 1.0:
-        raise ConfigError(f"nightly.max_failed_share must be within 0..1, got {share!r}")
 
 
 def config_hash(config: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PROFILES", "template_scores", "template_probs", "template_key"]
+__all__ = ["PROFILES", "template_scores", "template_key"]
 
 # Krumhansl & Kessler (1982) probe-tone ratings.
 KRUMHANSL_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
@@ -52,14 +52,6 @@ def template_scores(chroma_or_profile: np.ndarray, *, profile: str = "krumhansl"
     if norm < 1e-12:
         return np.zeros(24)
     return _key_matrix(profile) @ (x / norm)
-
-
-def template_probs(chroma_or_profile: np.ndarray, *, profile: str = "krumhansl",
-                   temperature: float = 0.1) -> np.ndarray:
-    """Correlations turned into probabilities (24,) by a softmax; argmax = the template's key."""
-    s = template_scores(chroma_or_profile, profile=profile) / temperature
-    e = np.exp(s - s.max())
-    return e / e.sum()
 
 
 def template_key(chroma_or_profile: np.ndarray, *, profile: str = "krumhansl") -> int:

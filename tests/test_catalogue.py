@@ -1,15 +1,24 @@
-"""Catalogue listing, incremental selection and configuration (no Spark needed)."""
+"""Catalogue listing, incremental selection and configuration (Spark and train.toml too)."""
 
 from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from keylib import synth
 from keylib.catalogue import list_tracks
-from keylib.config import load_config
+from keylib.config import TRAINSET_DEFAULTS, load_config, load_train_config
 from keylib.errors import ConfigError, InputError
 from keylib.incremental import select_tracks
+from servers import clip_bytes, fill_bucket, moto_server  # noqa: F401 - moto_server is a fixture
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _clip(path):
@@ -41,6 +50,37 @@ def test_manifest_relative_paths_truth_and_missing_files(tmp_path):
     assert frame.loc["rel", "fingerprint"] == frame.loc["abs", "fingerprint"]
     assert frame.loc["audio/gone.mp3", "fingerprint"] == "missing"  # track_id defaults to the path
     assert frame.loc["rel", "truth_key"] == "Bb:min" and pd.isna(frame.loc["abs", "truth_key"])
+
+
+def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
+    """s3:// paths in a CSV manifest: fingerprints from HEAD (ETag:size), a deleted object is
+    missing, and executors read the others; local rows in the same manifest work as usual."""
+    from keylib.extract import ExtractSettings
+    from keylib.workers import extract_dataframe
+
+    fill_bucket(moto_server, "music", "m", 2)
+    synth.write_audio(tmp_path / "local.wav", synth.chord_progression(21, duration_s=3.0, seed=2), sr=22050)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({
+        "path": ["s3://music/m/track0000.wav", "s3://music/m/track0001.wav", "s3://music/m/gone.wav", "local.wav"],
+        "track_id": ["s3-a", "s3-b", "s3-gone", "here"],
+        "key": ["C major", "Db major", "", "A minor"],
+    }).to_csv(manifest, index=False)
+    s3conf = {"endpoint_url": moto_server.endpoint, "region": "us-east-1", "max_attempts": 2}
+    frame = list_tracks(str(manifest), s3_settings=s3conf).set_index("track_id")
+    head = moto_server.client().head_object(Bucket="music", Key="m/track0001.wav")
+    assert frame.loc["s3-b", "uri"] == "s3://music/m/track0001.wav"
+    assert frame.loc["s3-b", "fingerprint"] == f"{head['ETag'].strip(chr(34))}:{len(clip_bytes(1))}"
+    assert frame.loc["s3-b", "size_bytes"] == len(clip_bytes(1)) and frame.loc["s3-b", "truth_key"] == "Db major"
+    assert frame.loc["s3-gone", "fingerprint"] == "missing" and pd.isna(frame.loc["s3-gone", "size_bytes"])
+    assert frame.loc["here", "uri"] == str(tmp_path / "local.wav")
+
+    settings = ExtractSettings.from_config({**config, "s3": s3conf})
+    rows = (extract_dataframe(spark, frame.reset_index(), settings=settings, tracks_per_partition=2)
+            .select("track_id", "status", "error", "n_frames").toPandas().set_index("track_id"))
+    assert rows.loc["s3-gone", "status"] == "missing" and "s3://music/m/gone.wav" in rows.loc["s3-gone", "error"]
+    for track in ("s3-a", "s3-b", "here"):
+        assert rows.loc[track, "status"] == "ok" and rows.loc[track, "n_frames"] > 0, rows.loc[track, "error"]
 
 
 @pytest.mark.parametrize(
@@ -105,3 +145,59 @@ def test_config_defaults_and_validation(tmp_path):
             load_config(path)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml")
+
+
+# ---------------------------------------------------------------- conf/train.toml
+
+def test_train_conf_loads_and_feeds_the_training_code():
+    from keylib.train import TrainConfig
+
+    config = load_train_config(REPO / "conf" / "train.toml")
+    assert set(config) == {"trainset", "train"} and set(config["trainset"]) == set(TRAINSET_DEFAULTS)
+    assert config["trainset"]["seed"] == 11 and config["train"]["arch"] == "keynet_eq"
+    train = TrainConfig(**config["train"])  # every [train] key is a TrainConfig field
+    assert set(config["train"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
+    assert not {"name", "version", "threads", "max_steps_per_epoch"} & set(config["train"])  # flags
+    assert train.epochs == config["train"]["epochs"]
+    defaults = load_train_config(None)  # conf/train.toml itself
+    assert defaults == config
+
+
+def test_train_conf_validation(tmp_path):
+    for text, message in [
+        ("[train]\nepoch = 3\n", "unknown setting 'train.epoch'"),
+        ("[trainset]\nworkers = 'two'\n", "trainset.workers must be int, got str 'two'"),
+        ("[train]\nname = 'x'\n", "unknown setting 'train.name'"),  # a flag, not a setting
+        ("[model]\npath = 'x'\n", "unknown setting 'model'"),
+        ("[train]\nval_fraction = 1.5\n", "train.val_fraction must be within 0..1"),
+        ("[trainset]\nworkers = 0\n", "trainset.workers must be positive"),
+        ("[train]\nlearning_rate = 1\n", None),  # an int where a float is expected is fine
+    ]:
+        path = tmp_path / "t.toml"
+        path.write_text(text)
+        if message is None:
+            assert load_train_config(path)["train"]["learning_rate"] == 1.0
+            continue
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(path)
+
+
+@pytest.mark.parametrize("job, text, message", [
+    ("train", "[train]\nepochz = 3\n", "unknown setting 'train.epochz'"),
+    ("train", "[trainset]\nchorales = 'many'\n", "trainset.chorales must be int, got str 'many'"),
+    ("train", "[train]\narch = 'resnet'\n", "train.arch must be one of keycnn_ref, keynet_eq, got 'resnet'"),
+    ("make_training_set", "[trainset]\nprocedurall = 5\n", "unknown setting 'trainset.procedurall'"),
+    ("make_training_set", "[train]\nepochs = 4.5\n", "train.epochs must be int, got float 4.5"),
+])
+def test_training_jobs_reject_a_bad_train_conf_with_exit_code_2(tmp_path, job, text, message):
+    conf = tmp_path / "train.toml"
+    conf.write_text(text)
+    args = ["--output", str(tmp_path / "out"), "--train-conf", str(conf)]
+    if job == "train":
+        args += ["--features", str(tmp_path / "none.parquet")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / f"{job}.py"), *args], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "configuration error" in proc.stderr
+    assert not (tmp_path / "out").exists()  # nothing was rendered or trained

@@ -1,4 +1,4 @@
-"""Crash safety: a run SIGKILLed mid-write, and the S3 server dying mid-run, then reruns."""
+"""Crash safety: a run SIGKILLed mid-write, and the S3 store going away mid-run, then reruns."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import time
 import pyarrow.dataset as ds
 import pytest
 
+from faulty_s3 import FaultyS3Proxy
 from servers import (  # noqa: F401 - moto_server is a fixture
-    ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, fill_bucket, kill_group, make_model, moto_server,
+    ACCESS_KEY_ID, SECRET_ACCESS_KEY, fill_bucket, kill_group, make_model, moto_server,
     start_submit, submit, wait_for, write_conf,
 )
 
@@ -60,42 +61,37 @@ def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
     assert code == 0 and f"new 0, skipped {n}" in log, log
 
 
-def test_s3_server_dying_mid_run_then_rerun_completes(tmp_path):
-    n = 24
-    server = MotoServer(log_dir=tmp_path).start()
-    try:
-        fill_bucket(server, "music", "night", n)
-        conf = write_conf(tmp_path / "t.toml", endpoint=server.endpoint, max_attempts=2, tracks_per_partition=2)
-        out = tmp_path / "out"
-        args = ("--conf", str(conf), "--input", "s3://music/night", "--output", str(out), "--extract-only")
-        proc = start_submit("nightly", *args, env=server.env(), log=tmp_path / "first.log")
-        wait_for(lambda: staging_started(out / "chroma") or proc.poll() is not None, timeout=180,
-                 interval=0.05, what="executors to start reading")
-        server.kill()  # the store goes away while executors read
-        proc.wait(timeout=300)
-        first_log = (tmp_path / "first.log").read_text()
-        first = committed(out / "chroma") if list((out / "chroma").glob("run=*")) else None
-        if proc.returncode == 0:
-            pytest.fail("the run cannot have succeeded with its store gone:\n" + first_log)
-        # Either the failures were recorded as retryable error rows (exit 4), or the run
-        # stopped cleanly with a documented code and published nothing.
-        assert proc.returncode in (3, 4), first_log
-        if proc.returncode == 4:
-            assert first is not None and (first["status"] == "read_error").any()
-            assert set(first["status"]) <= {"ok", "read_error"}
-        assert "Traceback" not in first_log
-    finally:
-        server.stop()
+def test_s3_store_going_away_mid_run_then_rerun_completes(tmp_path, moto_server):
+    """The store answers the listing and the first 10 object reads, then stops listening (a
+    proxy in front of moto, so the point is exact): 10 tracks are ok, the other 14 are
+    retryable read_error rows, 14/24 failed is over max_failed_share (exit 4). A rerun
+    against the store, back again, reads only those 14."""
+    n, served = 24, 10
+    fill_bucket(moto_server, "music", "night", n)
+    out = tmp_path / "out"
 
-    # The store comes back (moto keeps state in memory: same objects uploaded again).
-    server = MotoServer(log_dir=tmp_path).start()
-    try:
-        fill_bucket(server, "music", "night", n)
-        conf = write_conf(tmp_path / "t.toml", endpoint=server.endpoint, max_attempts=2, tracks_per_partition=2)
-        code, log = submit("nightly", *args, env=server.env(), timeout=300)
-        assert code == 0, log
-    finally:
-        server.stop()
+    def nightly(proxy):
+        conf = write_conf(tmp_path / "t.toml", endpoint=proxy.endpoint, max_attempts=2, tracks_per_partition=2)
+        return submit("nightly", "--conf", str(conf), "--input", "s3://music/night", "--output", str(out),
+                      "--extract-only", env={**moto_server.env(), "AWS_ENDPOINT_URL": proxy.endpoint}, timeout=300)
+
+    with FaultyS3Proxy(moto_server.endpoint, reads_before_death=served) as proxy:
+        code, first_log = nightly(proxy)
+        assert proxy.dead and len(proxy.object_reads) == served
+    assert code == 4, first_log
+    assert f"listed {n}, new {n}, skipped 0, failed {n - served}" in first_log, first_log
+    assert "Traceback" not in first_log
+    first = committed(out / "chroma").set_index("track_id")
+    ok = sorted(first.index[first["status"] == "ok"])
+    assert ok == sorted(read.split("/", 1)[1] for read in proxy.object_reads)  # exactly what was served
+    failed = first[first["status"] != "ok"]
+    assert len(failed) == n - served and set(failed["status"]) == {"read_error"}
+
+    with FaultyS3Proxy(moto_server.endpoint) as proxy:  # the store is back
+        code, log = nightly(proxy)
+        assert sorted(read.split("/", 1)[1] for read in proxy.object_reads) == sorted(failed.index)
+    assert code == 0, log
+    assert f"listed {n}, new {n - served}, skipped {served}, failed 0" in log, log
     rows = committed(out / "chroma", columns=("track_id", "status", "run", "extracted_at"))
     ok = rows[rows["status"] == "ok"]
     assert sorted(ok["track_id"]) == sorted(f"night/track{i:04d}.wav" for i in range(n))  # one ok row each

@@ -1,16 +1,28 @@
-"""The shipped key model: loads, handles any length, and finds clearly tonal cadences."""
+"""The shipped key model: its card, any length, the demo's sample catalogue, equivariance."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from keylib import features, keys, synth
+from keylib import audio, features, keys, mirex, synth
 from keylib.errors import ModelError
 from keylib.model import SHIPPED_MODEL, KeyModel, fit_length, load_model, to_steps
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# Files of the demo's sample catalogue (keylib.synth's 24 clips of 8 s, each as mp3 and
+# wav: 48 files) whose key the shipped model, as served (ONNX, each track at its own length),
+# gets exactly right. Measured for keynet-eq-2026.11-2 with
+# `./submit.sh test tests/test_model.py -k sample_catalogue -s` (the test prints the count and
+# the misses): 48 of 48 (the Keras model with the old wrap-around tiling got 44: Db major ->
+# Bb minor, E minor -> A minor). After retraining, measure again the same way and write the
+# new count here: the model must earn it.
+SAMPLE_CATALOGUE_MIN_CORRECT = 48
 
 
 @pytest.fixture(scope="module")
@@ -20,24 +32,120 @@ def model() -> KeyModel:
 
 @pytest.fixture(scope="module")
 def cadences():
-    """One synthesized 12-s cadential piece per key (additive synthesis, a timbre training never used).
-
-    (On the 8-s clips of the sample catalogue the model gets 22 of 24; the misses are a
-    relative and a fifth, see the model card's notes.)
-    """
+    """One synthesized 12-s cadential piece per key (additive synthesis, a timbre training never used)."""
     return [features.chroma(synth.chord_progression(k, duration_s=12.0, sr=features.SAMPLE_RATE, seed=300 + k))
             for k in range(keys.N_KEYS)]
 
 
-def test_shipped_model_and_card(model):
+@pytest.fixture(scope="module")
+def card() -> dict:
+    return json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
+
+
+def test_shipped_model_files(model, card):
     assert SHIPPED_MODEL.is_file() and SHIPPED_MODEL.with_suffix(".json").is_file()
     size = sum(p.stat().st_size for p in SHIPPED_MODEL.parent.rglob("*") if p.is_file())
     assert size < 5 * 1024 * 1024
-    assert model.feature_version == features.FEATURE_VERSION
-    assert model.version == model.card["version"]
-    for field in ("validation", "heldout", "data", "parameters", "training"):
-        assert field in model.card
+    assert model.card == card and model.version == card["version"]
     assert load_model() is model  # cached per process
+
+
+def test_card_identity_matches_the_file_and_the_code(card):
+    from keylib.model import ARCHITECTURES
+
+    assert card["feature_version"] == features.FEATURE_VERSION
+    assert card["name"] == SHIPPED_MODEL.stem  # keynet-eq.keras <-> "keynet-eq"
+    assert card["version"].startswith(card["name"] + "-") and len(card["version"]) > len(card["name"]) + 1
+    assert card["architecture"] in ARCHITECTURES and card["architecture"].replace("_", "-") == card["name"]
+    assert card["parameters"] == ARCHITECTURES[card["architecture"]]().count_params()
+    config = card["training"]["config"]
+    assert (config["arch"], config["name"], config["version"]) == (card["architecture"], card["name"], card["version"])
+    training = card["training"]
+    assert 1 <= training["best_epoch"] <= training["epochs_run"] == len(training["history"]) <= config["epochs"]
+
+
+def _check_scores(section: dict, n: int, what: str) -> None:
+    """A card's MIREX section: counts add up, and the scores follow from them."""
+    assert section["n"] == n > 0, what
+    weighted = {}
+    for convention in ("ascending_fifths", "both_fifths"):
+        cats = section[convention]["categories"]
+        assert set(cats) == set(mirex.CATEGORIES) and sum(cats.values()) == n, (what, convention)
+        weighted[convention] = section[convention]["weighted"]
+        assert weighted[convention] == pytest.approx(sum(mirex.WEIGHTS[c] * k for c, k in cats.items()) / n), what
+    correct = section["both_fifths"]["categories"]["correct"]
+    assert section["ascending_fifths"]["categories"]["correct"] == correct
+    assert section["accuracy"] == pytest.approx(correct / n)
+    assert 0.0 <= section["accuracy"] <= weighted["ascending_fifths"] <= weighted["both_fifths"] <= 1.0, what
+    if "confusion" in section:
+        confusion = np.asarray(section["confusion"])
+        assert confusion.shape == (24, 24) and confusion.sum() == n and np.trace(confusion) == correct, what
+
+
+def test_card_scores_are_in_range_and_consistent(card):
+    data = card["data"]
+    # one validation summary, or one per view of the validation tracks (whole, excerpt)
+    validation = {"": card["validation"]} if "n" in card["validation"] else card["validation"]
+    for name, section in validation.items():
+        _check_scores(section, data["validation"]["tracks"], f"validation {name}")
+    heldout = card["heldout"]
+    _check_scores(heldout["all"], data["heldout"]["tracks"], "heldout")
+    assert heldout["by_source"].keys() == data["heldout"]["by_source"].keys()
+    for source, section in heldout["by_source"].items():
+        _check_scores(section, data["heldout"]["by_source"][source], f"heldout {source}")
+    for name, section in heldout.get("by_length", {}).items():
+        _check_scores(section, section["n"], f"heldout {name}")
+    if "by_length" in heldout:
+        assert sum(section["n"] for section in heldout["by_length"].values()) == heldout["all"]["n"]
+    for split in ("train", "validation", "heldout"):
+        counts = data[split]
+        assert sum(counts["by_source"].values()) == counts["tracks"] == counts["major"] + counts["minor"], split
+    # the benchmark the README quotes is this card's held-out score
+    bench = card["benchmark"]
+    assert bench["heldout_clips"] == heldout["all"]["n"]
+    shipped = bench["mirex"][f"shipped {card['version']}"]
+    for convention in ("ascending_fifths", "both_fifths"):
+        assert shipped[convention] == pytest.approx(heldout["all"][convention]["weighted"], abs=5e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: the held-out POP909 songs come from a training source; "
+                                       "remove this mark when the retrained model's card passes")
+def test_heldout_sources_are_unseen_in_training(card):
+    data = card["data"]
+    assert not set(data["heldout"]["by_source"]) & set(data["train"]["by_source"])
+
+
+def test_readme_quotes_the_shipped_version_and_its_heldout_score(card):
+    row = next((line for line in README.read_text().splitlines() if f"shipped `{card['version']}`" in line), None)
+    assert row is not None, f"README's accuracy table does not name {card['version']}"
+    both = card["heldout"]["all"]["both_fifths"]["weighted"]
+    assert f"{both:.3f}" in row, row
+
+
+@pytest.fixture(scope="module")
+def sample_catalogue(tmp_path_factory):
+    """The demo's sample catalogue (8-s clips, mp3 and wav), decoded and featurized as a catalogue is."""
+    manifest = synth.make_sample_catalogue(tmp_path_factory.mktemp("demo"))
+    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:]]
+    tracks = []
+    for path, _, key, _ in rows:
+        data = (manifest.parent / path).read_bytes()
+        samples = audio.decode(data, ext=Path(path).suffix).samples
+        tracks.append((path, keys.parse_key(key), features.chroma(samples)))
+    return tracks
+
+
+def test_sample_catalogue_at_the_demo_length(sample_catalogue):
+    from keylib import serving  # what the demo runs
+
+    assert len(sample_catalogue) == 48
+    refs = [ref for _, ref, _ in sample_catalogue]
+    ests = serving.load_model().predict_keys([c for _, _, c in sample_catalogue])
+    wrong = [(path, keys.key_name(ref), keys.key_name(int(est)), mirex.category(ref, int(est)))
+             for (path, ref, _), est in zip(sample_catalogue, ests) if est != ref]
+    measured = len(refs) - len(wrong)
+    print(f"sample catalogue: {measured} of {len(refs)} right; wrong: {wrong}")
+    assert measured >= SAMPLE_CATALOGUE_MIN_CORRECT, f"{measured} of {len(refs)} right; wrong: {wrong}"
 
 
 def test_cadences_in_all_24_keys(model, cadences):
@@ -61,11 +169,23 @@ def test_any_length_batched(model, cadences):
         model.predict_probs([np.zeros((11, 10), np.float32)])
 
 
-def test_transposing_the_chroma_moves_the_key(model, cadences):
-    base = model.predict_probs([cadences[14]])[0]  # D minor
-    for shift in (1, 5, 11):
-        moved = model.predict_probs([np.roll(cadences[14], shift, axis=0)])[0]
-        assert int(moved.argmax()) == keys.transpose_index(int(base.argmax()), shift)
+@pytest.mark.parametrize("runtime", ["keras", "served"])
+def test_transposing_the_chroma_moves_every_probability(model, cadences, runtime):
+    """Rolling the chroma by k bins moves the probability of every key by k semitones, exactly
+    (up to float32 rounding), for all 12 shifts: the network has no tonic prior. Both the
+    Keras model and the ONNX export that serving runs."""
+    from keylib import serving
+
+    net = model if runtime == "keras" else serving.load_model()
+    rng = np.random.default_rng(5)
+    tracks = [cadences[14], cadences[3], rng.random((12, 57), dtype=np.float32)]  # D minor, Eb major, noise
+    for track in tracks:
+        base = net.predict_probs([track])[0]
+        moved = net.predict_probs([np.roll(track, shift, axis=0) for shift in range(12)])
+        for shift in range(12):
+            expected = np.empty_like(base)
+            expected[[keys.transpose_index(k, shift) for k in range(keys.N_KEYS)]] = base
+            np.testing.assert_allclose(moved[shift], expected, rtol=0, atol=1e-5, err_msg=f"shift {shift}")
 
 
 def test_length_helpers():

@@ -54,9 +54,9 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     model = load_model(tmp_path / "tiny.keras")
     on_disk = json.loads((tmp_path / "tiny.json").read_text())
     assert model.version == "tiny-1" and on_disk["feature_version"] == features.FEATURE_VERSION
-    for section in ("validation", "heldout"):
-        assert {"ascending_fifths", "both_fifths", "confusion"} <= set(on_disk[section] if section == "validation"
-                                                                     else on_disk[section]["all"])
+    for section in (*on_disk["validation"].values(), on_disk["heldout"]["all"]):  # validation: whole, excerpt
+        assert {"ascending_fifths", "both_fifths", "confusion"} <= set(section)
+    assert set(on_disk["validation"]) == {"whole", "excerpt"}
     assert on_disk["data"]["train"]["tracks"] == len(train) and on_disk["parameters"] > 0
     assert model.predict_probs(list(held.chroma)).shape == (2, 24)
     served = serving.load_model(tmp_path / "tiny.onnx")  # train writes the served export too
@@ -70,3 +70,37 @@ def test_mirex_summary_conventions():
     assert s["both_fifths"]["weighted"] == pytest.approx((1 + 0.5 + 0.5 + 0.3 + 0.2) / 5)
     assert s["both_fifths"]["categories"] == {"correct": 1, "fifth": 2, "relative": 1, "parallel": 1, "other": 0}
     assert np.asarray(s["confusion"]).sum() == 5
+
+
+def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
+    """A tiny keycnn_ref run: one-frame steps, its own card, its weights move, and the saved
+    files (Keras and the served ONNX export) predict what the trained network does. (Too few
+    steps to expect a lower loss.)"""
+    import keras
+
+    from keylib.model import ARCHITECTURES
+    from keylib.train import predict_exact
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(arch="keycnn_ref", epochs=3, batch_size=8, batches_per_epoch=2, patience=100, seed=3,
+                      threads=1, name="tiny-ref", version="tiny-ref-1")
+    net, card = train_model(train, val, cfg, heldout_df=held, out_dir=tmp_path, log=lambda *_: None)
+    assert card["architecture"] == "keycnn_ref" and card["input"]["frames_per_step"] == 1
+    keras.utils.set_random_seed(cfg.seed)  # as train_model does before building the network
+    initial = ARCHITECTURES["keycnn_ref"]()
+    assert card["parameters"] == initial.count_params() != ARCHITECTURES["keynet_eq"]().count_params()
+    moved = [not np.allclose(a, b) for a, b in zip(initial.get_weights(), net.get_weights())]
+    assert len(moved) > 2 and all(moved[:2]), "training did not update the convolutions"
+    history = card["training"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in history)
+    assert all(v["n"] == len(val) for v in card["validation"].values()) and card["heldout"]["all"]["n"] == len(held)
+    chromas = list(held.chroma) + [held.chroma.iloc[0][:, :3]]  # and a 3-frame track
+    expected = predict_exact(net, chromas, 1)
+    loaded = load_model(tmp_path / "tiny-ref.keras")
+    assert loaded.version == "tiny-ref-1" and loaded.frames_per_step == 1
+    np.testing.assert_allclose(predict_exact(loaded.keras_model, chromas, 1), expected, atol=1e-5)
+    served = serving.load_model(tmp_path / "tiny-ref.onnx")
+    assert served.version == "tiny-ref-1"
+    np.testing.assert_allclose(served.predict_probs(chromas), serving.calibrate(expected, served.temperature),
+                               atol=1e-4)

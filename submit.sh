@@ -12,7 +12,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${KEYLIB_VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMP="$VENV/.keylib-setup"
-SYSTEM_PACKAGES=(openjdk-17-jre-headless fluidsynth fluid-soundfont-gm ffmpeg)
+SYSTEM_PACKAGES=(openjdk-17-jre-headless fluidsynth fluid-soundfont-gm csound-soundfont timgm6mb-soundfont
+                 opl3-soundfont ffmpeg espeak-ng)
 
 say() { printf 'keylib: %s\n' "$*" >&2; }
 die() { say "$*"; exit 2; }
@@ -28,7 +29,13 @@ missing_system_packages() {
   local missing=()
   java_ok || missing+=(openjdk-17-jre-headless)
   command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
+  # General MIDI soundfonts: training renders with the first two, the held-out set with the others.
   [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
+  [ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || missing+=(csound-soundfont)
+  [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || missing+=(timgm6mb-soundfont)
+  [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || missing+=(opl3-soundfont)
+  # espeak-ng speaks the speech clips of the tonality classifier's training and tests.
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
   echo "${missing[@]:-}"
 }

@@ -11,6 +11,7 @@ and put that folder on ``sys.path`` for the benchmark process alone.
 from __future__ import annotations
 
 import functools
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def essentia():
         print(f"bench: installing {ESSENTIA_SPEC} into {PEERS_DIR} (benchmark only)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(PEERS_DIR), ESSENTIA_SPEC, "pyyaml"], check=True)
+        importlib.invalidate_caches()  # the folder was empty (or absent) when first searched
         import essentia.standard as es  # noqa: F401
     import essentia
 

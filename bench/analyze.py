@@ -7,8 +7,9 @@ installed console script: imports, model load, decode, chroma, key) and a fresh 
 process running Essentia's ``KeyExtractor`` (decoding included; ``bench/peers.py``'s
 ``essentia_command``, Essentia installed on demand outside keylib's environment). The
 file defaults to a generated 30 s stereo 44.1 kHz 192 kbps mp3. One untimed run of each
-warms the disk cache; then the two alternate, and the medians and their ratio are printed
-(target: keylib / Essentia <= 1.0x). Also prints where keylib's time goes, from
+warms the disk cache; then the two alternate, and the medians of wall time and of CPU time
+(user + system, steadier on a shared machine) and their ratios are printed (target:
+keylib / Essentia <= 1.0x). Also prints where keylib's time goes, from
 ``python -X importtime``. No asserts: it prints figures.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -51,13 +53,17 @@ def make_song(folder: Path, seconds: float) -> Path:
     return song
 
 
-def wall(command: list[str], env: dict) -> tuple[float, str]:
+def timed(command: list[str], env: dict) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system) and the last output line of a fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{command[0]} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return seconds, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu, proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
 
 
 def import_costs(command: list[str], env: dict, top: int = 6) -> list[tuple[str, float]]:
@@ -91,19 +97,21 @@ def main() -> None:
     peer_cmd = essentia_command(song)
     print(f"{song} ({song.stat().st_size / 1e6:.2f} MB); {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (other work on the machine skews figures)")
-    wall(keylib_cmd, env), wall(peer_cmd, env)  # warm the disk cache
+    timed(keylib_cmd, env), timed(peer_cmd, env)  # warm the disk cache
     ours, theirs = [], []
     for _ in range(args.runs):
-        seconds, our_out = wall(keylib_cmd, env)
-        ours.append(seconds)
-        seconds, their_out = wall(peer_cmd, env)
-        theirs.append(seconds)
-    keylib_s, essentia_s = statistics.median(ours), statistics.median(theirs)
-    print(f"keylib analyze (fresh process):   {keylib_s:5.2f} s median of {args.runs} "
-          f"(min {min(ours):.2f}, max {max(ours):.2f})   -> {our_out}")
-    print(f"Essentia KeyExtractor (fresh py): {essentia_s:5.2f} s median of {args.runs} "
-          f"(min {min(theirs):.2f}, max {max(theirs):.2f})   -> {their_out}")
-    print(f"ratio keylib / Essentia: {keylib_s / essentia_s:.2f}x (target <= 1.0x)")
+        *result, our_out = timed(keylib_cmd, env)
+        ours.append(result)
+        *result, their_out = timed(peer_cmd, env)
+        theirs.append(result)
+    for name, runs, out in (("keylib analyze", ours, our_out), ("Essentia KeyExtractor", theirs, their_out)):
+        walls, cpus = [w for w, _ in runs], [c for _, c in runs]
+        print(f"{name + ' (fresh process)':<38} wall {statistics.median(walls):5.2f} s (min {min(walls):.2f}), "
+              f"CPU {statistics.median(cpus):5.2f} s (medians of {args.runs})  -> {' '.join(out.split()[-4:])}")
+    wall_ratio = statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in theirs)
+    cpu_ratio = statistics.median(c for _, c in ours) / statistics.median(c for _, c in theirs)
+    print(f"ratio keylib / Essentia: wall {wall_ratio:.2f}x, CPU {cpu_ratio:.2f}x (target <= 1.0x; on a loaded "
+          f"machine the CPU ratio is the steadier one)")
     probe = [sys.executable, "-m", "keylib.cli", "analyze", str(song)]
     print("keylib's slowest imports (python -X importtime, cumulative): " +
           ", ".join(f"{name} {s:.2f} s" for name, s in import_costs(probe, env)))

@@ -173,10 +173,10 @@ def main(argv=None) -> int:
     for name, entry in report["methods"].items():
         print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
 
-    # The same songs whole and as their 30 s excerpt (track ids differ by the "-x30" suffix).
-    ids = list(df["track_id"])
-    pos = {t: i for i, t in enumerate(ids)}
-    pairs = [(pos[t[:-4]], i) for i, t in enumerate(ids) if t.endswith("-x30") and t[:-4] in pos]
+    # The same songs whole and as their 30 s excerpt from 15 s of the same render.
+    whole_of = {(s, p): i for i, (s, p, c) in enumerate(zip(df["source"], df["piece"], df["cut"])) if c == "whole"}
+    pairs = [(whole_of[(s, p)], i) for i, (s, p, c) in enumerate(zip(df["source"], df["piece"], df["cut"]))
+             if c == "excerpt" and (s, p) in whole_of]
     if pairs:
         whole_i, ex_i = (np.array(x) for x in zip(*pairs))
         print(f"\nsame songs, whole against their 30 s excerpt from 15 s ({len(pairs)} songs; MIREX up / both)")

@@ -8,7 +8,8 @@ parameter is the cost of switching key (:data:`SWITCH_PENALTY`, in nats), turns 
 evidence into the most likely key sequence (Viterbi); runs of one key become segments.
 A track in one key gets one segment unless its evidence for another key outweighs the
 penalty over a stretch of music, so short borrowed chords and cadences in the dominant do
-not split it. Pure numpy: the network comes in as a function.
+not split it. Each segment's key is then named by the network from the whole segment (see
+:func:`key_segments`). Pure numpy: the network comes in as a function.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from .features import FRAME_RATE
 from .keys import KEY_NAMES, N_KEYS
 from .tensors import crop
 
-__all__ = ["WINDOW_S", "HOP_S", "SWITCH_PENALTY", "windows", "viterbi", "key_segments"]
+__all__ = ["WINDOW_S", "HOP_S", "SWITCH_PENALTY", "MIN_SEGMENT_S", "windows", "viterbi", "key_segments"]
 
 WINDOW_S = 16.0
 HOP_S = 2.0
 # Tuned on two-key medleys of held-out music (bench/segments.py): lower splits one-key
 # tracks at passing tonicisations, higher misses short sections.
-SWITCH_PENALTY = 12.0
+SWITCH_PENALTY = 24.0
+# Shorter segments join a neighbour: a key is a stretch of music, not a passing chord.
+MIN_SEGMENT_S = 12.0
 
 Predict = Callable[[Sequence[np.ndarray]], np.ndarray]
 
@@ -92,8 +95,13 @@ def viterbi(log_probs: np.ndarray, *, switch_penalty: float = SWITCH_PENALTY) ->
 
 def key_segments(chroma: np.ndarray, predict: Predict, *, offset_s: float = 0.0,
                  window_s: float = WINDOW_S, hop_s: float = HOP_S,
-                 switch_penalty: float = SWITCH_PENALTY) -> list[dict]:
+                 switch_penalty: float = SWITCH_PENALTY, min_segment_s: float = MIN_SEGMENT_S) -> list[dict]:
     """Segments of one key covering the analysed window, in order.
+
+    Three steps: Viterbi over the windows' keys places the changes; segments shorter than
+    ``min_segment_s`` join their longer neighbour; then each segment's key and confidence
+    come from the network run on the whole segment (re-normalised as a track: more music,
+    a surer key than any window), and neighbours that end up in the same key merge.
 
     Parameters
     ----------
@@ -108,26 +116,36 @@ def key_segments(chroma: np.ndarray, predict: Predict, *, offset_s: float = 0.0,
     -------
     list of dict
         ``start_s``, ``end_s`` (seconds in the track), ``key`` (mir_eval spelling) and
-        ``confidence`` (the key's mean probability over the segment's windows).
+        ``confidence`` (the segment's calibrated probability of that key).
     """
     parts, centres = windows(chroma, window_s=window_s, hop_s=hop_s)
     probs = np.asarray(predict(parts), dtype=np.float64)
     if probs.shape != (len(parts), N_KEYS):
         raise ValueError(f"predict returned shape {probs.shape}, expected ({len(parts)}, 24)")
     path = viterbi(np.log(np.clip(probs, 1e-9, 1.0)), switch_penalty=switch_penalty)
-    duration = chroma.shape[1] / FRAME_RATE
-    out: list[dict] = []
-    start = 0
-    for i in range(1, len(path) + 1):
-        if i == len(path) or path[i] != path[start]:
-            begin = 0.0 if start == 0 else (centres[start - 1] + centres[start]) / 2
-            end = duration if i == len(path) else (centres[i - 1] + centres[i]) / 2
-            key = int(path[start])
-            out.append({
-                "start_s": round(offset_s + float(begin), 3),
-                "end_s": round(offset_s + float(end), 3),
-                "key": KEY_NAMES[key],
-                "confidence": float(probs[start:i, key].mean()),
-            })
-            start = i
-    return out
+    n = chroma.shape[1]
+    # Change points in frames: halfway between the centres of the windows either side.
+    cuts = [0] + [int(round((centres[i - 1] + centres[i]) / 2 * FRAME_RATE))
+                  for i in range(1, len(path)) if path[i] != path[i - 1]] + [n]
+    bounds = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    min_frames = int(min_segment_s * FRAME_RATE)
+    while len(bounds) > 1 and min(b - a for a, b in bounds) < min_frames:
+        i = min(range(len(bounds)), key=lambda j: bounds[j][1] - bounds[j][0])
+        j = i - 1 if i == len(bounds) - 1 or (i > 0 and bounds[i - 1][1] - bounds[i - 1][0]
+                                                 >= bounds[i + 1][1] - bounds[i + 1][0]) else i + 1
+        lo, hi = sorted((i, j))
+        bounds[lo:hi + 1] = [(bounds[lo][0], bounds[hi][1])]
+    while True:
+        seg_probs = np.asarray(predict([crop(chroma, b - a, start=a) for a, b in bounds]), dtype=np.float64)
+        keys = seg_probs.argmax(axis=1)
+        same = [i for i in range(1, len(bounds)) if keys[i] == keys[i - 1]]
+        if not same:
+            break
+        i = same[0]
+        bounds[i - 1:i + 1] = [(bounds[i - 1][0], bounds[i][1])]
+    return [{
+        "start_s": round(offset_s + a / FRAME_RATE, 3),
+        "end_s": round(offset_s + b / FRAME_RATE, 3),
+        "key": KEY_NAMES[int(k)],
+        "confidence": float(p[int(k)]),
+    } for (a, b), k, p in zip(bounds, keys, seg_probs)]

@@ -42,6 +42,8 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 1e-3
+    learning_rate_decay: float = 1.0  # on a plateau of plateau_epochs, multiply the rate by this
+    plateau_epochs: int = 4
     patience: int = 10
     val_fraction: float = 0.12
     label_smoothing: float = 0.05
@@ -372,7 +374,11 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         if not len(val_df) or score > best[0] + 1e-4:
             best = (score, epoch)
             best_weights = net.get_weights()
-        elif epoch - best[1] >= cfg.patience:
+        elif cfg.learning_rate_decay < 1.0 and (epoch - best[1]) % cfg.plateau_epochs == 0:
+            rate = float(net.optimizer.learning_rate.numpy()) * cfg.learning_rate_decay
+            net.optimizer.learning_rate.assign(rate)
+            log(f"validation plateau: learning rate {rate:.2e}")
+        if epoch - best[1] >= cfg.patience:
             log(f"early stop: best epoch {best[1]} (val MIREX {best[0]:.4f})")
             break
     net.set_weights(best_weights)

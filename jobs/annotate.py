@@ -29,7 +29,7 @@ def run(spark, args, config):
     for track_id, status, error in extract.failures:
         print(f"  {status:<18} {track_id}: {error}", file=sys.stderr)
     ids = set(list_tracks(args.input, s3_settings=config["s3"])["track_id"])
-    keys = read_keys(spark, args.output)
+    keys = read_keys(spark, args.output, s3_settings=config["s3"])
     if keys is not None:
         frame = keys.select("track_id", "key", "confidence", "camelot", "status", "error").toPandas()
         frame = frame[frame["track_id"].isin(ids)]

@@ -68,6 +68,7 @@ __all__ = [
     "run_statuses",
     "write_text",
     "read_texts",
+    "upload_folder",
 ]
 
 RUN_ID_KEY = "keylib.run_id"
@@ -210,6 +211,7 @@ def open_table(uri: str, *, s3_settings: Mapping | None = None, version: int | N
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    uri = resolve_output(uri)
     try:
         return DeltaTable(uri, version=version, storage_options=_delta_options(uri, s3_settings))
     except TableNotFoundError:
@@ -272,6 +274,7 @@ def read_current(spark, uri: str, *, columns: Iterable[str] | None = None,
     """
     from pyspark.sql.pandas.types import from_arrow_schema
 
+    uri = resolve_output(uri)
     table = open_table(uri, s3_settings=s3_settings)
     if table is None:
         return None
@@ -478,6 +481,7 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
         the files or the commit could not be written; nothing of this run is visible.
     """
     settings = dict(s3_settings or {})
+    uri = resolve_output(uri)
     schema = _arrow_schema(frame.schema)
     clear_staging(uri, s3_settings=settings, keep=[run_id])
 
@@ -639,3 +643,13 @@ def read_texts(folder_uri: str, *, suffix: str = ".json", s3_settings: Mapping |
         return texts
     except Exception as exc:  # noqa: BLE001
         raise _storage_error(f"cannot read {folder_uri}", exc) from None
+
+
+def upload_folder(folder: str | os.PathLike, uri: str, *, s3_settings: Mapping | None = None) -> None:
+    """Copy the files of a local folder (a report) to a folder or ``s3://`` prefix."""
+    fs, root = filesystem(uri, s3_settings)
+    try:
+        fs.create_dir(root, recursive=True)
+        pafs.copy_files(str(Path(folder).resolve()), root, source_filesystem=_local_fs(), destination_filesystem=fs)
+    except Exception as exc:  # noqa: BLE001
+        raise _storage_error(f"cannot write {uri}", exc) from None

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from ..inference import KEYS_TABLE
+from ..tables import table_uri
 from .evaluate import run_evaluate
 from .extract import CHROMA_TABLE, run_extract
 from .infer import run_infer
@@ -49,7 +50,6 @@ def run_annotate(
     config: Mapping[str, Any],
     force: bool = False,
     model_path: str | None = None,
-    run_date: str | None = None,
 ) -> dict[str, Any]:
     """Extraction, then inference, then (manifest with a ``key`` column) the MIREX report.
 
@@ -61,13 +61,12 @@ def run_annotate(
         ``extract`` and ``infer`` (:class:`~keylib.runner.RunSummary`), ``report`` (path of
         ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation` or None).
     """
-    output = Path(output)
     extract = run_extract(spark, input_uri=input_uri, output=output, config=config, force=force)
-    infer = run_infer(spark, features=output / CHROMA_TABLE, output=output, config=config,
-                      force=force, model_path=model_path, run_date=run_date)
+    infer = run_infer(spark, features=table_uri(output, CHROMA_TABLE), output=output, config=config,
+                      force=force, model_path=model_path)
     result = {"extract": extract, "infer": infer, "report": None, "evaluation": None}
     if config.get("report", {}).get("enabled", True) and manifest_has_keys(input_uri):
-        evaluation, report = run_evaluate(spark, keys=output / KEYS_TABLE, truth=input_uri,
-                                          output=output / "report")
+        evaluation, report = run_evaluate(spark, keys=table_uri(output, KEYS_TABLE), truth=input_uri,
+                                          output=table_uri(output, "report"), s3_settings=config["s3"])
         result.update(report=report, evaluation=evaluation)
     return result

@@ -14,7 +14,7 @@ from ..errors import STATUS_OK, STATUS_SILENT
 from ..extract import ExtractSettings
 from ..incremental import select_tracks
 from ..runner import RunSummary
-from ..tables import clear_staging, commit_run, new_run_id, read_current, run_statuses
+from ..tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "run_extract"]
@@ -34,25 +34,26 @@ def run_extract(
     force: bool = False,
     run_id: str | None = None,
 ) -> RunSummary:
-    """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``.
+    """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``
+    (a local folder or ``s3://``; one committed run, see :mod:`keylib.tables`).
 
     Returns
     -------
     RunSummary
         listed / new / skipped / failed counts; ``extra["run_id"]`` and
-        ``extra["committed"]`` (the published folder, absent when nothing was new).
+        ``extra["committed"]`` (the table and its new version, absent when nothing was new).
     """
     summary = RunSummary(job="extract")
     run_id = run_id or new_run_id()
-    root = Path(output) / CHROMA_TABLE
+    root = table_uri(output, CHROMA_TABLE)
     listing = list_tracks(input_uri, s3_settings=config["s3"])
     summary.listed = len(listing)
     log.info("listed %d tracks from %s", len(listing), input_uri)
 
-    previous = read_current(spark, root)
     previous_pdf = None
-    if previous is not None and not force:
-        previous_pdf = previous.select("track_id", "fingerprint", "status", "feature_version").toPandas()
+    if not force:  # a few small columns of the current rows, read on the driver
+        previous_pdf = read_rows(root, columns=["track_id", "fingerprint", "status", "feature_version"],
+                                 s3_settings=config["s3"])
     todo, skipped = select_tracks(
         listing, previous_pdf, versions={"feature_version": features.FEATURE_VERSION}, force=force
     )
@@ -63,16 +64,15 @@ def run_extract(
         return summary
 
     log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
-    clear_staging(root)
     frame = extract_dataframe(
         spark, todo,
         settings=ExtractSettings.from_config(config),
         tracks_per_partition=config["spark"]["tracks_per_partition"],
     )
-    published = commit_run(frame, root, f"run={run_id}", run_id=run_id)
-    counts, failed = run_statuses(published, success=SUCCESS_STATUSES)
+    commit = commit_run(frame, root, run_id=run_id, s3_settings=config["s3"], success=SUCCESS_STATUSES)
+    counts, failed = run_statuses(commit)
     summary.failed = len(failed)
-    summary.extra["committed"] = str(published)
+    summary.extra["committed"] = str(commit)
     summary.extra["statuses"] = counts
     summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
     return summary

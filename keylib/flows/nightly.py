@@ -5,19 +5,22 @@ See :mod:`keylib.nightly` for the manifest and what "done" means.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
-from ..errors import InputError
+from ..errors import InputError, StorageError
 from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
-from ..runner import EXIT_INPUT, RunSummary
-from ..tables import new_run_id
+from ..runner import EXIT_INPUT, EXIT_STORAGE, RunSummary
+from ..tables import new_run_id, table_uri
 from .extract import run_extract
 from .infer import run_infer
 
 __all__ = ["run_nightly"]
+
+log = logging.getLogger("keylib")
 
 
 def run_nightly(
@@ -61,7 +64,8 @@ def run_nightly(
         if with_keys:
             # Infers every current chroma row without a current keys row of this model:
             # tonight's new tracks, and any left without keys by a run killed in between.
-            keys = run_infer(spark, features=Path(output) / "chroma", output=output, config=config, run_id=run_id)
+            keys = run_infer(spark, features=table_uri(output, "chroma"), output=output, config=config,
+                             run_id=run_id)
             stages["infer"] = stage_record(keys)
             manifest["versions"]["model"] = keys.extra.get("model_version")
             final = keys
@@ -75,11 +79,16 @@ def run_nightly(
         summary.failures = final.failures[:50]
         code = summary.exit_code(max_failed_share)
         status = "ok" if code == 0 else "too_many_failures"
-    except InputError as exc:
-        manifest.update(status="input_error", error=redact_text(exc), exit_code=EXIT_INPUT)
-        finish_manifest(manifest, summary, stages, output)
+    except (InputError, StorageError) as exc:
+        storage = isinstance(exc, StorageError)  # the output store failed: nothing of the run is visible
+        manifest.update(status="storage_error" if storage else "input_error", error=redact_text(exc),
+                        exit_code=EXIT_STORAGE if storage else EXIT_INPUT)
+        try:
+            finish_manifest(manifest, summary, stages, output, s3_settings=config["s3"])
+        except StorageError as missed:  # the first error is the one to report
+            log.warning("no run manifest: %s", missed)
         raise
     manifest.update(status=status, error=None, exit_code=code)
     summary.extra["exit_code"] = code
-    summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output))
+    summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output, s3_settings=config["s3"]))
     return summary

@@ -97,9 +97,9 @@ def test_readme_readers_pandas_duckdb_polars(spark, table):
     keys = DeltaTable(uri, storage_options=options).to_pandas()
     assert sorted(keys["track_id"]) == ["a", "b"]
 
-    import duckdb
-    keys = DeltaTable(uri, storage_options=options).to_pyarrow_dataset()
-    assert duckdb.sql("SELECT track_id, n FROM keys ORDER BY track_id").fetchall() == [("a", 1), ("b", 2)]
+    import duckdb; from deltalake import DeltaTable  # noqa: E401, E702
+    keys = duckdb.from_arrow(DeltaTable(uri, storage_options=options).to_pyarrow_dataset())
+    assert keys.order("track_id").project("track_id, n").fetchall() == [("a", 1), ("b", 2)]
 
     import polars as pl
     keys = pl.read_delta(uri, storage_options=options)
@@ -126,3 +126,37 @@ def test_text_files_local_and_s3(table):
     tables.write_text(f"{uri}/_runs/a.json", '{"a": 1}', s3_settings=s3)
     assert tables.read_texts(f"{uri}/_runs", s3_settings=s3) == ['{"a": 1}', '{"b": 2}']
     assert tables.read_texts(f"{uri}/_none", s3_settings=s3) == []
+
+
+def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
+    """`keylib keys OUT` (no Spark in the command itself): csv to stdout, json and parquet to files."""
+    import json
+
+    import pandas as pd
+
+    from keylib import cli, tables
+    from keylib.inference import keys_schema
+
+    at = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
+    base = dict(tonic=0, mode="major", margin=0.5, probs=[0.0] * 24, feature_version="f", identity=None,
+                extracted_at=at, inferred_at=at)
+    data = [dict(track_id="b.wav", uri="/m/b.wav", key="C major", confidence=0.9, camelot="8B", open_key="1d",
+                 model_version="m1", status="ok", error=None, **base),
+            dict(track_id="a.wav", uri="/m/a.wav", key=None, confidence=None, camelot=None, open_key=None,
+                 model_version="m1", status="decode_error", error="not decodable audio", **{**base, "tonic": None,
+                                                                                            "mode": None, "probs": None})]
+    frame = spark.createDataFrame(pd.DataFrame(data)[[f.name for f in keys_schema().fields]], keys_schema())
+    out = tmp_path / "out"
+    tables.commit_run(frame, tables.table_uri(out, "keys"), run_id="r1")
+
+    assert cli.main(["keys", str(out)]) == 0
+    lines = capsysbinary.readouterr().out.decode().splitlines()
+    assert lines[0] == ",".join(cli.KEYS_EXPORT_COLUMNS)
+    assert lines[1].startswith("a.wav,/m/a.wav,,,,,decode_error,not decodable audio,m1,2026-11-28")
+    assert lines[2].startswith("b.wav,/m/b.wav,C major,0.9,8B,1d,ok,,m1,")
+    assert cli.main(["keys", str(out / "keys"), "--format", "json", "--out", str(tmp_path / "k.json")]) == 0
+    rows = json.loads((tmp_path / "k.json").read_text())
+    assert [r["track_id"] for r in rows] == ["a.wav", "b.wav"] and rows[1]["inferred_at"].startswith("2026-11-28T02:30")
+    assert cli.main(["keys", str(out), "--format", "parquet", "--out", str(tmp_path / "k.parquet")]) == 0
+    assert list(pd.read_parquet(tmp_path / "k.parquet").columns) == cli.KEYS_EXPORT_COLUMNS
+    assert cli.main(["keys", str(tmp_path / "nothing")]) == 3

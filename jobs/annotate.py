@@ -13,7 +13,7 @@ from keylib.runner import EXIT_FAILED_TRACKS, EXIT_OK, job_main
 
 def add_arguments(parser):
     parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
-    parser.add_argument("--output", required=True, help="output root: OUTPUT/chroma, OUTPUT/keys, OUTPUT/report")
+    parser.add_argument("--output", required=True, help="output root, a folder or s3://bucket/prefix: OUTPUT/chroma, OUTPUT/keys, OUTPUT/report")
     parser.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: the shipped model)")
     parser.add_argument("--force", action="store_true", help="recompute every track, not only new ones")
     parser.add_argument("--show", type=int, default=100, help="print at most this many keys (default 100)")
@@ -28,7 +28,7 @@ def run(spark, args, config):
     for track_id, status, error in extract.failures:
         print(f"  {status:<18} {track_id}: {error}", file=sys.stderr)
     ids = set(result["listing"]["track_id"])  # this catalogue's tracks, as the run listed them
-    keys = read_keys(spark, args.output)
+    keys = read_keys(spark, args.output, s3_settings=config["s3"])
     if keys is not None:
         frame = keys.select("track_id", "key", "confidence", "camelot", "status", "error").toPandas()
         frame = frame[frame["track_id"].isin(ids)]

@@ -17,7 +17,8 @@ def add_arguments(parser):
 def run(spark, args, config):
     from keylib.flows import run_evaluate
 
-    result, report = run_evaluate(spark, keys=args.keys, truth=args.truth, output=args.output)
+    result, report = run_evaluate(spark, keys=args.keys, truth=args.truth, output=args.output,
+                                  s3_settings=config["s3"])
     s = result.summary
     score = "n/a" if s["weighted_score"] is None else f"{s['weighted_score']:.3f}"
     both = "n/a" if s["weighted_score_both_fifths"] is None else f"{s['weighted_score_both_fifths']:.3f}"

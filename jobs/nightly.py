@@ -4,7 +4,8 @@
 
 Exit codes: 0 every annotated track succeeded (or the share of failures is within
 nightly.max_failed_share); 2 bad configuration; 3 input cannot be listed (missing folder,
-unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 1 internal error.
+unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 5 the output
+cannot be read or written (nothing of the run is visible); 1 internal error.
 """
 
 import sys
@@ -15,7 +16,7 @@ from keylib.runner import job_main
 
 def add_arguments(parser):
     parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
-    parser.add_argument("--output", required=True, help="output root (chroma/, keys/, _runs/ manifests)")
+    parser.add_argument("--output", required=True, help="output root, a folder or s3://bucket/prefix (chroma/, keys/, _runs/ manifests)")
     parser.add_argument("--extract-only", action="store_true", help="stop after chroma extraction (no keys)")
 
 

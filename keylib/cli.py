@@ -1,6 +1,7 @@
-"""``keylib``: the console command for single files, no Spark.
+"""``keylib``: the console command for single files and for reading results, no Spark.
 
-    keylib analyze FILE... [--json] [--model FILE.onnx]
+    keylib analyze FILE... [--json] [--segments] [--model FILE.onnx]
+    keylib keys OUT [--format csv|json|parquet] [--out FILE] [--conf FILE.toml]
 
 Each file goes through the same path as the Spark jobs (decode -> THE chroma function ->
 the served model -> keys row), so its key equals the catalogue's. No Spark and no
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "analyze_files"]
+__all__ = ["main", "analyze_files", "read_keys_table", "KEYS_EXPORT_COLUMNS"]
 
 
 def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
@@ -86,6 +87,93 @@ def _print_table(rows: list[dict[str, Any]], seconds: float, *, segments: bool =
     print(f"{len(rows)} file(s) in {seconds:.2f} s", file=sys.stderr)
 
 
+KEYS_EXPORT_COLUMNS = ["track_id", "uri", "key", "confidence", "camelot", "open_key", "status", "error",
+                       "model_version", "inferred_at"]
+
+
+def read_keys_table(output: str, *, s3_settings=None):
+    """The current keys, one row per track, sorted by ``track_id`` (no Spark).
+
+    Parameters
+    ----------
+    output : str
+        An output root (``OUT``, whose ``keys`` table is read) or the keys table itself;
+        a local path or ``s3://bucket/prefix``.
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns :data:`KEYS_EXPORT_COLUMNS`.
+
+    Raises
+    ------
+    InputError
+        there is no keys table there. StorageError: the store cannot be reached.
+    """
+    from .errors import InputError
+    from .tables import read_rows, resolve_output, table_exists, table_uri
+
+    root = table_uri(output, "keys")
+    if not table_exists(root, s3_settings=s3_settings):
+        root = resolve_output(output)
+    frame = read_rows(root, columns=KEYS_EXPORT_COLUMNS, s3_settings=s3_settings)
+    if frame is None:
+        raise InputError(f"no keys table at {output} (run annotate or nightly first)")
+    return frame.sort_values("track_id").reset_index(drop=True)
+
+
+def _add_keys_command(sub) -> None:
+    keys = sub.add_parser("keys", help="print or export the current keys of an output (local or s3://)")
+    keys.add_argument("output", metavar="OUT", help="output root of annotate/nightly, or its keys table")
+    keys.add_argument("--format", choices=("csv", "json", "parquet"), default="csv", help="default: csv")
+    keys.add_argument("--out", default=None, metavar="FILE",
+                      help="write here (a path or s3:// URI) instead of standard output")
+    keys.add_argument("--conf", default=None, help="configuration file for [s3] (endpoint, region)")
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    """``keylib keys``: 0 done, 2 bad usage or configuration, 3 no keys table there,
+    5 the store cannot be reached."""
+    import io
+
+    from .config import load_config
+    from .errors import ConfigError, InputError, StorageError
+    from .tables import filesystem
+
+    try:
+        s3_settings = load_config(args.conf)["s3"] if args.conf else {}
+        frame = read_keys_table(args.output, s3_settings=s3_settings)
+        if args.format == "parquet":
+            if args.out is None and sys.stdout.isatty():
+                print("keylib keys: --format parquet needs --out FILE (or a pipe)", file=sys.stderr)
+                return 2
+            buffer = io.BytesIO()
+            frame.to_parquet(buffer, index=False)
+            data = buffer.getvalue()
+        elif args.format == "json":
+            data = (frame.to_json(orient="records", date_format="iso", indent=1) + "\n").encode()
+        else:
+            data = frame.to_csv(index=False).encode()
+        if args.out is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.flush()
+        else:
+            fs, path = filesystem(args.out, s3_settings)
+            with fs.open_output_stream(path) as out:
+                out.write(data)
+            print(f"keylib keys: {len(frame)} tracks -> {args.out}", file=sys.stderr)
+    except ConfigError as exc:
+        print(f"keylib keys: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except InputError as exc:
+        print(f"keylib keys: {exc}", file=sys.stderr)
+        return 3
+    except StorageError as exc:
+        print(f"keylib keys: storage error: {exc}", file=sys.stderr)
+        return 5
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="keylib", description="Musical key of audio files (no Spark).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,7 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     analyze.add_argument("--segments", action="store_true",
                          help="print the key's changes over time (always in --json)")
     analyze.add_argument("--model", default=None, help="a .onnx model (or its .keras sibling) with its .json card (default: shipped)")
+    _add_keys_command(sub)
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_command(args)
 
     from .errors import STATUS_OK, STATUS_SILENT, ModelError
 

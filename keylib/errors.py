@@ -20,6 +20,7 @@ __all__ = [
     "DecodeError",
     "TooShortError",
     "ModelError",
+    "StorageError",
     "STATUS_OK",
     "STATUS_SILENT",
     "RETRY_STATUSES",
@@ -40,6 +41,11 @@ class ConfigError(KeylibError):
 
 class InputError(KeylibError):
     """The catalogue input (folder, manifest, S3 prefix) cannot be listed at all."""
+
+
+class StorageError(KeylibError):
+    """An output table or file cannot be read or written (store unreachable, commit
+    refused); nothing of the run in progress became visible."""
 
 
 class ModelError(KeylibError):

@@ -6,14 +6,16 @@
 1. list the catalogue on the driver (S3: paginated, ETag + size + last-modified);
 2. annotate only what is new or changed since the committed results (identity:
    ETag + size on S3, size + mtime or content hash locally), or written by another
-   feature / model version, or failed for a reason worth retrying (missing, read_error);
-3. append the new rows as one atomically committed run per table (``OUT/chroma``, and
-   ``OUT/keys`` when the inference stage is installed); earlier runs are never touched;
-4. write the run manifest ``OUT/_runs/<run_id>.json`` last (atomically).
+   feature / model version, or failed for a reason worth retrying (missing, read_error),
+   going from audio to keys in one Spark pass (:func:`keylib.flows.run_annotate`);
+3. commit the new rows as one atomic Delta commit per table (``OUT/chroma``, then
+   ``OUT/keys``; :mod:`keylib.tables`): one current row per track, earlier versions kept;
+4. write the run manifest ``OUT/_runs/<run_id>.json`` last (whole or not at all).
 
-What is "done" is read from the committed tables themselves, not from manifests: a run
-killed after committing its rows but before its manifest loses nothing, and a run killed
-before its commit left nothing visible (its staging folder is removed by the next run).
+``OUT`` is a local folder or ``s3://bucket/prefix``, through the same code. What is
+"done" is read from the committed tables themselves, not from manifests: a run killed
+after committing its rows but before its manifest loses nothing, and a run killed before
+its commit left nothing visible (its uncommitted files are deleted by the next commit).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from typing import Any, Mapping
 
 from . import features
 from .config import config_hash
-from .io import atomic_write_text
 from .runner import RunSummary
+from .tables import resolve_output, table_uri, write_text
 
 __all__ = [
     "MANIFEST_DIR", "start_manifest", "stage_record", "finish_manifest", "write_manifest",
@@ -63,7 +65,7 @@ def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: M
         "job": "nightly",
         "started": datetime.now(timezone.utc).isoformat(),
         "input": redact_text(input_uri),
-        "output": str(Path(output).resolve()),
+        "output": redact_text(resolve_output(output)),
         "config_file": conf_path,
         "config_hash": config_hash(dict(config)),
         "versions": {
@@ -76,10 +78,11 @@ def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: M
     }
 
 
-def write_manifest(output: str | Path, manifest: Mapping[str, Any]) -> Path:
-    """Write ``OUT/_runs/<run_id>.json`` atomically (temp file, fsync, rename)."""
-    target = Path(output) / MANIFEST_DIR / f"{manifest['run_id']}.json"
-    return atomic_write_text(target, json.dumps(manifest, indent=2, sort_keys=True, default=str))
+def write_manifest(output: str | Path, manifest: Mapping[str, Any], *, s3_settings: Mapping | None = None) -> str:
+    """Write ``OUT/_runs/<run_id>.json`` whole or not at all (local: temp file, fsync,
+    rename; S3: one PUT)."""
+    target = f"{table_uri(output, MANIFEST_DIR)}/{manifest['run_id']}.json"
+    return write_text(target, json.dumps(manifest, indent=2, sort_keys=True, default=str), s3_settings=s3_settings)
 
 
 def stage_record(summary: RunSummary) -> dict[str, Any]:
@@ -92,7 +95,8 @@ def stage_record(summary: RunSummary) -> dict[str, Any]:
     }
 
 
-def finish_manifest(manifest: dict, summary: RunSummary, stages: dict, output: str | Path) -> Path:
+def finish_manifest(manifest: dict, summary: RunSummary, stages: dict, output: str | Path, *,
+                    s3_settings: Mapping | None = None) -> str:
     """Add the end time, counts, stages and failures, and write the manifest (last)."""
     ended = datetime.now(timezone.utc)
     manifest.update(
@@ -103,4 +107,4 @@ def finish_manifest(manifest: dict, summary: RunSummary, stages: dict, output: s
         stages=stages,
         failures=[{"track_id": t, "status": s, "error": redact_text(e)} for t, s, e in summary.failures],
     )
-    return write_manifest(output, manifest)
+    return write_manifest(output, manifest, s3_settings=s3_settings)

@@ -9,6 +9,7 @@ Exit codes (documented in the README):
 2     bad configuration or command-line usage
 3     the input cannot be listed (missing folder or manifest, unreachable S3)
 4     more tracks failed than ``nightly.max_failed_share`` allows
+5     the output cannot be read or written (store unreachable); the run left nothing visible
 ====  =======================================================================
 """
 
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import load_config
-from .errors import ConfigError, InputError, ModelError
+from .errors import ConfigError, InputError, ModelError, StorageError
 
 __all__ = [
-    "EXIT_OK", "EXIT_INTERNAL", "EXIT_CONFIG", "EXIT_INPUT", "EXIT_FAILED_TRACKS",
+    "EXIT_OK", "EXIT_INTERNAL", "EXIT_CONFIG", "EXIT_INPUT", "EXIT_FAILED_TRACKS", "EXIT_STORAGE",
     "RunSummary", "job_main",
 ]
 
@@ -34,6 +35,7 @@ EXIT_INTERNAL = 1
 EXIT_CONFIG = 2
 EXIT_INPUT = 3
 EXIT_FAILED_TRACKS = 4
+EXIT_STORAGE = 5
 
 log = logging.getLogger("keylib")
 
@@ -111,6 +113,9 @@ def job_main(
     except InputError as exc:
         print(f"keylib {name}: input error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+    except StorageError as exc:
+        print(f"keylib {name}: storage error: {exc}", file=sys.stderr)
+        return EXIT_STORAGE
     except (ConfigError, ModelError) as exc:
         print(f"keylib {name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -1,5 +1,5 @@
 """annotate + evaluate on the sample catalogue, on the shared local[2] Spark session:
-keys Parquet schema and partitioning, a failed track's row, the report with the shipped
+the keys and chroma Delta tables and their schemas, a failed track's row, the report with the shipped
 model's score, incremental reruns, and one pass equal to extract-then-infer."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
+import pyarrow as pa
 import pytest
 
 from keylib.extract import CHROMA_COLUMNS
@@ -54,7 +54,7 @@ def manifest(sample_manifest, tmp_path_factory):
 def annotated(spark, config, manifest, tmp_path_factory):
     """One annotate run (the shipped model, one pass) over the manifest: (result, output)."""
     out = tmp_path_factory.mktemp("annotated") / "out"
-    result = run_annotate(spark, input_uri=str(manifest), output=out, config=config, run_date="2026-11-24")
+    result = run_annotate(spark, input_uri=str(manifest), output=out, config=config)
     return result, out
 
 
@@ -66,11 +66,17 @@ def test_annotate_then_evaluate(spark, config, manifest, annotated):
     assert infer.extra["statuses"] == {"ok": 48, "decode_error": 1}
     assert sorted(result["listing"]["track_id"]) == sorted(pd.read_csv(manifest, dtype=str)["track_id"])
 
-    # keys/ Parquet: partitioned by run date, the contract's columns, probs as 24 floats
-    [run_dir] = list((out / "keys" / "date=2026-11-24").glob("run=*"))
-    table = pq.read_table(run_dir)
+    # keys/: a Delta table, the contract's columns, probs as 24 floats
+    from deltalake import DeltaTable
+
+    table = DeltaTable(str(out / "keys")).to_pyarrow_table()
     assert table.column_names == KEYS_COLUMNS
     assert str(table.schema.field("probs").type) == "list<element: float not null>"
+    assert table.schema.field("tonal").type == pa.bool_()
+    assert table.schema.field("tuning_cents").type == pa.float64()
+    segment = table.schema.field("segments").type.value_type
+    assert [(f.name, f.type) for f in segment] == [
+        ("start_s", pa.float64()), ("end_s", pa.float64()), ("key", pa.string()), ("confidence", pa.float64())]
     rows = table.to_pandas().set_index("track_id")
     ok = rows[rows["status"] == "ok"]
     assert len(ok) == 48
@@ -83,10 +89,11 @@ def test_annotate_then_evaluate(spark, config, manifest, annotated):
     broken = rows.loc["broken-1"]
     assert broken["status"] == "decode_error" and "not decodable" in broken["error"]
     assert broken["key"] is None and broken["probs"] is None
-    # the chroma/ run of the same pass: the extraction contract
-    [chroma_run] = committed_runs(out / "chroma")
-    assert pq.read_table(chroma_run).column_names == CHROMA_COLUMNS
-    assert chroma_run.name == run_dir.name  # one run id for both tables
+    assert ok["segments"].map(len).ge(1).all()
+    assert all(s["key"] in KEY_NAMES and s["start_s"] < s["end_s"] for segs in ok["segments"] for s in segs)
+    # the chroma/ table of the same pass: the extraction contract, one run id for both tables
+    assert DeltaTable(str(out / "chroma")).schema().to_arrow().names == CHROMA_COLUMNS
+    assert committed_runs(str(out / "chroma")) == committed_runs(str(out / "keys")) == [extract.extra["run_id"]]
 
     # the report
     report = result["report"]
@@ -118,18 +125,19 @@ def test_one_pass_equals_extract_then_infer(spark, config, manifest, annotated, 
     run_extract(spark, input_uri=str(manifest), output=out, config=config)
     run_infer(spark, features=out / "chroma", output=out, config=config)
 
-    def rows(root, table, order_by):
-        frame = read_current(spark, root / table, order_by=order_by).drop("run").toPandas()
+    def rows(root, table):
+        frame = read_current(spark, str(root / table)).toPandas()  # read by the executors (pyarrow)
+        assert frame["track_id"].is_unique
         return frame.set_index("track_id").sort_index()
 
-    chroma_a, chroma_b = rows(one_pass, "chroma", "extracted_at"), rows(out, "chroma", "extracted_at")
+    chroma_a, chroma_b = rows(one_pass, "chroma"), rows(out, "chroma")
     assert list(chroma_a.index) == list(chroma_b.index) and len(chroma_a) == 49
     for column in ("status", "identity", "fingerprint", "n_frames", "duration_s", "feature_version"):
         assert chroma_a[column].equals(chroma_b[column]), column
     ok = chroma_a.index[chroma_a["status"] == "ok"]
     assert all(np.array_equal(chroma_a.loc[t, "chroma"], chroma_b.loc[t, "chroma"]) for t in ok)
 
-    keys_a, keys_b = rows(one_pass, "keys", "inferred_at"), rows(out, "keys", "inferred_at")
+    keys_a, keys_b = rows(one_pass, "keys"), rows(out, "keys")
     assert list(keys_a.index) == list(keys_b.index)
     for column in ("status", "key", "camelot", "model_version", "feature_version", "identity"):
         assert keys_a[column].equals(keys_b[column]), column
@@ -142,8 +150,8 @@ def test_one_pass_equals_extract_then_infer(spark, config, manifest, annotated, 
     assert (again["extract"].new, again["infer"].new) == (0, 0)
     other = run_annotate(spark, input_uri=str(manifest), output=out, config=config, model_path=str(model_path))
     assert (other["extract"].new, other["infer"].new, other["infer"].skipped) == (0, 49, 0)
-    assert len(committed_runs(out / "chroma")) == 1
-    redone = rows(out, "keys", "inferred_at")
+    assert len(committed_runs(str(out / "chroma"))) == 1
+    redone = rows(out, "keys")
     assert (redone["model_version"] == "untrained-test").all()
     assert redone["status"].equals(keys_b["status"])
 

@@ -77,3 +77,30 @@ def test_submit_against_standalone_cluster(cluster, tmp_path):
     assert any((site / "onnxruntime").is_dir() for site in sites)
     assert not any((site / name).exists() for site in sites for name in ("tensorflow", "pyspark"))
     assert any((d / "keylib_code" / "keylib" / "__init__.py").exists() for d in executor_dirs)
+
+
+def test_nightly_on_cluster_with_output_on_s3(cluster, tmp_path):
+    """The standalone cluster's executors write the run's files to S3 themselves (Spark has
+    no S3 connector here); the driver commits; `keylib keys` reads the result."""
+    from keylib import tables
+    from keylib.model import SHIPPED_MODEL
+    from servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, fill_bucket
+
+    server = MotoServer(log_dir=tmp_path).start()
+    try:
+        fill_bucket(server, "music", "c", 4)
+        server.client().create_bucket(Bucket="out")
+        model = "" if SHIPPED_MODEL.is_file() else make_model(tmp_path)
+        conf = write_conf(tmp_path / "cluster.toml", master=cluster.url, model=model, tracks_per_partition=1,
+                          endpoint=server.endpoint)
+        code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url, "--input", "s3://music/c",
+                           "--output", "s3://out/night", env=server.env(), timeout=420)
+        assert code == 0, log
+        assert "listed 4, new 4, skipped 0, failed 0" in log, log
+        s3 = {"endpoint_url": server.endpoint, "region": "us-east-1"}
+        keys = tables.read_rows("s3://out/night/keys", s3_settings=s3)
+        assert sorted(keys["track_id"]) == [f"c/track{i:04d}.wav" for i in range(4)]
+        assert set(keys["status"]) == {"ok"} and keys["key"].notna().all()
+        assert ACCESS_KEY_ID not in log and SECRET_ACCESS_KEY not in log
+    finally:
+        server.stop()

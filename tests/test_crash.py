@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import pyarrow.dataset as ds
 import pytest
 
 from faulty_s3 import FaultyS3Proxy
@@ -16,15 +15,23 @@ from servers import (  # noqa: F401 - moto_server is a fixture
 pytestmark = pytest.mark.slow
 
 
-def committed(table_root, columns=("track_id", "status", "run")):
-    """Every committed row of a table, as a plain Parquet reader sees it."""
-    return ds.dataset(str(table_root), format="parquet", partitioning="hive",
-                      ignore_prefixes=["_", "."]).to_table(columns=list(columns)).to_pandas()
+def committed(table_root, columns=("track_id", "status")):
+    """The rows a Delta reader sees in a table (its latest committed version), or None."""
+    from keylib.tables import read_rows
+
+    return read_rows(str(table_root), columns=list(columns))
 
 
-def staging_started(table_root):
-    staging = table_root / "_staging"
-    return staging.is_dir() and any(staging.iterdir())
+def files_written(table_root):
+    """A run has written Parquet files into the table's folder (committed or not)."""
+    return any(table_root.glob("run=*/*.parquet"))
+
+
+def uncommitted_folders(table_root):
+    from keylib.tables import committed_runs
+
+    runs = set(committed_runs(str(table_root)))
+    return [p for p in table_root.glob("run=*") if p.name[len("run="):] not in runs]
 
 
 def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
@@ -40,22 +47,23 @@ def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
     args = ("--conf", str(conf), "--input", str(catalogue), "--output", str(out))
 
     proc = start_submit("nightly", *args, log=tmp_path / "killed.log")
-    wait_for(lambda: staging_started(out / "chroma") or proc.poll() is not None, timeout=180,
+    wait_for(lambda: files_written(out / "chroma") or proc.poll() is not None, timeout=180,
              interval=0.05, what="the run to start writing")
     assert proc.poll() is None, (tmp_path / "killed.log").read_text()
-    time.sleep(1.0)  # tasks are writing Parquet parts into _staging now
+    time.sleep(1.0)  # tasks are writing Parquet parts into the run's folder now
     kill_group(proc)
-    assert not list((out / "chroma").glob("run=*")), "a killed run must not publish anything"
+    assert files_written(out / "chroma")
+    assert committed(out / "chroma") is None, "a killed run must not publish anything"
 
     code, log = submit("nightly", *args, timeout=300)
     assert code == 0, log
     assert f"listed {n}, new {n}, skipped 0, failed 0" in log
-    for table, order in (("chroma", "extracted_at"), ("keys", "inferred_at")):
+    for table in ("chroma", "keys"):
         rows = committed(out / table)
         assert sorted(rows["track_id"]) == sorted(f"t{i:02d}.wav" for i in range(n)), table  # exactly once
-        current = read_current(spark, out / table, order_by=order).toPandas()
+        current = read_current(spark, str(out / table)).toPandas()
         assert len(current) == n and current["track_id"].is_unique and set(current["status"]) == {"ok"}
-    assert not any((out / "chroma" / "_staging").glob("*")), "staging left behind"
+    assert not uncommitted_folders(out / "chroma"), "the killed run's files were left behind"
 
     code, log = submit("nightly", *args, "--extract-only", timeout=300)
     assert code == 0 and f"new 0, skipped {n}" in log, log
@@ -92,10 +100,13 @@ def test_s3_store_going_away_mid_run_then_rerun_completes(tmp_path, moto_server)
         assert sorted(read.split("/", 1)[1] for read in proxy.object_reads) == sorted(failed.index)
     assert code == 0, log
     assert f"listed {n}, new {n - served}, skipped {served}, failed 0" in log, log
-    rows = committed(out / "chroma", columns=("track_id", "status", "run", "extracted_at"))
-    ok = rows[rows["status"] == "ok"]
-    assert sorted(ok["track_id"]) == sorted(f"night/track{i:04d}.wav" for i in range(n))  # one ok row each
-    current = rows.sort_values("extracted_at").drop_duplicates("track_id", keep="last")
-    assert len(current) == n and set(current["status"]) == {"ok"}
+    current = committed(out / "chroma")  # the retried tracks' rows replaced their read_error rows
+    assert sorted(current["track_id"]) == sorted(f"night/track{i:04d}.wav" for i in range(n))  # one row each
+    assert set(current["status"]) == {"ok"}
+    # Nothing the first run wrote is lost: its version of the table is still readable.
+    from keylib.tables import read_rows
+
+    history = read_rows(str(out / "chroma"), columns=["track_id", "status"], version=0).set_index("track_id")
+    assert history.sort_index()["status"].equals(first.sort_index()["status"])
     for text in (first_log, log, *[p.read_text() for p in (out / "_runs").glob("*.json")]):
         assert ACCESS_KEY_ID not in text and SECRET_ACCESS_KEY not in text

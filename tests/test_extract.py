@@ -15,13 +15,13 @@ import pytest
 from keylib import features, synth
 from keylib.extract import CHROMA_COLUMNS
 from keylib.flows import run_extract
-from keylib.tables import committed_runs, read_current
+from keylib.tables import committed_runs, read_current, read_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _current(spark, out: Path) -> pd.DataFrame:
-    return read_current(spark, out / "chroma").toPandas().set_index("track_id")
+    return read_current(spark, str(out / "chroma")).toPandas().set_index("track_id")
 
 
 @pytest.fixture
@@ -52,9 +52,10 @@ def bad_catalogue(tmp_path) -> Path:
 def test_schema_and_tensor_round_trip(spark, config, sample_manifest, tmp_path):
     summary = run_extract(spark, input_uri=str(sample_manifest), output=tmp_path, config=config)
     assert (summary.listed, summary.new, summary.failed) == (48, 48, 0)
-    [run] = committed_runs(tmp_path / "chroma")
-    table = pq.read_table(run)
-    assert table.column_names == CHROMA_COLUMNS
+    [run] = committed_runs(str(tmp_path / "chroma"))
+    [part, *_] = (tmp_path / "chroma").glob(f"run={run}/*.parquet")
+    table = pq.read_table(part)
+    assert table.column_names == CHROMA_COLUMNS and list(read_rows(str(tmp_path / "chroma")).columns) == CHROMA_COLUMNS
     assert str(table.schema.field("chroma").type) == "list<element: float not null>"
     frame = _current(spark, tmp_path)
     assert (frame["status"] == "ok").all()
@@ -102,7 +103,7 @@ def test_incremental_rerun_then_added_then_changed_then_force(spark, config, tmp
     first = run_extract(spark, input_uri=str(folder), output=out, config=config)
     again = run_extract(spark, input_uri=str(folder), output=out, config=config)
     assert (first.new, again.new, again.skipped) == (3, 0, 3)
-    assert len(committed_runs(out / "chroma")) == 1  # nothing new: nothing written
+    assert len(committed_runs(str(out / "chroma"))) == 1  # nothing new: nothing written
 
     synth.write_audio(folder / "sub" / "t3.flac", synth.chord_progression(3, duration_s=2.0, sr=22050), sr=22050)
     added = run_extract(spark, input_uri=str(folder), output=out, config=config)

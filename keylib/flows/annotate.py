@@ -17,12 +17,12 @@ from ..extract import ExtractSettings
 from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
 from ..runner import RunSummary
-from ..tables import new_run_id
+from ..tables import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
-from .extract import CHROMA_TABLE, ExtractPlan, commit_table_run, plan_extract
+from .extract import ExtractPlan, commit_table_run, plan_extract
 from .infer import (
-    configured_model_path, driver_model_version, infer_rows, keys_partition, only_tracks, previous_keys_meta,
+    configured_model_path, driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma,
 )
 
 __all__ = ["run_annotate", "summarize_keys", "manifest_has_keys"]
@@ -63,7 +63,6 @@ def run_annotate(
     force: bool = False,
     model_path: str | None = None,
     run_id: str | None = None,
-    run_date: str | None = None,
     with_report: bool = True,
 ) -> dict[str, Any]:
     """Chroma and keys for the new or changed tracks of a catalogue in one pass, then (a
@@ -85,7 +84,6 @@ def run_annotate(
         (path of ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation`
         or None).
     """
-    output = Path(output)
     run_id = run_id or new_run_id()
     model_path = configured_model_path(config, model_path)
     version = driver_model_version(model_path)
@@ -93,37 +91,38 @@ def run_annotate(
     extract = plan.summary
     infer = RunSummary(job="infer")
     infer.extra.update(run_id=run_id, model_version=version)
+    keys_table = table_uri(output, KEYS_TABLE)
 
     todo_ids = set(plan.todo["track_id"])
     stale_ids: list[str] = []
     infer.listed = len(todo_ids)
-    if plan.previous is not None:
-        kept = plan.previous_meta if plan.previous_meta is not None else (
-            plan.previous.select("track_id", "extracted_at").toPandas())
-        kept = kept[~kept["track_id"].isin(todo_ids)]
-        keys_meta = None if force else previous_keys_meta(spark, output / KEYS_TABLE)
+    if plan.previous_meta is not None:
+        kept = plan.previous_meta[~plan.previous_meta["track_id"].isin(todo_ids)]
+        keys_meta = None if force else previous_keys_meta(keys_table, s3_settings=config["s3"])
         mask = stale_tracks(kept, keys_meta, model_version=version, force=force)
         stale_ids = kept.loc[mask, "track_id"].tolist()
         infer.listed += len(kept)
     infer.new = len(todo_ids) + len(stale_ids)
     infer.skipped = infer.listed - infer.new
     if infer.new:
-        _one_pass(spark, plan, stale_ids, output=output, config=config, model_path=model_path, run_id=run_id,
-                  run_date=run_date, extract=extract, infer=infer)
+        _one_pass(spark, plan, stale_ids, keys_table=keys_table, config=config, model_path=model_path,
+                  run_id=run_id, extract=extract, infer=infer)
     else:
         log.info("nothing new to annotate: all %d tracks have current chroma and keys", infer.listed)
     result = {"extract": extract, "infer": infer, "listing": plan.listing, "report": None, "evaluation": None}
     if with_report and config["report"]["enabled"] and manifest_has_keys(input_uri, plan.listing):
-        evaluation, report = run_evaluate(spark, keys=output / KEYS_TABLE, truth=input_uri,
-                                          output=output / "report")
+        evaluation, report = run_evaluate(spark, keys=keys_table, truth=input_uri,
+                                          output=table_uri(output, "report"), s3_settings=config["s3"])
         result.update(report=report, evaluation=evaluation)
     return result
 
 
-def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, output: Path,
-              config: Mapping[str, Any], model_path: str | None, run_id: str, run_date: str | None,
+def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, keys_table: str,
+              config: Mapping[str, Any], model_path: str | None, run_id: str,
               extract: RunSummary, infer: RunSummary) -> None:
-    """Commit the chroma run of ``plan.todo`` and the keys run of it and of ``stale_ids``."""
+    """Commit the chroma run of ``plan.todo`` and the keys run of it and of ``stale_ids``
+    (two Delta commits, chroma first: :func:`~keylib.flows.extract.commit_table_run`)."""
+    s3 = config["s3"]
     keys_parts: list[DataFrame] = []
     annotated = None
     try:
@@ -136,20 +135,22 @@ def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, o
                 task_cpus=int(config["spark"]["task_cpus"]),
             )
             # Two tables from one pass: persist the pass once and write its two projections.
-            # Writing both from inside the UDF would bypass Spark's committed writers, and
-            # not persisting would decode every track twice; the persisted rows (chroma
+            # Each table is committed by keylib.tables.commit_run (executors write its
+            # Parquet parts, the driver commits once); not persisting would decode every
+            # track twice; the persisted rows (chroma
             # ~7 KB per 30 s track) spill to local disk when memory is short. Should a lost
             # executor recompute a partition, its keys rows carry a newer extracted_at than
             # the committed chroma rows: the next run sees them stale and re-infers them.
             annotated = annotated.persist(StorageLevel.MEMORY_AND_DISK)
-            commit_table_run(chroma_projection(annotated), output / CHROMA_TABLE, f"run={run_id}",
-                             run_id=run_id, summary=extract)
+            commit_table_run(chroma_projection(annotated), plan.table, run_id=run_id, s3_settings=s3,
+                             summary=extract)
             keys_parts.append(keys_projection(annotated))
         if stale_ids:
-            keys_parts.append(infer_rows(spark, only_tracks(spark, plan.previous, stale_ids), n_rows=len(stale_ids),
+            chroma = read_chroma(spark, plan.table, s3_settings=s3)
+            keys_parts.append(infer_rows(spark, only_tracks(spark, chroma, stale_ids), n_rows=len(stale_ids),
                                          config=config, model_path=model_path))
-        commit_table_run(reduce(DataFrame.unionByName, keys_parts), output / KEYS_TABLE,
-                         keys_partition(run_date, run_id), run_id=run_id, summary=infer)
+        commit_table_run(reduce(DataFrame.unionByName, keys_parts), keys_table, run_id=run_id, s3_settings=s3,
+                         summary=infer)
     finally:
         if annotated is not None:
             annotated.unpersist()

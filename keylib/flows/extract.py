@@ -16,7 +16,7 @@ from ..errors import STATUS_OK, STATUS_SILENT
 from ..extract import ExtractSettings
 from ..incremental import select_tracks
 from ..runner import RunSummary
-from ..tables import clear_staging, commit_run, new_run_id, read_current, run_statuses
+from ..tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]
@@ -30,7 +30,7 @@ log = logging.getLogger("keylib")
 @dataclass
 class ExtractPlan:
     """What an extraction run must do: the catalogue, the tracks to (re)extract, and the
-    current chroma rows before the run.
+    chroma table's current rows before the run.
 
     Attributes
     ----------
@@ -38,34 +38,36 @@ class ExtractPlan:
         The catalogue (:data:`keylib.catalogue.CATALOGUE_COLUMNS`), listed once per run.
     todo : pd.DataFrame
         Catalogue rows to extract (new, changed, retryable, other feature version).
-    previous : DataFrame or None
-        The current chroma rows before this run (``None``: no committed run yet).
+    table : str
+        The chroma table (``OUT/chroma``, a local folder or ``s3://``).
     previous_meta : pd.DataFrame or None
         ``track_id``, ``fingerprint``, ``status``, ``feature_version``, ``extracted_at`` of
-        ``previous`` (``None`` with ``--force`` or without a committed run).
+        the table's current rows before the run (``None``: no committed run yet). Read on
+        the driver without Spark (:func:`keylib.tables.read_rows`, these columns only).
     summary : RunSummary
         ``job="extract"`` with listed / new / skipped and ``extra["run_id"]``.
     """
 
     listing: pd.DataFrame
     todo: pd.DataFrame
-    previous: DataFrame | None
+    table: str
     previous_meta: pd.DataFrame | None
     summary: RunSummary
+
+
+_PLAN_COLUMNS = ["track_id", "fingerprint", "status", "feature_version", "extracted_at"]
 
 
 def plan_extract(spark: SparkSession, *, input_uri: str, output: str | Path, config: Mapping[str, Any],
                  force: bool = False, run_id: str) -> ExtractPlan:
     """List the catalogue and select its new or changed tracks against ``output/chroma``."""
     summary = RunSummary(job="extract")
+    table = table_uri(output, CHROMA_TABLE)
     listing = list_tracks(input_uri, s3_settings=config["s3"])
     summary.listed = len(listing)
     log.info("listed %d tracks from %s", len(listing), input_uri)
-    previous = read_current(spark, Path(output) / CHROMA_TABLE)
-    previous_meta = None
-    if previous is not None and not force:
-        previous_meta = previous.select(
-            "track_id", "fingerprint", "status", "feature_version", "extracted_at").toPandas()
+    # A few small columns of the current rows, read on the driver (no Spark job).
+    previous_meta = read_rows(table, columns=_PLAN_COLUMNS, s3_settings=config["s3"])
     todo, skipped = select_tracks(
         listing, previous_meta, versions={"feature_version": features.FEATURE_VERSION}, force=force
     )
@@ -75,17 +77,18 @@ def plan_extract(spark: SparkSession, *, input_uri: str, output: str | Path, con
         log.info("nothing new to extract: all %d tracks are up to date", summary.listed)
     else:
         log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
-    return ExtractPlan(listing, todo, previous, previous_meta, summary)
+    return ExtractPlan(listing, todo, table, previous_meta, summary)
 
 
-def commit_table_run(frame: DataFrame, root: Path, partition: str, *, run_id: str, summary: RunSummary) -> None:
-    """Commit ``frame`` as one run of the table at ``root`` and count its statuses into
+def commit_table_run(frame: DataFrame, table: str, *, run_id: str, s3_settings: Mapping[str, Any] | None,
+                     summary: RunSummary) -> None:
+    """Commit ``frame`` as one run of ``table`` (:func:`keylib.tables.commit_run`: an
+    upsert on ``track_id``, atomic, local or ``s3://``) and count its statuses into
     ``summary`` (``failed``, ``failures``, ``extra["committed"]`` and ``["statuses"]``)."""
-    clear_staging(root)
-    published = commit_run(frame, root, partition, run_id=run_id)
-    counts, failed = run_statuses(published, success=SUCCESS_STATUSES)
+    commit = commit_run(frame, table, run_id=run_id, s3_settings=s3_settings, success=SUCCESS_STATUSES)
+    counts, failed = run_statuses(commit)
     summary.failed = len(failed)
-    summary.extra.update(committed=str(published), statuses=counts)
+    summary.extra.update(committed=str(commit), statuses=counts)
     summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
 
 
@@ -98,13 +101,14 @@ def run_extract(
     force: bool = False,
     run_id: str | None = None,
 ) -> RunSummary:
-    """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``.
+    """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``
+    (a local folder or ``s3://``; one committed run, see :mod:`keylib.tables`).
 
     Returns
     -------
     RunSummary
         listed / new / skipped / failed counts; ``extra["run_id"]`` and
-        ``extra["committed"]`` (the published folder, absent when nothing was new).
+        ``extra["committed"]`` (the table and its new version, absent when nothing was new).
     """
     run_id = run_id or new_run_id()
     plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id)
@@ -115,5 +119,5 @@ def run_extract(
         settings=ExtractSettings.from_config(config),
         tracks_per_partition=config["spark"]["tracks_per_partition"],
     )
-    commit_table_run(frame, Path(output) / CHROMA_TABLE, f"run={run_id}", run_id=run_id, summary=plan.summary)
+    commit_table_run(frame, plan.table, run_id=run_id, s3_settings=config["s3"], summary=plan.summary)
     return plan.summary

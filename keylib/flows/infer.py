@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from ..errors import InputError
 from ..incremental import stale_tracks
-from ..inference import KEYS_TABLE
+from ..inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
 from ..serving import model_info
 from ..runner import RunSummary
-from ..tables import committed_runs, new_run_id, read_current
+from ..tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
 from ..workers import infer_dataframe
 from .extract import commit_table_run
 
 __all__ = [
-    "run_infer", "read_keys", "configured_model_path", "driver_model_version", "keys_partition",
+    "run_infer", "read_keys", "configured_model_path", "driver_model_version", "read_chroma",
     "previous_keys_meta", "only_tracks", "infer_rows",
 ]
 
@@ -41,18 +39,17 @@ def driver_model_version(model_path: str | None) -> str:
     return model_info(model_path).version
 
 
-def keys_partition(run_date: str | None, run_id: str) -> str:
-    """A keys run's folder under the table: ``date=<run_date>/run=<run_id>`` (default date: today, UTC)."""
-    run_date = run_date or datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    return f"date={run_date}/run={run_id}"
+def read_chroma(spark: SparkSession, table: str, *, s3_settings: Mapping | None = None) -> DataFrame | None:
+    """The current rows of a chroma table, the columns inference needs
+    (:data:`~keylib.inference.CHROMA_INPUT_COLUMNS`), read by the executors themselves
+    (pyarrow, local or S3: no Spark S3 connector); ``None`` when there is no table."""
+    return read_current(spark, table, columns=CHROMA_INPUT_COLUMNS, s3_settings=s3_settings)
 
 
-def previous_keys_meta(spark: SparkSession, root: Path) -> pd.DataFrame | None:
-    """``track_id``, ``model_version``, ``extracted_at`` of the current keys rows, or ``None``."""
-    previous = read_current(spark, root, order_by="inferred_at")
-    if previous is None:
-        return None
-    return previous.select("track_id", "model_version", "extracted_at").toPandas()
+def previous_keys_meta(table: str, *, s3_settings: Mapping | None = None) -> pd.DataFrame | None:
+    """``track_id``, ``model_version``, ``extracted_at`` of the current keys rows, or ``None``
+    (read on the driver, these columns only)."""
+    return read_rows(table, columns=["track_id", "model_version", "extracted_at"], s3_settings=s3_settings)
 
 
 def only_tracks(spark: SparkSession, frame: DataFrame, track_ids: Sequence[str]) -> DataFrame:
@@ -80,13 +77,12 @@ def run_infer(
     config: Mapping[str, Any],
     force: bool = False,
     run_id: str | None = None,
-    run_date: str | None = None,
     model_path: str | None = None,
 ) -> RunSummary:
     """Predict keys for the current chroma rows that have no current keys row.
 
-    Writes one run to ``output/keys/date=<run_date>/run=<run_id>/`` with the atomic
-    :func:`keylib.tables.commit_run`.
+    Commits one run to the ``output/keys`` table (local or ``s3://``) with
+    :func:`keylib.tables.commit_run`: one current row per track.
 
     Returns
     -------
@@ -98,23 +94,22 @@ def run_infer(
     summary = RunSummary(job="infer")
     run_id = run_id or new_run_id()
     model_path = configured_model_path(config, model_path)
-    runs = committed_runs(features)
-    if not runs:
-        raise InputError(f"no committed chroma runs under {features} (run extract first)")
-    # One committed run holds exactly the current rows: read it as is, with no window.
-    chroma = spark.read.parquet(str(runs[0])) if len(runs) == 1 else read_current(spark, features)
+    s3 = config["s3"]
+    features = resolve_output(features)
+    chroma = read_chroma(spark, features, s3_settings=s3)
+    if chroma is None:
+        raise InputError(f"no committed chroma table at {features} (run extract first)")
     version = driver_model_version(model_path)
     summary.extra.update(run_id=run_id, model_version=version)
 
-    root = Path(output) / KEYS_TABLE
-    previous = None if force else previous_keys_meta(spark, root)
+    root = table_uri(output, KEYS_TABLE)
+    previous = None if force else previous_keys_meta(root, s3_settings=s3)
     todo = chroma
     if previous is None:
-        # Every current chroma row gets a keys row: no need to collect the listing first;
-        # the counts come from the written run (one keys row per chroma row).
-        n_todo = _parquet_rows(runs)
+        # Every current chroma row gets a keys row: the count comes from the commit log.
+        n_todo = count_rows(features, s3_settings=s3)
     else:
-        chroma_meta = chroma.select("track_id", "extracted_at").toPandas()
+        chroma_meta = read_rows(features, columns=["track_id", "extracted_at"], s3_settings=s3)
         summary.listed = len(chroma_meta)
         mask = stale_tracks(chroma_meta, previous, model_version=version)
         todo_ids = chroma_meta.loc[mask, "track_id"].tolist()
@@ -126,21 +121,16 @@ def run_infer(
             todo = only_tracks(spark, chroma, todo_ids)
         n_todo = len(todo_ids)
     frame = infer_rows(spark, todo, n_rows=n_todo, config=config, model_path=model_path)
-    commit_table_run(frame, root, keys_partition(run_date, run_id), run_id=run_id, summary=summary)
+    commit_table_run(frame, root, run_id=run_id, s3_settings=s3, summary=summary)
     if previous is None:
         summary.listed = summary.new = sum(summary.extra["statuses"].values())
     return summary
 
 
-def _parquet_rows(runs: Sequence[Path]) -> int:
-    """Rows in the Parquet files of ``runs`` (from the footers, reading no data)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for run in runs for f in Path(run).glob("*.parquet"))
-
-
-def read_keys(spark: SparkSession, output: str | Path) -> DataFrame | None:
-    """The current keys rows (newest per track over all runs) under ``output/keys`` or
-    ``output`` itself when it is the keys table; ``None`` when there is none."""
-    root = Path(output)
-    if (root / KEYS_TABLE).is_dir():
-        root = root / KEYS_TABLE
-    return read_current(spark, root, order_by="inferred_at")
+def read_keys(spark: SparkSession, output: str | Path, *, s3_settings: Mapping | None = None) -> DataFrame | None:
+    """The current keys rows (one per track) of ``output/keys``, or of ``output`` itself
+    when it is the keys table, as a Spark DataFrame; ``None`` when there is none."""
+    root = table_uri(output, KEYS_TABLE)
+    if not table_exists(root, s3_settings=s3_settings):
+        root = resolve_output(output)
+    return read_current(spark, root, s3_settings=s3_settings)

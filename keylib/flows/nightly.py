@@ -5,19 +5,22 @@ See :mod:`keylib.nightly` for the manifest and what "done" means.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
-from ..errors import InputError
+from ..errors import InputError, StorageError
 from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
-from ..runner import EXIT_INPUT, RunSummary
+from ..runner import EXIT_INPUT, EXIT_STORAGE, RunSummary
 from ..tables import new_run_id
 from .annotate import run_annotate
 from .extract import run_extract
 
 __all__ = ["run_nightly"]
+
+log = logging.getLogger("keylib")
 
 
 def run_nightly(
@@ -45,6 +48,10 @@ def run_nightly(
     InputError
         the catalogue cannot be listed; a manifest with ``status = "input_error"`` is
         written first.
+    StorageError
+        the output (local or ``s3://``) cannot be read or written; nothing of the run is
+        visible, and a manifest with ``status = "storage_error"`` is written when the
+        store still takes it.
     """
     run_id = run_id or new_run_id()
     summary = RunSummary(job="nightly")
@@ -77,11 +84,16 @@ def run_nightly(
         summary.failures = final.failures[:50]
         code = summary.exit_code(max_failed_share)
         status = "ok" if code == 0 else "too_many_failures"
-    except InputError as exc:
-        manifest.update(status="input_error", error=redact_text(exc), exit_code=EXIT_INPUT)
-        finish_manifest(manifest, summary, stages, output)
+    except (InputError, StorageError) as exc:
+        storage = isinstance(exc, StorageError)  # the output store failed: nothing of the run is visible
+        manifest.update(status="storage_error" if storage else "input_error", error=redact_text(exc),
+                        exit_code=EXIT_STORAGE if storage else EXIT_INPUT)
+        try:
+            finish_manifest(manifest, summary, stages, output, s3_settings=config["s3"])
+        except StorageError as missed:  # the first error is the one to report
+            log.warning("no run manifest: %s", missed)
         raise
     manifest.update(status=status, error=None, exit_code=code)
     summary.extra["exit_code"] = code
-    summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output))
+    summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output, s3_settings=config["s3"]))
     return summary

@@ -139,15 +139,26 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
 
     at = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
     base = dict(tonic=0, mode="major", margin=0.5, probs=[0.0] * 24, feature_version="f", identity=None,
-                extracted_at=at, inferred_at=at)
+                extracted_at=at, inferred_at=at, tonal=True, tuning_cents=-12.0,
+                segments=[{"start_s": 0.0, "end_s": 2.5, "key": "C major", "confidence": 0.9},
+                          {"start_s": 2.5, "end_s": 4.0, "key": "G major", "confidence": 0.7}])
     data = [dict(track_id="b.wav", uri="/m/b.wav", key="C major", confidence=0.9, camelot="8B", open_key="1d",
                  model_version="m1", status="ok", error=None, **base),
             dict(track_id="a.wav", uri="/m/a.wav", key=None, confidence=None, camelot=None, open_key=None,
-                 model_version="m1", status="decode_error", error="not decodable audio", **{**base, "tonic": None,
-                                                                                            "mode": None, "probs": None})]
+                 model_version="m1", status="decode_error", error="not decodable audio",
+                 **{**base, "tonic": None, "mode": None, "probs": None, "tonal": None, "tuning_cents": None,
+                    "segments": None})]
     frame = spark.createDataFrame(pd.DataFrame(data)[[f.name for f in keys_schema().fields]], keys_schema())
     out = tmp_path / "out"
     tables.commit_run(frame, tables.table_uri(out, "keys"), run_id="r1")
+    # the nested segments column round-trips through Delta, without Spark and through the executors
+    for current in (tables.read_rows(tables.table_uri(out, "keys")),
+                    tables.read_current(spark, tables.table_uri(out, "keys")).toPandas()):
+        current = current.set_index("track_id")
+        segments = [s.asDict() if hasattr(s, "asDict") else dict(s) for s in current.loc["b.wav", "segments"]]
+        assert segments == base["segments"]
+        assert current.loc["b.wav", "tonal"] and current.loc["b.wav", "tuning_cents"] == -12.0
+        assert current.loc["a.wav", "segments"] is None
 
     assert cli.main(["keys", str(out)]) == 0
     lines = capsysbinary.readouterr().out.decode().splitlines()

@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
 
 from clips import make_clips, make_songs, write_manifest  # noqa: E402
 from keylib import mirex  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
+from keylib.tables import open_table  # noqa: E402
 
 BUILD = ROOT / "build"
 
@@ -54,9 +54,8 @@ def run_keylib(manifest: Path, out: Path) -> tuple[float, str]:
 
 
 def read_table(root: Path, columns: list[str]) -> dict[str, dict]:
-    """``{track_id: {column: value}}`` of every committed run of a keylib table."""
-    table = ds.dataset(str(root), format="parquet", partitioning="hive",
-                       exclude_invalid_files=True).to_table(columns=["track_id", *columns])
+    """``{track_id: {column: value}}`` of the current rows of a keylib table."""
+    table = open_table(str(root)).to_pyarrow_table(columns=["track_id", *columns])
     return {row["track_id"]: row for row in table.to_pylist()}
 
 

@@ -7,7 +7,8 @@ submit-args --root ROOT`` and appends what it prints (one spark-submit argument 
   executor as ``./environment`` through ``--archives``. Only the distributions that
   serving needs: keylib's own requirements (no extras: no TensorFlow, no training or
   test packages) and theirs, taken from this virtual environment, minus matplotlib (report
-  plots are drawn on the driver) and PySpark and py4j, which every node's Spark provides (executors import them from Spark's
+  plots are drawn on the driver), deltalake (tables are committed by the driver; executors
+  write their files with pyarrow) and PySpark and py4j, which every node's Spark provides (executors import them from Spark's
   ``python/lib/pyspark.zip`` and ``py4j-*.zip``, which Spark puts on each Python worker's
   path). Left out too: the packages' test suites and C headers. Rebuilt only when those
   distributions change. Its size is printed.
@@ -41,8 +42,10 @@ ENV_ALIAS = "environment"
 CODE_ALIAS = "keylib_code"
 # Distributions the cluster's own Spark provides to every Python worker.
 CLUSTER_PROVIDED = frozenset({"pyspark", "py4j"})
-# Distributions only the driver uses: report plots are drawn there (keylib.report).
-DRIVER_ONLY = frozenset({"matplotlib"})
+# Distributions only the driver uses: report plots are drawn there (keylib.report), and
+# Delta commits and log reads happen there (keylib.tables; executors write and read the
+# Parquet files with pyarrow.fs alone).
+DRIVER_ONLY = frozenset({"matplotlib", "deltalake"})
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _LAYOUT = "serving-v2"  # bump when what goes into the archive changes
 

@@ -4,11 +4,12 @@
 ``./submit.sh nightly --input X --output OUT [--conf conf/nightly.toml]``:
 
 1. list the catalogue on the driver (S3: paginated, ETag + size + last-modified);
-2. annotate only what is new or changed since the committed results (identity:
-   ETag + size on S3, size + mtime or content hash locally), or written by another
-   feature / model version, or failed for a reason worth retrying (missing, read_error);
-3. append the new rows as one atomically committed run per table (``OUT/chroma``, and
-   ``OUT/keys`` when the inference stage is installed); earlier runs are never touched;
+2. annotate, in one pass from audio to keys, only what is new or changed since the
+   committed results (identity: ETag + size on S3, size + mtime or content hash locally),
+   or written by another feature version, or failed for a reason worth retrying (missing,
+   read_error); keys of another model version are redone from the committed chroma;
+3. append the new rows as one atomically committed run per table (``OUT/chroma``, then
+   ``OUT/keys``; ``--extract-only``: chroma alone); earlier runs are never touched;
 4. write the run manifest ``OUT/_runs/<run_id>.json`` last (atomically).
 
 What is "done" is read from the committed tables themselves, not from manifests: a run

@@ -40,7 +40,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import templates  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
-from keylib.train import LENGTH_BUCKETS, calibration_error, length_bucket, load_dataset, mirex_summary  # noqa: E402
+from keylib.mirex import calibration_error  # noqa: E402
+from keylib.report import plot_reliability  # noqa: E402
+from keylib.train import LENGTH_BUCKETS, length_bucket, load_dataset, mirex_summary  # noqa: E402
 
 DEFAULT_PROFILES = ("bgate", "edma", "temperley", "krumhansl", "shaath")
 
@@ -80,27 +82,28 @@ def _speed(model, *, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) 
     return float(np.median(wall)), float(np.median(cpu))
 
 
-def _reliability_png(bins: list[dict], ece: float, path: Path, title: str) -> None:
-    import matplotlib
+def _update_card(model, report: dict, png: Path, *, argv) -> None:
+    """Write the benchmark into the model's card and its reliability diagram beside it."""
+    import shutil
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
-    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
-    mids = [(b["lo"] + b["hi"]) / 2 for b in bins if b["n"]]
-    acc = [b["accuracy"] for b in bins if b["n"]]
-    width = bins[0]["hi"] - bins[0]["lo"]
-    ax.bar(mids, acc, width=width * 0.9, color="#4c72b0", alpha=0.8, label="accuracy in bin")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"{title}\nECE {ece:.3f} (15 bins)", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    card_path = Path(model.info.card_path)
+    card = json.loads(card_path.read_text())
+    conv = lambda d: {"ascending_fifths": round(d["up"], 4), "both_fifths": round(d["both"], 4),  # noqa: E731
+                      "accuracy": round(d["exact"], 4)}
+    name = f"keylib {model.version}"
+    card["benchmark"] = {
+        "script": "bench/accuracy.py " + " ".join(str(a) for a in argv if a != "--update-card"),
+        "heldout_clips": report["files"],
+        "mirex": {(f"shipped {model.version}" if k == name else k): conv(v["all"]) for k, v in report["methods"].items()},
+        "by_length": {k: {b: conv(d) for b, d in v["by_length"].items()} for k, v in report["methods"].items()},
+        "paired_whole_vs_excerpt": report.get("paired"),
+        "calibration": {"ece_15_bins": round(report["calibration"]["ece"], 4),
+                        "reliability_diagram": f"{card_path.stem}-reliability.png"},
+        "network_tracks_per_s": report["network_tracks_per_s"],
+    }
+    card_path.write_text(json.dumps(card, indent=1))
+    shutil.copyfile(png, card_path.with_name(f"{card_path.stem}-reliability.png"))
+    print(f"card updated: {card_path}")
 
 
 def main(argv=None) -> int:
@@ -111,6 +114,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-essentia", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="score at most N held-out files (smoke runs)")
     p.add_argument("--out", default=str(ROOT / "build" / "bench-accuracy"))
+    p.add_argument("--update-card", action="store_true",
+                   help="record these figures in the model's card (benchmark) and put the reliability "
+                        "diagram beside it: how the shipped card and README figures are made")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
     cal = calibration_error(conf, probs.argmax(1) == refs)
     report["calibration"] = cal
     png = out / "reliability.png"
-    _reliability_png(cal["bins"], cal["ece"], png, f"keylib {model.version}, {len(df)} held-out files")
+    plot_reliability(cal, png, title=f"keylib {model.version}, {len(df)} held-out files")
     print(f"\ncalibration: ECE {cal['ece']:.3f} over 15 bins, mean confidence {conf.mean():.3f}, "
           f"accuracy {(probs.argmax(1) == refs).mean():.3f}; reliability diagram {png}")
     wall, per_cpu = _speed(model)
@@ -206,6 +212,8 @@ def main(argv=None) -> int:
           f"{wall:,.0f} tracks/s wall, {per_cpu:,.0f} tracks per CPU-second (medians of 5)")
     (out / "accuracy.json").write_text(json.dumps(report, indent=1))
     print(f"figures: {out / 'accuracy.json'}")
+    if args.update_card:
+        _update_card(model, report, png, argv=sys.argv[1:] if argv is None else argv)
     return 0
 
 

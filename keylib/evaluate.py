@@ -105,6 +105,26 @@ def read_truth(manifest: str | Path) -> pd.DataFrame:
     return out[out["track_id"].notna() | out["uri"].notna()].reset_index(drop=True)
 
 
+def _beyond_key(keys: pd.DataFrame) -> dict:
+    """What the keys rows say beyond the key: tonal share, tuning, key changes (None when
+    the rows lack the columns)."""
+    def share(mask) -> float | None:
+        return float(np.mean(mask)) if len(mask) else None
+
+    out: dict = {}
+    if "tonal" in keys:
+        tonal = keys["tonal"].dropna().astype(bool)
+        out["tonal_share"] = share(tonal.to_numpy())
+    if "tuning_cents" in keys:
+        cents = keys["tuning_cents"].dropna().astype(float).to_numpy()
+        out["tuning_median_cents"] = float(np.median(cents)) if len(cents) else None
+        out["tuning_off_share"] = share(np.abs(cents) > 10)
+    if "segments" in keys:
+        counts = [len(s) for s in keys["segments"] if s is not None and not (isinstance(s, float) and s != s)]
+        out["modulating_share"] = share(np.asarray(counts) > 1)
+    return out
+
+
 def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
     """Join keys rows with ground truth and score them.
 
@@ -193,4 +213,9 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
         s["excluded"] = int((excluded_df["source"] == source).sum())
         by_source[source] = s
     summary["by_source"] = by_source
+    confident = scored_df["confidence"].notna()
+    summary["calibration"] = mirex.calibration_error(
+        scored_df.loc[confident, "confidence"].to_numpy(dtype=float),
+        (scored_df.loc[confident, "ref_index"] == scored_df.loc[confident, "est_index"]).to_numpy())
+    summary["beyond_key"] = _beyond_key(keys)
     return Evaluation(scored=scored_df, excluded=excluded_df, summary=summary)

@@ -25,6 +25,7 @@ import numpy as np
 from .keys import KEY_NAMES, N_KEYS
 
 __all__ = [
+    "calibration_error",
     "CATEGORIES",
     "WEIGHTS",
     "category",
@@ -212,3 +213,27 @@ def summarize(refs: Sequence[int], ests: Sequence[int]) -> dict:
         "confusion": confusion_matrix(r, e).tolist(),
         "key_names": list(KEY_NAMES),
     }
+
+
+def calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> dict:
+    """Expected calibration error over ``n_bins`` equal-width bins of confidence.
+
+    Returns
+    -------
+    dict
+        ``ece`` and per bin ``lo``, ``hi``, ``n``, ``confidence`` (mean), ``accuracy``.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        m = which == b
+        n = int(m.sum())
+        conf = float(confidence[m].mean()) if n else None
+        acc = float(correct[m].mean()) if n else None
+        if n:
+            ece += n / max(len(confidence), 1) * abs(acc - conf)
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n, "confidence": conf, "accuracy": acc})
+    return {"ece": float(ece), "n": int(len(confidence)), "bins": bins}

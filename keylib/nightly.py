@@ -4,12 +4,14 @@
 ``./submit.sh nightly --input X --output OUT [--conf conf/nightly.toml]``:
 
 1. list the catalogue on the driver (S3: paginated, ETag + size + last-modified);
-2. annotate only what is new or changed since the committed results (identity:
-   ETag + size on S3, size + mtime or content hash locally), or written by another
-   feature / model version, or failed for a reason worth retrying (missing, read_error),
-   going from audio to keys in one Spark pass (:func:`keylib.flows.run_annotate`);
+2. annotate, in one pass from audio to keys (:func:`keylib.flows.run_annotate`), only
+   what is new or changed since the committed results (identity: ETag + size on S3, size +
+   mtime or content hash locally), or written by another feature version, or failed for a
+   reason worth retrying (missing, read_error); keys of another model version are redone
+   from the committed chroma;
 3. commit the new rows as one atomic Delta commit per table (``OUT/chroma``, then
-   ``OUT/keys``; :mod:`keylib.tables`): one current row per track, earlier versions kept;
+   ``OUT/keys``; ``--extract-only``: chroma alone; :mod:`keylib.tables`): one current row
+   per track, earlier versions kept;
 4. write the run manifest ``OUT/_runs/<run_id>.json`` last (whole or not at all).
 
 ``OUT`` is a local folder or ``s3://bucket/prefix``, through the same code. What is

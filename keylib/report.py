@@ -8,6 +8,7 @@ The folder written by :func:`write_report`::
     report.html         self-contained page showing confusion.png and key_distribution.png
     confusion.png       24 x 24 confusion matrix (rows = reference, columns = estimate)
     key_distribution.png  reference vs estimated keys of the scored tracks
+    reliability.png     accuracy against confidence in 15 bins (calibration), with the ECE
 
 Plots use matplotlib's Agg backend (no display needed).
 """
@@ -30,7 +31,8 @@ from .mirex import CATEGORIES, WEIGHTS
 
 __all__ = ["REPORT_FILES", "write_report", "plot_confusion", "plot_distribution"]
 
-REPORT_FILES = ("report.json", "report.md", "report.html", "confusion.png", "key_distribution.png")
+REPORT_FILES = ("report.json", "report.md", "report.html", "confusion.png", "key_distribution.png",
+                "reliability.png")
 
 _REASON_TEXT = {
     "no_label": "no key label in the truth manifest",
@@ -99,6 +101,34 @@ def plot_distribution(reference: np.ndarray, estimate: np.ndarray, path: str | P
     return path
 
 
+def plot_reliability(calibration: Mapping[str, Any], path: str | Path, *, title: str = "Reliability") -> Path:
+    """Reliability diagram: accuracy in each confidence bin against the diagonal.
+
+    Parameters
+    ----------
+    calibration : mapping
+        :func:`keylib.mirex.calibration_error`'s result (``ece``, ``bins``).
+    """
+    plt = _pyplot()
+    bins = calibration["bins"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=110)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect calibration")
+    used = [b for b in bins if b["n"]]
+    width = bins[0]["hi"] - bins[0]["lo"] if bins else 1 / 15
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in used], [b["accuracy"] for b in used], width=width * 0.9,
+           color="#4c72b0", alpha=0.8, label="accuracy in bin")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title}\nECE {calibration['ece']:.3f} ({len(bins)} bins)", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -114,6 +144,25 @@ def _summary_rows(s: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("weighted score, fifth above only (MIREX/NEMA, mir_eval 0.8.2)", _fmt(s["weighted_score"])),
         ("weighted score, fifth above or below", _fmt(s["weighted_score_both_fifths"])),
         ("accuracy", _fmt(s["accuracy"])),
+        ("expected calibration error of confidence (15 bins)", _fmt((s.get("calibration") or {}).get("ece"))),
+    ]
+
+
+# What the keys columns beyond the key mean, and what this catalogue's rows say.
+_BEYOND_TEXT = {
+    "tonal": "share of tracks with a clear key (tonal = true); false for noise, drums, speech, atonal music",
+    "tuning_cents": "reference pitch against A440 in cents: median and share more than 10 cents off",
+    "segments": "share of tracks with more than one key segment (a key change)",
+}
+
+
+def _beyond_rows(s: Mapping[str, Any]) -> list[list[str]]:
+    b = s.get("beyond_key") or {}
+    return [
+        ["tonal", _fmt(b.get("tonal_share")), _BEYOND_TEXT["tonal"]],
+        ["tuning_cents", f"{_fmt(b.get('tuning_median_cents'), 1)} / {_fmt(b.get('tuning_off_share'))}",
+         _BEYOND_TEXT["tuning_cents"]],
+        ["segments", _fmt(b.get("modulating_share")), _BEYOND_TEXT["segments"]],
     ]
 
 
@@ -149,8 +198,11 @@ def _markdown(result: Evaluation, meta: Mapping[str, Any]) -> str:
         lines += ["", "## By source", "", "| " + " | ".join(_SOURCE_HEADER) + " |",
                   "|" + "---|" * len(_SOURCE_HEADER)]
         lines += ["| " + " | ".join(row) + " |" for row in _source_rows(s)]
+    lines += ["", "## Beyond the key", "", "| column | value | meaning |", "|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _beyond_rows(s)]
     lines += ["", "## Plots", "", "![confusion matrix](confusion.png)", "",
-              "![key distribution](key_distribution.png)", ""]
+              "![key distribution](key_distribution.png)", "",
+              "![reliability diagram: accuracy against confidence](reliability.png)", ""]
     return "\n".join(lines)
 
 
@@ -183,7 +235,10 @@ def _html(result: Evaluation, meta: Mapping[str, Any]) -> str:
                             [[r.track_id, r.reason, r.detail] for r in result.excluded.head(200).itertuples(index=False)]))
     if s["by_source"]:
         parts += ["<h2>By source</h2>", _table(_SOURCE_HEADER, _source_rows(s))]
+    parts += ["<h2>Beyond the key</h2>", _table(["column", "value", "meaning"], _beyond_rows(s))]
     parts += [
+        "<h2>Calibration</h2>",
+        "<img src='reliability.png' alt='reliability diagram: accuracy against confidence in 15 bins'>",
         "<h2>Confusion matrix</h2>",
         "<img src='confusion.png' alt='24 x 24 confusion matrix, rows reference, columns estimate'>",
         "<h2>Key distribution</h2>",
@@ -219,6 +274,7 @@ def write_report(result: Evaluation, folder: str | Path, *, title: str = "keylib
     plot_confusion(np.array(s["confusion"]), folder / "confusion.png")
     plot_distribution(np.array(s["reference_distribution"]), np.array(s["estimate_distribution"]),
                       folder / "key_distribution.png")
+    plot_reliability(s["calibration"], folder / "reliability.png", title="Calibration of confidence")
     payload = {
         "metadata": meta,
         "summary": s,

@@ -21,6 +21,7 @@ import numpy as np
 
 from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
+from .mirex import calibration_error
 from .serving import calibrate
 from .tensors import compress, crop, excerpt, linear
 
@@ -32,7 +33,6 @@ __all__ = [
     "train_model",
     "predict_exact",
     "fit_temperature",
-    "calibration_error",
 ]
 
 
@@ -291,30 +291,6 @@ def fit_temperature(probs: np.ndarray, refs: Sequence[int]) -> float:
     return float(np.exp(res.x))
 
 
-def calibration_error(confidence: np.ndarray, correct: np.ndarray, *, n_bins: int = 15) -> dict:
-    """Expected calibration error over ``n_bins`` equal-width bins of confidence.
-
-    Returns
-    -------
-    dict
-        ``ece`` and per bin ``lo``, ``hi``, ``n``, ``confidence`` (mean), ``accuracy``.
-    """
-    confidence = np.asarray(confidence, dtype=np.float64)
-    correct = np.asarray(correct, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
-    bins, ece = [], 0.0
-    for b in range(n_bins):
-        m = which == b
-        n = int(m.sum())
-        conf = float(confidence[m].mean()) if n else None
-        acc = float(correct[m].mean()) if n else None
-        if n:
-            ece += n / max(len(confidence), 1) * abs(acc - conf)
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n, "confidence": conf, "accuracy": acc})
-    return {"ece": float(ece), "n": int(len(confidence)), "bins": bins}
-
-
 # --------------------------------------------------------------------------- training
 
 def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_df=None,
@@ -494,5 +470,7 @@ def _counts(df) -> dict:
         "tracks": int(len(df)), "pieces": int(df.groupby(["source", "piece"]).ngroups),
         "by_source": {str(k): int(v) for k, v in df["source"].value_counts().sort_index().items()},
         "major": int((modes == 0).sum()), "minor": int((modes == 1).sum()),
+        "by_soundfont": ({str(k): int(v) for k, v in df["soundfont"].value_counts().sort_index().items()}
+                         if "soundfont" in df else {}),
         "hours": round(float(sum(c.shape[1] for c in df["chroma"])) / 5.0 / 3600, 2),
     }

@@ -136,3 +136,28 @@ def test_every_key_name_round_trips_through_evaluation(tmp_path):
     counts = {"correct": 24, "fifth": 0, "relative": 0, "parallel": 0, "other": 0}
     for category, weight in mirex.WEIGHTS.items():
         assert f"| {category} | {weight} | {counts[category]} | {counts[category]} |" in md, category
+
+
+def test_calibration_and_columns_beyond_the_key(tmp_path):
+    # Confidence 0.9 for 10 tracks of which 6 are right: ECE |0.6 - 0.9| = 0.3 (one bin).
+    keys = pd.DataFrame([
+        {**_keys_row(f"t{i}", "C major" if i < 6 else "E major"), "tonal": i != 9,
+         "tuning_cents": 20.0 if i < 3 else 0.0,
+         "segments": [{"start_s": 0.0, "end_s": 10.0, "key": "C major", "confidence": 0.9}] * (2 if i == 0 else 1)}
+        for i in range(10)
+    ])
+    manifest = tmp_path / "truth.csv"
+    pd.DataFrame([(f"/music/t{i}.mp3", f"t{i}", "C major") for i in range(10)],
+                 columns=["path", "track_id", "key"]).to_csv(manifest, index=False)
+    result = evaluate_keys(keys, read_truth(manifest))
+    s = result.summary
+    assert s["calibration"]["ece"] == pytest.approx(0.3)
+    assert s["calibration"]["n"] == 10
+    assert s["beyond_key"] == {"tonal_share": 0.9, "tuning_median_cents": 0.0, "tuning_off_share": 0.3,
+                               "modulating_share": 0.1}
+    folder = write_report(result, tmp_path / "r").parent
+    assert (folder / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (folder / "report.md").read_text()
+    assert "| expected calibration error of confidence (15 bins) | 0.300 |" in md
+    assert "| tonal | 0.900 |" in md and "| segments | 0.100 |" in md
+    assert "src='reliability.png'" in (folder / "report.html").read_text()

@@ -34,7 +34,10 @@ def run_evaluate(spark, *, keys: str, truth: str | Path, output: str | Path,
     frame = read_keys(spark, keys, s3_settings=s3_settings)
     if frame is None:
         raise InputError(f"no committed keys runs under {keys} (run infer or annotate first)")
-    keys_pdf = frame.select("track_id", "uri", "key", "confidence", "status", "error", "model_version").toPandas()
+    # The columns beyond the key (tonal, tuning, key changes) feed the report's own section.
+    wanted = ["track_id", "uri", "key", "confidence", "status", "error", "model_version",
+              "tonal", "tuning_cents", "segments"]
+    keys_pdf = frame.select(*[c for c in wanted if c in frame.columns]).toPandas()
     result = evaluate_keys(keys_pdf, truth_pdf)
     versions = sorted(keys_pdf["model_version"].dropna().unique().tolist())
     metadata = {"keys": str(keys), "truth": str(truth), "model_version": ", ".join(versions) or None}

@@ -303,7 +303,8 @@ def read_current(spark, uri: str, *, columns: Iterable[str] | None = None,
 # --------------------------------------------------------------------------- writing
 
 
-_FILE_META = "path string, size long, rows long, track_ids array<string>, statuses array<string>, errors array<string>"
+_FILE_META = ("path string, size long, rows long, track_ids array<string>, statuses array<string>, "
+              "errors array<string>, failure string")
 
 
 def _arrow_schema(spark_schema) -> pa.Schema:
@@ -354,7 +355,6 @@ def _part_writer(uri: str, settings: Mapping, run_id: str, schema: pa.Schema, pr
     metadata row (executor side)."""
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        fs, root = filesystem(uri, settings)
         name = f"run={run_id}/{prefix}-{uuid.uuid4().hex}.parquet"
         writer = stream = None
         ids: list[str] = []
@@ -362,6 +362,7 @@ def _part_writer(uri: str, settings: Mapping, run_id: str, schema: pa.Schema, pr
         errors: list[str | None] = []
         rows = 0
         try:
+            fs, root = filesystem(uri, settings)
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
@@ -376,16 +377,22 @@ def _part_writer(uri: str, settings: Mapping, run_id: str, schema: pa.Schema, pr
                 if "status" in schema.names:
                     statuses.extend(batch.column("status").to_pylist())
                     errors.extend(batch.column("error").to_pylist())
-        finally:
             if writer is not None:
                 writer.close()
-            if stream is not None:
                 stream.close()
+                size = fs.get_file_info(f"{root}/{name}").size
+        except Exception as exc:  # noqa: BLE001 - the store failed: tell the driver, without a task failure
+            for _ in batches:  # let the task end normally
+                pass
+            yield pa.RecordBatch.from_pylist([{"path": None, "size": 0, "rows": 0, "track_ids": [], "statuses": [],
+                                               "errors": [], "failure": _redact(f"{type(exc).__name__}: {exc}")[:500]}],
+                                             schema=_META_ARROW)
+            return
         if writer is None:
             return
-        size = fs.get_file_info(f"{root}/{name}").size
         yield pa.RecordBatch.from_pylist(
-            [{"path": name, "size": size, "rows": rows, "track_ids": ids, "statuses": statuses, "errors": errors}],
+            [{"path": name, "size": size, "rows": rows, "track_ids": ids, "statuses": statuses, "errors": errors,
+              "failure": None}],
             schema=_META_ARROW,
         )
 
@@ -395,6 +402,7 @@ def _part_writer(uri: str, settings: Mapping, run_id: str, schema: pa.Schema, pr
 _META_ARROW = pa.schema([
     ("path", pa.string()), ("size", pa.int64()), ("rows", pa.int64()),
     ("track_ids", pa.list_(pa.string())), ("statuses", pa.list_(pa.string())), ("errors", pa.list_(pa.string())),
+    ("failure", pa.string()),
 ])
 
 
@@ -490,6 +498,9 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
         meta = frame.mapInArrow(_part_writer(uri, settings, run_id, schema), _FILE_META).collect()
     except Exception as exc:  # noqa: BLE001 - a failed Spark job: say which store and why
         raise _storage_error(f"cannot write the files of run {run_id} to {uri}", _root_cause(exc)) from None
+    failures = [m["failure"] for m in meta if m["failure"]]
+    if failures:  # the files written so far are never committed (the next run deletes them)
+        raise StorageError(_redact(f"cannot write the files of run {run_id} to {uri}: {failures[0]}"))
     ids = [t for m in meta for t in m["track_ids"]]
     statuses = [s for m in meta for s in m["statuses"]]
     errors = [e for m in meta for e in m["errors"]]

@@ -92,8 +92,16 @@ def run(workdir: Path, catalogue: Path, n_workers: int, n_tracks: int) -> dict:
     (conf_dir / "spark-defaults.conf").write_text(
         f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
         "spark.eventLog.compress false\nspark.eventLog.rolling.enabled false\n")
-    cluster.start()
     try:
+        # A loaded machine can take minutes to start the JVMs; stop what started either way.
+        for attempt in range(3):
+            try:
+                cluster.start()
+                break
+            except TimeoutError:
+                cluster.stop()
+                if attempt == 2:
+                    raise
         started = time.monotonic()
         code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url,
                            "--input", str(catalogue), "--output", str(out), timeout=1800,

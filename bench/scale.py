@@ -93,15 +93,7 @@ def run(workdir: Path, catalogue: Path, n_workers: int, n_tracks: int) -> dict:
         f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
         "spark.eventLog.compress false\nspark.eventLog.rolling.enabled false\n")
     try:
-        # A loaded machine can take minutes to start the JVMs; stop what started either way.
-        for attempt in range(3):
-            try:
-                cluster.start()
-                break
-            except TimeoutError:
-                cluster.stop()
-                if attempt == 2:
-                    raise
+        cluster.start(timeout=300)  # a loaded machine can take minutes to start the JVMs
         started = time.monotonic()
         code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url,
                            "--input", str(catalogue), "--output", str(out), timeout=1800,

@@ -124,6 +124,8 @@ def score_notes(score, *, bpm: float, melody_channel_for_single: int = 2) -> lis
     return notes
 
 
+# Read by hand, not with music21's ABCMetadata: that one agrees on all 3070 tunes of the corpora
+# used here, but reads "K:none" and a bare "K:" as C major and names ion/aeo as modes.
 _ABC_KEY = re.compile(r"^K:[ \t]*([A-Ga-g])[ \t]*([#b]?)[ \t]*([A-Za-z]*)", re.M)
 
 

@@ -79,9 +79,7 @@ setup() {
     tail -n 30 "$log" >&2
     die "pip install failed; the whole log is in $log"
   fi
-  # librosa compiles numba kernels when imported and caches them in site-packages; compile
-  # them once here, in one process, rather than in several Spark workers at once (a cache
-  # written concurrently by workers crashed a fresh environment).
+  # A smoke check that serving imports and runs (keylib's own numpy chroma: no numba cache to warm).
   "$PY" -c 'import numpy as np; from keylib import features; features.chroma(np.ones(22050, dtype=np.float32))'
   sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 >"$STAMP"
   say "setup done"

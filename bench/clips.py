@@ -46,7 +46,8 @@ def _encode_mp3(path: Path, stereo: np.ndarray) -> None:
     tmp = path.with_suffix(".part.mp3")
     cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "f32le", "-ar", str(SR), "-ac", "2",
            "-i", "pipe:0", "-c:a", "libmp3lame", "-b:a", BITRATE, str(tmp)]
-    subprocess.run(cmd, input=np.ascontiguousarray(stereo, dtype="<f4").tobytes(), check=True, timeout=600)
+    # no timeout: on a busy shared machine a 5-minute song can take longer than any fixed limit
+    subprocess.run(cmd, input=np.ascontiguousarray(stereo, dtype="<f4").tobytes(), check=True)
     tmp.rename(path)  # a killed run leaves no half-written clip behind
 
 

@@ -46,7 +46,9 @@ def folder_bytes(folder: Path) -> int:
 def read_event_log(folder: Path) -> dict:
     """Per-executor start-up and busy time from a Spark event log (JSON lines)."""
     app_start, added, tasks = None, {}, {}
-    for path in folder.iterdir():
+    for path in folder.rglob("*"):
+        if not path.is_file() or path.name.startswith((".", "appstatus")):
+            continue
         for line in path.read_text(errors="replace").splitlines():
             try:
                 event = json.loads(line)
@@ -88,9 +90,10 @@ def run(workdir: Path, catalogue: Path, n_workers: int, n_tracks: int) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     (conf_dir / "spark-defaults.conf").write_text(
-        f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n")
-    cluster.start()
+        f"spark.eventLog.enabled true\nspark.eventLog.dir file://{events}\n"
+        "spark.eventLog.compress false\nspark.eventLog.rolling.enabled false\n")
     try:
+        cluster.start(timeout=300)  # a loaded machine can take minutes to start the JVMs
         started = time.monotonic()
         code, log = submit("nightly", "--conf", str(conf), "--master", cluster.url,
                            "--input", str(catalogue), "--output", str(out), timeout=1800,

@@ -153,7 +153,7 @@ def env_archive(root: str | Path, *, prefix: str | Path | None = None) -> Path:
     return target
 
 
-# Folders no executor reads: the packages' own test suites (174 MB of numpy, scipy,
+# Folders no executor reads: the packages' own test suites (about 60 MB of numpy, scipy,
 # pandas, pyarrow, scikit-learn, numba...) and C headers (build time only).
 _UNUSED_FOLDERS = frozenset({"tests", "include"})
 

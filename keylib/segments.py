@@ -28,7 +28,7 @@ WINDOW_S = 16.0
 HOP_S = 2.0
 # Tuned on two-key medleys of held-out music (bench/segments.py): lower splits one-key
 # tracks at passing tonicisations, higher misses short sections.
-SWITCH_PENALTY = 24.0
+SWITCH_PENALTY = 32.0
 # Shorter segments join a neighbour: a key is a stretch of music, not a passing chord.
 MIN_SEGMENT_S = 12.0
 

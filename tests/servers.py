@@ -290,16 +290,18 @@ class StandaloneCluster:
         except (OSError, ValueError):
             return 0
 
-    def start(self) -> "StandaloneCluster":
+    def start(self, timeout: float = 60) -> "StandaloneCluster":
+        """Start the master, then the workers; ``timeout`` bounds the master's start (the
+        workers get 1.5 times it)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         master = self._spawn("master", "org.apache.spark.deploy.master.Master",
                              "--host", "127.0.0.1", "--port", str(self.port), "--webui-port", str(self.ui_port))
-        wait_for(lambda: _port_open(self.port) or master.poll() is not None, timeout=60, what="Spark master")
+        wait_for(lambda: _port_open(self.port) or master.poll() is not None, timeout=timeout, what="Spark master")
         for i in range(self.n_workers):
             self._spawn(f"worker{i}", "org.apache.spark.deploy.worker.Worker", self.url,
                         "--host", "127.0.0.1", "--cores", "1", "--memory", self.worker_memory,
                         "--webui-port", str(free_port()), "--work-dir", str(self.workdir / f"work{i}"))
-        wait_for(lambda: self.alive_workers() >= self.n_workers, timeout=90, interval=0.5,
+        wait_for(lambda: self.alive_workers() >= self.n_workers, timeout=1.5 * timeout, interval=0.5,
                  what=f"{self.n_workers} Spark workers")
         return self
 

@@ -12,6 +12,11 @@ from servers import (  # noqa: F401 - moto_server is a fixture
 
 pytestmark = pytest.mark.slow
 
+# Bounds on waits, not timings: generous, because the suite may share a loaded machine
+# (a JVM start and a nightly run of 16-24 short clips took over 3 minutes at a load of 30).
+START_TIMEOUT_S = 420
+RUN_TIMEOUT_S = 600
+
 
 def committed(table_root, columns=("track_id", "status")):
     """The rows a Delta reader sees in a table (its latest committed version), or None."""
@@ -45,7 +50,7 @@ def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
     args = ("--conf", str(conf), "--input", str(catalogue), "--output", str(out))
 
     proc = start_submit("nightly", *args, log=tmp_path / "killed.log")
-    wait_for(lambda: files_written(out / "chroma") or proc.poll() is not None, timeout=180,
+    wait_for(lambda: files_written(out / "chroma") or proc.poll() is not None, timeout=START_TIMEOUT_S,
              interval=0.05, what="the run to start writing")
     assert proc.poll() is None, (tmp_path / "killed.log").read_text()
     kill_group(proc)  # tasks are writing Parquet parts into the run's folder now
@@ -57,7 +62,7 @@ def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
         rows = committed(out / table)
         assert rows is None or sorted(rows["track_id"]) == everything, f"a killed run published part of {table}"
 
-    code, log = submit("nightly", *args, timeout=300)
+    code, log = submit("nightly", *args, timeout=RUN_TIMEOUT_S)
     assert code == 0, log
     assert f"listed {n}, new {n}, skipped 0, failed 0" in log
     for table in ("chroma", "keys"):
@@ -68,7 +73,7 @@ def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
     for table in ("chroma", "keys"):
         assert not uncommitted_folders(out / table), f"the killed run's files were left behind in {table}"
 
-    code, log = submit("nightly", *args, "--extract-only", timeout=300)
+    code, log = submit("nightly", *args, "--extract-only", timeout=RUN_TIMEOUT_S)
     assert code == 0 and f"new 0, skipped {n}" in log, log
 
 
@@ -84,7 +89,8 @@ def test_s3_store_going_away_mid_run_then_rerun_completes(tmp_path, moto_server)
     def nightly(proxy):
         conf = write_conf(tmp_path / "t.toml", endpoint=proxy.endpoint, max_attempts=2, tracks_per_partition=2)
         return submit("nightly", "--conf", str(conf), "--input", "s3://music/night", "--output", str(out),
-                      "--extract-only", env={**moto_server.env(), "AWS_ENDPOINT_URL": proxy.endpoint}, timeout=300)
+                      "--extract-only", env={**moto_server.env(), "AWS_ENDPOINT_URL": proxy.endpoint},
+                      timeout=RUN_TIMEOUT_S)
 
     with FaultyS3Proxy(moto_server.endpoint, reads_before_death=served) as proxy:
         code, first_log = nightly(proxy)

@@ -14,7 +14,7 @@ import soxr
 
 from keylib import trainset
 from keylib.cli import analyze_files
-from keylib.keys import KEY_NAMES, key_index
+from keylib.keys import KEY_NAMES, parse_key
 
 SR = trainset.RENDER_SR
 HELDOUT_FONT = trainset.HELDOUT_SOUNDFONTS[0]  # TimGM6mb: never used for training
@@ -24,7 +24,7 @@ def render_piece(tmp_path, name: str, key: str, *, seconds: float, seed: int) ->
     """A procedural piece in ``key`` of ``seconds``, rendered with a held-out soundfont and
     held-out instruments; mono float32 at :data:`SR`."""
     rng = np.random.default_rng(seed)
-    piece = trainset.procedural_piece(key_index(key), rng, piece=name, split="heldout",
+    piece = trainset.procedural_piece(parse_key(key), rng, piece=name, split="heldout",
                                       programs_by_role=trainset.HELDOUT_BY_ROLE, duration_s=seconds)
     mid = trainset.write_midi(piece.notes, piece.programs, tmp_path / f"{name}.mid")
     y = trainset.render_midi(mid, tmp_path / f"{name}.render.wav", soundfont=HELDOUT_FONT)

@@ -1,0 +1,77 @@
+"""Training-set generator: labelled audio rendered from MIDI with FluidSynth.
+
+Sources (each becomes a ``source`` value in the manifest):
+
+- ``pop909``: real pop songs (piano arrangements with human key labels) from a POP909
+  folder; one-key songs only, an excerpt of up to :data:`POP909_RENDER_S` seconds is
+  rendered with random General MIDI instruments (and a drum part on the annotated beats)
+  and cut into clips of 20-40 s. A block of song ids (>= ``pop909_holdout_from``) is
+  held out (``split = heldout``) and rendered with instruments training never uses.
+- ``procedural``: pieces generated here in every key: diatonic progressions ending in
+  cadences, bass lines, melodies from the scale (minor with the raised leading tone on
+  the dominant), drums, random instruments, tempi and lengths of 20-40 s.
+- ``bach-chorales``: music21's Bach chorales whose final bass note is the tonic of the
+  key signature's major or relative minor (that fixes the mode; modal chorales are skipped).
+- ``folk-ryans`` (training) and ``folk-nottingham`` / ``folk-oneills`` (held out): ABC
+  tunes whose ``K:`` field states the mode (bare letter or ``maj`` = major, ``m``/``min``
+  = minor, modal tunes skipped) and whose last note is that tonic. Nottingham tunes carry
+  chord symbols, which are played as an accompaniment.
+
+Every clip is augmented at random (level, equalisation, noise, reverb, detuning by up to
+40 cents) and written as mono FLAC; its chroma is computed with :func:`keylib.audio.decode`
+and :func:`keylib.features.chroma` (the code inference uses) into ``chroma_cache.parquet``,
+which has the columns of the extraction job's ``chroma/`` Parquet plus ``key``, ``source``,
+``piece`` and ``split``. ``manifest.csv`` has ``path``, ``track_id``, ``key``, ``source``,
+``piece``, ``instrument``, ``split``, so the extraction job can also turn it into Parquet.
+
+Modules, one concern each:
+
+- :mod:`.midi`: :class:`Note`, :class:`Piece`, MIDI files in and out.
+- :mod:`.instruments`: General MIDI programs per role, for training and held out.
+- :mod:`.render`: soundfonts, FluidSynth rendering, augmentation.
+- :mod:`.procedural`: the procedural composer and drum parts.
+- :mod:`.sources`: POP909, music21 scores (chorales, quartets) and ABC tunes.
+- :mod:`.atonal`: clips without a key.
+- :mod:`.jobs`: planning, running, the process pool and the manifest and chroma writers.
+"""
+
+from .atonal import ATONAL_KINDS, atonal_clip
+from .instruments import HELDOUT_BY_ROLE, HELDOUT_PROGRAMS, TRAIN_PROGRAMS
+from .jobs import HELDOUT_EXCERPT_S, Job, make_training_set, plan_jobs, run_job, track_id_of, write_chroma_cache
+from .midi import DRUM_CHANNEL, Note, Piece, read_midi_tracks, write_midi
+from .procedural import procedural_piece
+from .render import HELDOUT_SOUNDFONTS, RENDER_SR, SOUNDFONT, TRAIN_SOUNDFONTS, augment, render_midi
+from .sources import POP909_RENDER_S, abc_tunes, chorale_key, pop909_piece, pop909_songs, score_notes
+
+__all__ = [
+    "ATONAL_KINDS",
+    "DRUM_CHANNEL",
+    "HELDOUT_BY_ROLE",
+    "HELDOUT_EXCERPT_S",
+    "HELDOUT_PROGRAMS",
+    "HELDOUT_SOUNDFONTS",
+    "Job",
+    "Note",
+    "POP909_RENDER_S",
+    "Piece",
+    "RENDER_SR",
+    "SOUNDFONT",
+    "TRAIN_PROGRAMS",
+    "TRAIN_SOUNDFONTS",
+    "abc_tunes",
+    "atonal_clip",
+    "augment",
+    "chorale_key",
+    "make_training_set",
+    "plan_jobs",
+    "pop909_piece",
+    "pop909_songs",
+    "procedural_piece",
+    "read_midi_tracks",
+    "render_midi",
+    "run_job",
+    "score_notes",
+    "track_id_of",
+    "write_chroma_cache",
+    "write_midi",
+]

@@ -26,7 +26,6 @@ network's average over the real steps, the card's calibration), so the two agree
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ModelError
-from .serving import MODELS_DIR, calibrate, predict_by_length, to_steps
+from .serving import MODELS_DIR, calibrate, predict_by_length, read_card, to_steps
 
 __all__ = [
     "SHIPPED_MODEL",
@@ -280,13 +279,7 @@ def _load_cached(path: str, threads: int | None) -> KeyModel:
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
-    cpath = card_path(p)
-    if not cpath.is_file():
-        raise ModelError(f"model card not found next to the model: {cpath}")
-    try:
-        card = json.loads(cpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"unreadable model card {cpath}: {exc}") from None
+    card = read_card(card_path(p))
     configure_tensorflow(threads)
     _layers()  # registers the custom layers
     import keras

@@ -48,6 +48,7 @@ __all__ = [
     "ModelInfo",
     "ServedModel",
     "model_info",
+    "read_card",
     "load_model",
     "to_steps",
     "predict_by_length",
@@ -171,6 +172,16 @@ class ModelInfo:
         return float((self.card.get("calibration") or {}).get("temperature", 1.0))
 
 
+def read_card(card_path: Path) -> dict:
+    """A model card (``<name>.json``), or :class:`ModelError` when missing or unreadable."""
+    if not card_path.is_file():
+        raise ModelError(f"model card not found next to the model: {card_path}")
+    try:
+        return json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"unreadable model card {card_path}: {exc}") from None
+
+
 def model_info(path: str | Path | None = None) -> ModelInfo:
     """The files and card of a model; ``None`` = the shipped model.
 
@@ -196,12 +207,7 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
             raise ModelError(f"no served model next to {given}: export {onnx_path.name} with "
                              "keylib.model.export_onnx (needs the train extra)")
         raise ModelError(f"model file not found: {onnx_path if given.suffix != '.onnx' else given}")
-    if not card_path.is_file():
-        raise ModelError(f"model card not found next to the model: {card_path}")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"unreadable model card {card_path}: {exc}") from None
+    card = read_card(card_path)
     info = ModelInfo(onnx_path, card_path, card)
     if info.feature_version != FEATURE_VERSION:
         raise ModelError(

@@ -44,13 +44,13 @@ def test_packed_environment_is_lean_and_built_once(tmp_path):
     assert not any(n.endswith(".keras") for n in names)  # training files stay home
     # Only what serving needs: no TensorFlow, no training or test extras, no second PySpark.
     dists = kc.executor_distributions()
-    assert {"numpy", "librosa", "onnxruntime", "pandas", "pyarrow", "boto3", "soundfile"} <= set(dists)
+    assert {"numpy", "soxr", "onnxruntime", "pandas", "pyarrow", "boto3", "soundfile"} <= set(dists)
     assert not {"tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "pytest", "moto", "music21",
-                "pyspark", "py4j"} & set(dists)
+                "pyspark", "py4j", "librosa", "scipy"} & set(dists)
     with tarfile.open(archive) as tar:
         tops = {Path(m).parts[3] for m in tar.getnames() if len(Path(m).parts) > 3}
-    assert {"numpy", "librosa", "onnxruntime"} <= tops
-    assert not {"tensorflow", "keras", "pyspark", "py4j", "pytest", "moto"} & tops
+    assert {"numpy", "soxr", "onnxruntime"} <= tops
+    assert not {"tensorflow", "keras", "pyspark", "py4j", "pytest", "moto", "librosa", "scipy"} & tops
     assert archive.stat().st_size < 800e6, f"{archive.stat().st_size / 1e6:.0f} MB"
 
 

@@ -44,7 +44,6 @@ __all__ = [
     "build_keynet_eq",
     "build_keycnn_ref",
     "to_steps",
-    "fit_length",
     "configure_tensorflow",
 ]
 
@@ -71,18 +70,6 @@ def configure_tensorflow(threads: int | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(int(threads))
         except RuntimeError:
             pass  # TensorFlow already initialised: keep its pools
-
-
-# --------------------------------------------------------------------------- layout helpers
-
-def fit_length(steps: np.ndarray, length: int) -> np.ndarray:
-    """(n, 12) -> (length, 12) by wrap-around tiling (or cutting when longer); training
-    batches only (fixed-length crops), never prediction."""
-    n = steps.shape[0]
-    if n == length:
-        return steps
-    idx = np.arange(length) % n
-    return steps[idx]
 
 
 # --------------------------------------------------------------------------- networks

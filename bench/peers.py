@@ -34,14 +34,13 @@ def essentia():
     if str(PEERS_DIR) not in sys.path:
         sys.path.insert(0, str(PEERS_DIR))
     try:
-        import essentia.standard as es  # noqa: F401
+        import essentia.standard  # noqa: F401
     except ImportError:
         PEERS_DIR.mkdir(parents=True, exist_ok=True)
         print(f"bench: installing {ESSENTIA_SPEC} into {PEERS_DIR} (benchmark only)", file=sys.stderr)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(PEERS_DIR), ESSENTIA_SPEC, "pyyaml"], check=True)
         importlib.invalidate_caches()  # the folder did not exist when the path was first searched
-        import essentia.standard as es  # noqa: F401
     import essentia
 
     essentia.log.warningActive = False

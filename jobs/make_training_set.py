@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--pop909-limit", type=int, default=None, help="at most this many training songs")
     p.add_argument("--pop909-offset", type=int, default=0, help="skip this many training songs")
     p.add_argument("--no-pop909-heldout", action="store_true", help="do not render the held-out songs")
+    p.add_argument("--only-split", choices=("train", "heldout", "atonal"), default=None,
+                   help="render only this split of the same plan (e.g. the held-out set for bench/)")
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
     args = p.parse_args(argv)
     try:
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
         transpositions=s["transpositions"], pop909_renders=s["pop909_renders"],
         pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
         pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
-        whole=bool(s["whole"]), n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
+        whole=bool(s["whole"]), only_split=args.only_split, n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
     )
     n = sum(1 for _ in open(manifest)) - 1
     print(f"make-training-set: {n} clips, manifest {manifest}")

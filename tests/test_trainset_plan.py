@@ -65,6 +65,15 @@ def test_pop909_plan_limit_offset_holdout_and_absent_folder(pop909, tmp_path):
     assert plan(pop909=tmp_path / "absent") == []
 
 
+def test_only_split_keeps_that_splits_jobs_of_the_same_plan(pop909):
+    full = plan(pop909=pop909, pop909_renders=2, n_procedural=3)
+    held = plan(pop909=pop909, pop909_renders=2, n_procedural=3, only_split="heldout")
+    assert [(j.ref, j.variants) for j in held] == [(j.ref, j.variants) for j in full if j.split == "heldout"]
+    assert [j.ref.rsplit("::", 1)[1] for j in held] == ["801", "950"]
+    train = plan(pop909=pop909, pop909_renders=2, n_procedural=3, only_split="train")
+    assert len(train) == 5 and {j.split for j in train} == {"train"}
+
+
 def test_a_planned_pop909_variant_is_transposed_into_its_labelled_key(pop909):
     [job] = [j for j in plan(pop909=pop909, pop909_renders=2) if j.ref.endswith("::003")]
     original = {p for track in trainset.read_midi_tracks(pop909 / "003" / "003.mid") for _, _, p, _ in track}

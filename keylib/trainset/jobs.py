@@ -233,8 +233,13 @@ def _whole(y: np.ndarray, piece: Piece) -> list[tuple[str, np.ndarray]]:
 def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk: int, n_heldout_folk: int,
               transpositions: int, pop909_renders: int, pop909_holdout_from: int, seed: int,
               pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True,
-              whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0) -> list[Job]:
+              whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0,
+              only_split: str | None = None) -> list[Job]:
     """The work list: which pieces, which transpositions, which split.
+
+    ``only_split`` (``"train"``, ``"heldout"`` or ``"atonal"``) keeps only that split's
+    jobs of the same plan (the same pieces, transpositions and seeds as the full plan): the
+    held-out set alone, for the benchmarks, costs a seventh of a full render.
 
     With ``whole`` every piece is rendered from start to end (songs of several minutes), as
     catalogues hold them; held-out whole songs also give their 30 s excerpt. Held-out
@@ -296,12 +301,13 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         jobs.append(Job("atonal", kind, None, variants(1), "atonal", f"atonal-{kind}"))
     for job in jobs:
         job.whole = whole
-    return jobs
+    return [j for j in jobs if j.split == only_split] if only_split else jobs
 
 
 def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = True, progress: bool = True,
                       **plan) -> Path:
-    """Render the planned jobs in a local process pool; write manifest.csv (+ chroma_cache.parquet).
+    """Render the planned jobs (:func:`plan_jobs`) in a local process pool; write
+    manifest.csv (+ chroma_cache.parquet).
 
     Returns the manifest's path.
     """

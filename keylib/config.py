@@ -40,7 +40,9 @@ DEFAULTS: dict[str, Any] = {
         "arrow_batch_rows": 64,
         "tracks_per_partition": 8,
         "task_cpus": 1,
+        "driver_java_options": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         "conf": {
+            "spark.python.daemon.module": "keylib.daemon",
             "spark.ui.showConsoleProgress": "true",
             "spark.sql.shuffle.partitions": "8",
             "spark.ui.enabled": "false",
@@ -211,7 +213,8 @@ def _submit_args(path: str | None) -> list[str]:
         "--driver-memory", spark["driver_memory"],
         "--executor-memory", spark["executor_memory"],
         "--conf", f"spark.task.cpus={spark['task_cpus']}",
-        "--driver-java-options", f"-Dlog4j2.configurationFile=file:{_LOG4J}",
+        "--driver-java-options",
+        " ".join([f"-Dlog4j2.configurationFile=file:{_LOG4J}", *spark["driver_java_options"].split()]),
     ]
 
 

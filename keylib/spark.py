@@ -52,7 +52,8 @@ def get_session(config: Mapping[str, Any], app_name: str = "keylib") -> SparkSes
     spark_conf = config["spark"]
     builder = SparkSession.builder.appName(app_name)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # not launched by spark-submit
-        builder = builder.master(spark_conf["master"]).config("spark.driver.memory", spark_conf["driver_memory"])
+        builder = (builder.master(spark_conf["master"]).config("spark.driver.memory", spark_conf["driver_memory"])
+                   .config("spark.driver.extraJavaOptions", spark_conf["driver_java_options"]))
     builder = (
         builder.config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")

@@ -137,3 +137,19 @@ def test_infer_dataframe_on_spark(spark, model):
     assert np.allclose(np.stack(out.loc[ok, "probs"]), np.stack(local.loc[ok, "probs"]), atol=1e-5)
     assert out.loc["gone", "status"] == "missing" and out.loc["gone", "error"] == "file not found"
     assert pd.isna(out.loc["gone", "key"])
+
+
+def test_python_workers_fork_from_keylibs_daemon_with_imports_done(spark):
+    """conf/local.toml's ``spark.python.daemon.module``: workers start with pandas, pyarrow
+    and keylib's worker modules already imported (keylib/daemon.py), not importing them
+    on their own."""
+
+    def probe(_):
+        import sys
+
+        main = sys.modules["__main__"]
+        yield (getattr(getattr(main, "__spec__", None), "name", None),
+               all(m in sys.modules for m in ("pandas", "pyarrow", "keylib.workers", "keylib.tables")))
+
+    seen = set(spark.sparkContext.parallelize(range(4), 2).mapPartitions(probe).collect())
+    assert seen == {("keylib.daemon", True)}

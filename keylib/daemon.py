@@ -20,13 +20,19 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pandas  # noqa: E402,F401
-import pyarrow  # noqa: E402,F401
-import pyspark.worker  # noqa: E402,F401
-
-import keylib.tables  # noqa: E402,F401  (the table writers' side)
-import keylib.workers  # noqa: E402,F401  (extract, audio, features, inference)
 from pyspark.daemon import manager  # noqa: E402
+
+try:
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401
+    import pyspark.worker  # noqa: F401
+
+    import keylib.tables  # noqa: F401  (the table writers' side)
+    import keylib.workers  # noqa: F401  (extract, audio, features, inference)
+except ImportError:
+    # An interpreter without keylib's environment (PYSPARK_PYTHON pointing elsewhere):
+    # serve as PySpark's own daemon, so the task that needs the module says which is missing.
+    pass
 
 if __name__ == "__main__":
     manager()

@@ -76,12 +76,17 @@ def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_
         T.StructField("truth_key", T.StringType()),
         T.StructField("source", T.StringType()),
     ])
-    records = [
-        (r.track_id, r.uri, r.fingerprint, None if pd.isna(r.size_bytes) else int(r.size_bytes),
-         r.truth_key, r.source)
-        for r in tracks.itertuples(index=False)
-    ]
-    return spark.createDataFrame(records, listing_schema).repartition(n_partitions)
+    # From pandas through Arrow: the JVM reads the rows itself, no Python worker unpickles
+    # them (a list of tuples would cost a Python job before the first track is decoded).
+    frame = pd.DataFrame({
+        "track_id": tracks["track_id"].astype(object),
+        "uri": tracks["uri"].astype(object),
+        "fingerprint": tracks["fingerprint"].astype(object).where(tracks["fingerprint"].notna(), None),
+        "size_bytes": pd.to_numeric(tracks["size_bytes"], errors="coerce").astype("Int64"),
+        "truth_key": tracks["truth_key"].astype(object).where(tracks["truth_key"].notna(), None),
+        "source": tracks["source"].astype(object).where(tracks["source"].notna(), None),
+    })
+    return spark.createDataFrame(frame, listing_schema).repartition(n_partitions)
 
 
 def _chroma_rows(batch: pd.DataFrame, settings: ExtractSettings) -> pd.DataFrame:

@@ -129,6 +129,21 @@ def test_shipped_conf_files_load_and_local_spells_out_the_defaults():
     assert load_config(conf / "cluster.toml")["spark"]["conf"]["spark.task.maxFailures"] == "4"
 
 
+def test_driver_java_options_and_the_class_archive(tmp_path, monkeypatch):
+    from keylib.config import CLASS_ARCHIVE_ENV, _submit_args, driver_java_options
+
+    spark = load_config(None)["spark"]
+    archive = tmp_path / "spark-classes.jsa"
+    monkeypatch.setenv(CLASS_ARCHIVE_ENV, str(archive))
+    assert driver_java_options(spark) == "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"  # no file: not named
+    archive.write_bytes(b"x")
+    assert driver_java_options(spark).endswith(f" -XX:SharedArchiveFile={archive}")
+    args = _submit_args(None)
+    java = args[args.index("--driver-java-options") + 1]
+    assert "-Dlog4j2.configurationFile=file:" in java and f"-XX:SharedArchiveFile={archive}" in java
+    assert "-XX:TieredStopAtLevel=1" in java
+
+
 def test_config_defaults_and_validation(tmp_path):
     config = load_config(None)
     assert config["spark"]["master"] == "local[2]" and config["audio"]["max_duration_s"] == 600.0

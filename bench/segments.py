@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from keylib import audio, features, segments  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
 from keylib.mirex import weighted_score  # noqa: E402
+from keylib.keys import KEY_NAMES  # noqa: E402
+from keylib.tensors import crop  # noqa: E402
 from keylib.train import load_dataset  # noqa: E402
 
 HALF_S = 30.0
@@ -85,6 +87,17 @@ def main(argv=None) -> int:
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
     print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s; {len(one_key)} one-key held-out pop songs and folk tunes "
           f"(60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
+    # The bound segmentation cannot pass: the true boundary, each half named by the network.
+    half = int(HALF_S * features.FRAME_RATE)
+    bound = []
+    for chroma, truth in medleys:
+        probs = model.predict_probs([crop(chroma, half, start=0), crop(chroma, chroma.shape[1] - half, start=half)])
+        segs = [{"start_s": 0.0, "end_s": HALF_S, "key": KEY_NAMES[int(probs[0].argmax())]},
+                {"start_s": HALF_S, "end_s": chroma.shape[1] / features.FRAME_RATE,
+                 "key": KEY_NAMES[int(probs[1].argmax())]}]
+        bound.append(_time_weighted(segs, truth, chroma.shape[1] / features.FRAME_RATE))
+    print(f"true boundary, each half's key from the network: time-weighted MIREX {np.mean(bound):.3f} "
+          "(what segmentation can reach with this network)")
     print(f"{'window':>7} {'penalty':>8} {'time-weighted MIREX':>20} {'boundary within 3 s':>20} {'one-key: 1 segment':>19}")
     grid = [(float(w), float(p)) for w in args.windows.split(",") for p in args.penalties.split(",")]
     for window, penalty in grid:

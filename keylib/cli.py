@@ -41,10 +41,8 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
         ``tonal``, ``tuning_cents``, ``segments``, ``duration_s``, ``model_version``,
         ``feature_version``, ``status``, ``error``.
     """
-    import pandas as pd
-
     from .extract import ExtractSettings, extract_track
-    from .inference import KEYS_COLUMNS, predict_frame
+    from .inference import KEYS_COLUMNS, predict_records
     from .serving import load_model
 
     model = load_model(model_path)
@@ -54,10 +52,10 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
     chroma_rows = [
         extract_track({"track_id": str(path), "uri": str(path)}, settings=settings) for path in paths
     ]
-    keys = predict_frame(pd.DataFrame(chroma_rows), model)
+    keys = predict_records(chroma_rows, model)
     fields = [c for c in KEYS_COLUMNS if c not in ("track_id", "uri", "identity", "extracted_at", "inferred_at")]
     rows = []
-    for chroma_row, key_row in zip(chroma_rows, keys.to_dict("records")):
+    for chroma_row, key_row in zip(chroma_rows, keys):
         row = {"file": chroma_row["track_id"], **{c: _plain(key_row[c]) for c in fields}}
         duration = chroma_row["duration_s"]
         row["duration_s"] = None if duration is None else round(duration, 3)

@@ -108,9 +108,12 @@ def write_class_archive(path: str | os.PathLike) -> bool:
 
 
 def _class_archive_run() -> None:
-    """A small run through the paths every job takes (DataFrame from rows, shuffle, a pandas
-    and an Arrow UDF, persist, collect) in a JVM that dumps its classes as it exits."""
+    """A small run through the paths every job takes (a DataFrame from pandas through Arrow
+    and from rows, shuffle, a pandas and an Arrow UDF, persist, collect) in a JVM that dumps
+    its classes as it exits."""
     import sys
+
+    import pandas as pd
 
     from .config import load_config
 
@@ -120,7 +123,9 @@ def _class_archive_run() -> None:
     config = load_config(None)
     config["spark"]["driver_java_options"] += f" -XX:ArchiveClassesAtExit={os.environ['KEYLIB_CLASS_ARCHIVE_DUMP']}"
     spark = get_session(config, app_name="keylib-class-archive")
-    frame = spark.createDataFrame([(str(i), float(i)) for i in range(64)], "track_id string, x double").repartition(4)
+    rows = pd.DataFrame({"track_id": [str(i) for i in range(64)], "x": [float(i) for i in range(64)]})
+    spark.createDataFrame([tuple(r) for r in rows.itertuples(index=False)], "track_id string, x double").count()
+    frame = spark.createDataFrame(rows, "track_id string, x double").repartition(4)
     frame = frame.mapInPandas(lambda batches: (b.assign(x=b.x * 2) for b in batches), frame.schema).persist()
     frame.mapInArrow(lambda batches: (b for b in batches), frame.schema).collect()
     frame.groupBy("track_id").count().toPandas()

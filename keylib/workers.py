@@ -66,8 +66,11 @@ def _task_cpus(default: int) -> int:
 
 
 def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_partition: int) -> DataFrame:
-    """Catalogue rows (paths only) as a DataFrame spread over small partitions."""
-    n_partitions = max(1, math.ceil(len(tracks) / tracks_per_partition))
+    """Catalogue rows (paths only) as a DataFrame spread over small partitions: at most
+    ``tracks_per_partition`` tracks each, and at least two tasks per core while there are
+    tracks for them (40 whole songs in 5 tasks of 8 left the last round to one core)."""
+    cores = max(1, int(spark.sparkContext.defaultParallelism))
+    n_partitions = max(1, math.ceil(len(tracks) / tracks_per_partition), min(len(tracks), 2 * cores))
     listing_schema = T.StructType([
         T.StructField("track_id", T.StringType()),
         T.StructField("uri", T.StringType()),
@@ -78,14 +81,13 @@ def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_
     ])
     # From pandas through Arrow: the JVM reads the rows itself, no Python worker unpickles
     # them (a list of tuples would cost a Python job before the first track is decoded).
+    def strings(column: str) -> pd.Series:  # None, not NaN, where a value is missing
+        return tracks[column].astype(object).where(tracks[column].notna(), None)
+
     frame = pd.DataFrame({
-        "track_id": tracks["track_id"].astype(object),
-        "uri": tracks["uri"].astype(object),
-        "fingerprint": tracks["fingerprint"].astype(object).where(tracks["fingerprint"].notna(), None),
+        **{c: strings(c) for c in ("track_id", "uri", "fingerprint", "truth_key", "source")},
         "size_bytes": pd.to_numeric(tracks["size_bytes"], errors="coerce").astype("Int64"),
-        "truth_key": tracks["truth_key"].astype(object).where(tracks["truth_key"].notna(), None),
-        "source": tracks["source"].astype(object).where(tracks["source"].notna(), None),
-    })
+    })[listing_schema.names]
     return spark.createDataFrame(frame, listing_schema).repartition(n_partitions)
 
 

@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from keylib import audio, features, segments  # noqa: E402
-from keylib.keys import parse_key  # noqa: E402
+from keylib.keys import KEY_NAMES, parse_key  # noqa: E402
 from keylib.mirex import weighted_score  # noqa: E402
-from keylib.keys import KEY_NAMES  # noqa: E402
 from keylib.tensors import crop  # noqa: E402
 from keylib.train import load_dataset  # noqa: E402
 

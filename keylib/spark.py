@@ -7,6 +7,8 @@ workers is :mod:`keylib.workers`.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
@@ -88,9 +90,6 @@ def write_class_archive(path: str | os.PathLike) -> bool:
     bool
         Whether the archive was written.
     """
-    import subprocess
-    import sys
-
     path = os.fspath(path)
     part = path + ".part"
     for stale in (path, part):
@@ -111,8 +110,6 @@ def _class_archive_run() -> None:
     """A small run through the paths every job takes (a DataFrame from pandas through Arrow
     and from rows, shuffle, a pandas and an Arrow UDF, persist, collect) in a JVM that dumps
     its classes as it exits."""
-    import sys
-
     import pandas as pd
 
     from .config import load_config
@@ -139,8 +136,6 @@ def _class_archive_run() -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     if sys.argv[1:2] == ["class-archive"] and len(sys.argv) == 3:
         sys.exit(0 if write_class_archive(sys.argv[2]) else 1)
     elif sys.argv[1:] == ["class-archive-run"]:

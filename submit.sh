@@ -15,7 +15,7 @@ STAMP="$VENV/.keylib-setup"
 # Spark's classes as a JVM class-data archive: a driver JVM that maps it starts in half the time.
 CLASS_ARCHIVE="$VENV/spark-classes.jsa"
 SYSTEM_PACKAGES=(openjdk-17-jre-headless fluidsynth fluid-soundfont-gm csound-soundfont timgm6mb-soundfont
-                 opl3-soundfont ffmpeg espeak-ng)
+                 opl3-soundfont musescore-general-soundfont-small fluidr3mono-gm-soundfont ffmpeg espeak-ng)
 
 say() { printf 'keylib: %s\n' "$*" >&2; }
 die() { say "$*"; exit 2; }
@@ -36,6 +36,9 @@ missing_system_packages() {
   [ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || missing+=(csound-soundfont)
   [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || missing+=(timgm6mb-soundfont)
   [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || missing+=(opl3-soundfont)
+  # The second render of the POP909 training songs (model card's commands) uses two more.
+  [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || missing+=(musescore-general-soundfont-small)
+  [ -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || missing+=(fluidr3mono-gm-soundfont)
   # espeak-ng speaks the speech clips of the tonality classifier's training and tests.
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)

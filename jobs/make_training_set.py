@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-pop909-heldout", action="store_true", help="do not render the held-out songs")
     p.add_argument("--only-split", choices=("train", "heldout", "atonal"), default=None,
                    help="render only this split of the same plan (e.g. the held-out set for bench/)")
+    p.add_argument("--soundfonts", default="",
+                   help="comma-separated soundfonts for the training clips instead of the defaults "
+                        "(e.g. a second render with other timbres); never a held-out one")
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
     args = p.parse_args(argv)
     try:
@@ -37,7 +40,19 @@ def main(argv=None) -> int:
         print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     s.update({k: getattr(args, k) for k in s if getattr(args, k) is not None})
-    manifest = make_training_set(
+    soundfonts = [f for f in args.soundfonts.split(",") if f]
+    try:
+        manifest = _render(args, s, soundfonts)
+    except ConfigError as exc:
+        print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    n = sum(1 for _ in open(manifest)) - 1
+    print(f"make-training-set: {n} clips, manifest {manifest}")
+    return EXIT_OK if n > 0 else EXIT_INPUT
+
+
+def _render(args, s: dict, soundfonts: list[str]) -> Path:
+    return make_training_set(
         Path(args.output), workers=s["workers"], with_chroma=not args.no_chroma,
         pop909=Path(s["pop909"]) if s["pop909"] else None, n_procedural=s["procedural"],
         n_chorales=s["chorales"], n_folk=s["folk"], n_heldout_folk=s["heldout_folk"],
@@ -45,10 +60,8 @@ def main(argv=None) -> int:
         pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
         pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
         whole=bool(s["whole"]), only_split=args.only_split, n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
+        soundfonts=soundfonts,
     )
-    n = sum(1 for _ in open(manifest)) - 1
-    print(f"make-training-set: {n} clips, manifest {manifest}")
-    return EXIT_OK if n > 0 else EXIT_INPUT
 
 
 if __name__ == "__main__":

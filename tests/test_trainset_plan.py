@@ -111,3 +111,52 @@ def test_chorale_plan(tmp_path):
             assert keys.tonic_mode(key)[0] == final_bass, job.ref
             found.append(key)
     assert found, "none of the planned chorales has a major or minor key"
+
+
+def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
+    """--only-split into a folder that holds another split adds to it, it does not replace it."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    from keylib.trainset.jobs import _other_splits, write_chroma_cache
+
+    def row(track_id, split, frames):
+        return {"path": f"audio/{split}/{track_id}.flac", "track_id": track_id, "key": "C major", "source": "s",
+                "piece": track_id, "instrument": "piano", "split": split, "duration_s": frames / 5,
+                "cut": "whole", "soundfont": "", "chroma": np.full((12, frames), 0.5, np.float32)}
+
+    cache, manifest = tmp_path / "chroma_cache.parquet", tmp_path / "manifest.csv"
+    write_chroma_cache([row("h1", "heldout", 4), row("t0", "train", 3)], cache, tmp_path)
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["path", "track_id", "key", "split"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows([row("h1", "heldout", 4), row("t0", "train", 3)])
+    assert [r["track_id"] for r in _other_splits(manifest, "train")] == ["h1"]
+
+    write_chroma_cache([row("t1", "train", 6)], cache, tmp_path, keep_from=cache, replace_split="train")
+    table = pq.read_table(cache).to_pydict()
+    assert table["track_id"] == ["h1", "t1"]  # the old train row replaced, the held-out row kept
+    assert table["n_frames"] == [4, 6] and len(table["chroma"][0]) == 48
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_training_soundfonts_replace_the_defaults_but_never_a_held_out_one(pop909, tmp_path):
+    from keylib.errors import ConfigError
+    from keylib.trainset.jobs import _with_soundfonts
+    from keylib.trainset.render import HELDOUT_SOUNDFONTS
+
+    font = tmp_path / "other.sf2"
+    font.write_bytes(b"RIFF")
+    jobs = plan(pop909=pop909, soundfonts=[str(font)])
+    assert {j.soundfonts for j in jobs if j.split == "train"} == {(str(font),)}
+    [train_job] = [j for j in jobs if j.ref.endswith("::001")]
+    pieces = [trainset.Piece(notes=[], key=0, source="pop909", piece="001") for _ in train_job.variants]
+    assert {p.soundfont for p in _with_soundfonts(pieces, train_job)} == {str(font)}
+    [held_job] = [j for j in jobs if j.ref.endswith("::801")]
+    pieces = [trainset.Piece(notes=[], key=0, source="pop909", piece="801") for _ in held_job.variants]
+    assert {p.soundfont for p in _with_soundfonts(pieces, held_job)} <= set(HELDOUT_SOUNDFONTS)
+    with pytest.raises(ConfigError, match="held-out"):
+        plan(pop909=pop909, soundfonts=[HELDOUT_SOUNDFONTS[0]])
+    with pytest.raises(ConfigError, match="does not exist"):
+        plan(pop909=pop909, soundfonts=[str(tmp_path / "absent.sf2")])

@@ -16,16 +16,18 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 
+from ..errors import ConfigError
 from ..keys import KEY_NAMES, transpose_index
 from .atonal import ATONAL_KINDS, atonal_clip
 from .instruments import programs_for
 from .midi import DRUM_CHANNEL, Note, Piece, write_midi
 from .procedural import procedural_piece
-from .render import RENDER_SR, SOUNDFONT, augment, render_midi, soundfonts_for, trim_silence
+from .render import HELDOUT_SOUNDFONTS, RENDER_SR, SOUNDFONT, augment, render_midi, soundfonts_for, trim_silence
 from .sources import abc_tunes, chorale_key, corpus_dir, pop909_piece, pop909_songs, score_notes
 
 # Held-out whole songs also get this excerpt (start, length in s), cut from the same render,
@@ -45,6 +47,7 @@ class Job:
     source: str
     extra: str = ""  # abc text
     whole: bool = False  # render the whole piece (no 20-40 s cut)
+    soundfonts: tuple[str, ...] = ()  # training soundfonts to draw from; () = the split's defaults
 
 
 def _build_pieces(job: Job) -> list[Piece]:
@@ -118,7 +121,7 @@ def _piece_name(ref: str) -> str:
 def _with_soundfonts(pieces: list[Piece], job: Job) -> list[Piece]:
     """Give each piece a soundfont of its split, drawn from the variant's seed."""
     for piece, (_, seed) in zip(pieces, job.variants):
-        fonts = soundfonts_for(job.split)
+        fonts = (job.soundfonts if job.split != "heldout" else ()) or soundfonts_for(job.split)
         piece.soundfont = fonts[int(np.random.default_rng(seed + 17).integers(len(fonts)))]
     return pieces
 
@@ -230,11 +233,21 @@ def _whole(y: np.ndarray, piece: Piece) -> list[tuple[str, np.ndarray]]:
     return [("whole", y)]
 
 
+def _check_training_soundfonts(soundfonts: Sequence[str]) -> tuple[str, ...]:
+    fonts = tuple(str(f) for f in soundfonts)
+    for font in fonts:
+        if not Path(font).is_file():
+            raise ConfigError(f"soundfont {font!r} does not exist")
+        if Path(font).resolve() in {Path(h).resolve() for h in HELDOUT_SOUNDFONTS}:
+            raise ConfigError(f"soundfont {font!r} is kept for the held-out set; training must not hear it")
+    return fonts
+
+
 def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk: int, n_heldout_folk: int,
               transpositions: int, pop909_renders: int, pop909_holdout_from: int, seed: int,
               pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True,
               whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0,
-              only_split: str | None = None) -> list[Job]:
+              only_split: str | None = None, soundfonts: Sequence[str] = ()) -> list[Job]:
     """The work list: which pieces, which transpositions, which split.
 
     ``only_split`` (``"train"``, ``"heldout"`` or ``"atonal"``) keeps only that split's
@@ -244,8 +257,11 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
     With ``whole`` every piece is rendered from start to end (songs of several minutes), as
     catalogues hold them; held-out whole songs also give their 30 s excerpt. Held-out
     classical music comes from music21's string quartets (Beethoven, Haydn, Mozart,
-    Schumann), a source training never sees.
+    Schumann), a source training never sees. ``soundfonts`` replaces the training
+    soundfonts (a second render with other timbres); the held-out set keeps its own, and a
+    held-out soundfont or a missing file is a :class:`~keylib.errors.ConfigError`.
     """
+    soundfonts = _check_training_soundfonts(soundfonts)
     rng = np.random.default_rng(seed)
     jobs: list[Job] = []
 
@@ -301,6 +317,7 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         jobs.append(Job("atonal", kind, None, variants(1), "atonal", f"atonal-{kind}"))
     for job in jobs:
         job.whole = whole
+        job.soundfonts = soundfonts
     return [j for j in jobs if j.split == only_split] if only_split else jobs
 
 
@@ -354,21 +371,39 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
             bar.stop()
     rows.sort(key=lambda r: r["track_id"])
     manifest = out_dir / "manifest.csv"
+    cache = out_dir / "chroma_cache.parquet"
+    only_split = plan.get("only_split")
+    # One split rendered into a folder that holds others: their rows stay (nothing lost).
+    kept = _other_splits(manifest, only_split) if only_split else []
     cols = ["path", "track_id", "key", "source", "piece", "instrument", "split", "duration_s", "cut", "soundfont"]
     with manifest.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(kept + rows)
     if with_chroma and rows:
-        write_chroma_cache(rows, out_dir / "chroma_cache.parquet", out_dir)
+        write_chroma_cache(rows, cache, out_dir, keep_from=cache if only_split else None, replace_split=only_split)
     if errors:
         (out_dir / "errors.txt").write_text("\n".join(errors) + "\n")
     return manifest
 
 
-def write_chroma_cache(rows: list[dict], path: Path, root: Path) -> Path:
-    """Chroma rows in the extraction job's column layout (+ key, source, piece, split)."""
+def _other_splits(manifest: Path, split: str) -> list[dict]:
+    """The rows of ``manifest`` (if it exists) whose split is not ``split``."""
+    if not manifest.exists():
+        return []
+    with manifest.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if r["split"] != split]
+
+
+def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, keep_from: Path | None = None,
+                       replace_split: str | None = None) -> Path:
+    """Chroma rows in the extraction job's column layout (+ key, source, piece, split).
+
+    With ``keep_from`` (an existing cache) and ``replace_split``, that cache's rows of the
+    other splits are written too, ahead of ``rows``.
+    """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from ..features import FEATURE_VERSION
@@ -389,5 +424,11 @@ def write_chroma_cache(rows: list[dict], path: Path, root: Path) -> Path:
         "soundfont": [r.get("soundfont", "") for r in rows],
         "duration_s": [float(r["duration_s"]) for r in rows],
     })
-    pq.write_table(table, str(path))
+    if keep_from is not None and Path(keep_from).exists():
+        old = pq.read_table(str(keep_from))
+        old = old.filter(pc.not_equal(old["split"], replace_split)).select(table.column_names).cast(table.schema)
+        table = pa.concat_tables([old, table])
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    pq.write_table(table, str(tmp))
+    os.replace(tmp, path)  # the old cache stays whole until the new one is
     return path

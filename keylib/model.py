@@ -174,8 +174,15 @@ def build_keycnn_ref(*, filters: int = 24, width: int = 5, dense: int = 48, drop
     return keras.Model(inp, out, name=name)
 
 
-ARCHITECTURES = {"keynet_eq": build_keynet_eq, "keycnn_ref": build_keycnn_ref}
-FRAMES_PER_STEP = {"keynet_eq": 5, "keycnn_ref": 1}
+def build_keynet_eq_small(**kwargs):
+    """``keynet_eq`` with 32 local filters and a 32-channel mix: 0.54x the multiply-adds per
+    step (26 k against 48 k), for twice the tracks per core."""
+    return build_keynet_eq(**{"filters": 32, "mix": 32, "name": "keynet_eq_small", **kwargs})
+
+
+ARCHITECTURES = {"keynet_eq": build_keynet_eq, "keynet_eq_small": build_keynet_eq_small,
+                 "keycnn_ref": build_keycnn_ref}
+FRAMES_PER_STEP = {"keynet_eq": 5, "keynet_eq_small": 5, "keycnn_ref": 1}
 
 
 # --------------------------------------------------------------------------- the model

@@ -131,6 +131,18 @@ def test_to_steps_layout():
         serving.to_steps(np.zeros((11, 5), np.float32), 5)
 
 
+@pytest.mark.parametrize("frames", [10, 11])  # whole steps (the matrix product) and a partial last one
+def test_to_steps_reads_nan_and_inf_as_zero(frames):
+    c = np.ones((12, frames), np.float32)
+    bad = c.copy()
+    bad[3, 1], bad[4, 2], bad[5, 7] = np.nan, np.inf, -np.inf
+    clean = c.copy()
+    clean[3, 1] = clean[4, 2] = clean[5, 7] = 0.0
+    assert np.allclose(serving.to_steps(bad, 5), serving.to_steps(clean, 5))
+    assert np.isfinite(serving.to_steps(bad, 1)).all()
+    assert np.allclose(serving.to_steps(clean, 5)[0, 3], 0.8)
+
+
 def test_calibration_from_the_card(tmp_path, served, cadences):
     shipped = json.loads(serving.SHIPPED_MODEL.with_suffix(".json").read_text())
     assert served.temperature == shipped["calibration"]["temperature"] != 1.0

@@ -36,7 +36,7 @@ missing_system_packages() {
   [ -f /usr/share/sounds/sf2/sf_GMbank.sf2 ] || missing+=(csound-soundfont)
   [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] || missing+=(timgm6mb-soundfont)
   [ -f /usr/share/sounds/sf2/OPL-3_FM_128M.sf2 ] || missing+=(opl3-soundfont)
-  # The second render of the POP909 training songs (model card's commands) uses two more.
+  # Two more for training renders with other timbres (make-training-set --soundfonts).
   [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || missing+=(musescore-general-soundfont-small)
   [ -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || missing+=(fluidr3mono-gm-soundfont)
   # espeak-ng speaks the speech clips of the tonality classifier's training and tests.

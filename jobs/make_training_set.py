@@ -36,32 +36,24 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         s = load_train_config(args.train_conf)["trainset"]
-    except ConfigError as exc:
-        print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    s.update({k: getattr(args, k) for k in s if getattr(args, k) is not None})
-    soundfonts = [f for f in args.soundfonts.split(",") if f]
-    try:
-        manifest = _render(args, s, soundfonts)
-    except ConfigError as exc:
+        s.update({k: getattr(args, k) for k in s if getattr(args, k) is not None})
+        manifest = make_training_set(
+            Path(args.output), workers=s["workers"], with_chroma=not args.no_chroma,
+            pop909=Path(s["pop909"]) if s["pop909"] else None, n_procedural=s["procedural"],
+            n_chorales=s["chorales"], n_folk=s["folk"], n_heldout_folk=s["heldout_folk"],
+            transpositions=s["transpositions"], pop909_renders=s["pop909_renders"],
+            pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
+            pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset,
+            pop909_heldout=not args.no_pop909_heldout, whole=bool(s["whole"]), only_split=args.only_split,
+            n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
+            soundfonts=[f for f in args.soundfonts.split(",") if f],
+        )
+    except ConfigError as exc:  # a bad [trainset] setting or soundfont: exit 2 before any rendering
         print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     n = sum(1 for _ in open(manifest)) - 1
     print(f"make-training-set: {n} clips, manifest {manifest}")
     return EXIT_OK if n > 0 else EXIT_INPUT
-
-
-def _render(args, s: dict, soundfonts: list[str]) -> Path:
-    return make_training_set(
-        Path(args.output), workers=s["workers"], with_chroma=not args.no_chroma,
-        pop909=Path(s["pop909"]) if s["pop909"] else None, n_procedural=s["procedural"],
-        n_chorales=s["chorales"], n_folk=s["folk"], n_heldout_folk=s["heldout_folk"],
-        transpositions=s["transpositions"], pop909_renders=s["pop909_renders"],
-        pop909_holdout_from=s["pop909_holdout_from"], seed=s["seed"],
-        pop909_limit=args.pop909_limit, pop909_offset=args.pop909_offset, pop909_heldout=not args.no_pop909_heldout,
-        whole=bool(s["whole"]), only_split=args.only_split, n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
-        soundfonts=soundfonts,
-    )
 
 
 if __name__ == "__main__":

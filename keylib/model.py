@@ -176,7 +176,7 @@ def build_keycnn_ref(*, filters: int = 24, width: int = 5, dense: int = 48, drop
 
 def build_keynet_eq_small(**kwargs):
     """``keynet_eq`` with 32 local filters and a 32-channel mix: 0.54x the multiply-adds per
-    step (26 k against 48 k), for twice the tracks per core."""
+    step (26 k against 48 k); 1.4x the tracks per CPU-second served (bench/accuracy.py)."""
     return build_keynet_eq(**{"filters": 32, "mix": 32, "name": "keynet_eq_small", **kwargs})
 
 

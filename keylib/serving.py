@@ -80,13 +80,12 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
     if c.ndim != 2 or c.shape[0] != 12 or c.shape[1] < 1:
         raise ValueError(f"chroma must have shape (12, n_frames >= 1), got {c.shape}")
     if frames_per_step <= 1:
-        return np.ascontiguousarray(np.nan_to_num(c.T, nan=0.0, posinf=0.0, neginf=0.0))
+        return np.ascontiguousarray(_finite(c).T)
     n = c.shape[1]
     steps = -(-n // frames_per_step)
     pad = steps * frames_per_step - n
     if pad:
-        c = np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
-        sums = np.add.reduceat(c, np.arange(0, n, frames_per_step), axis=1)
+        sums = np.add.reduceat(_finite(c), np.arange(0, n, frames_per_step), axis=1)
         counts = np.full(steps, float(frames_per_step), dtype=np.float32)
         counts[-1] = frames_per_step - pad
         return np.ascontiguousarray((sums / counts).T)
@@ -96,8 +95,13 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
     weights = np.full(frames_per_step, 1.0 / frames_per_step, dtype=np.float32)
     means = c.reshape(12, steps, frames_per_step) @ weights
     if not np.isfinite(means).all():
-        means = np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0).reshape(12, steps, frames_per_step) @ weights
+        means = _finite(c).reshape(12, steps, frames_per_step) @ weights
     return np.ascontiguousarray(means.T)
+
+
+def _finite(c: np.ndarray) -> np.ndarray:
+    """``c`` with NaN and inf read as 0 (a copy)."""
+    return np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def predict_by_length(steps: Sequence[np.ndarray], run: Callable[[np.ndarray], np.ndarray], *,

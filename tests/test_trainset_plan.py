@@ -134,7 +134,7 @@ def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
         w.writerows([row("h1", "heldout", 4), row("t0", "train", 3)])
     assert [r["track_id"] for r in _other_splits(manifest, "train")] == ["h1"]
 
-    write_chroma_cache([row("t1", "train", 6)], cache, tmp_path, keep_from=cache, replace_split="train")
+    write_chroma_cache([row("t1", "train", 6)], cache, tmp_path, replace_split="train")
     table = pq.read_table(cache).to_pydict()
     assert table["track_id"] == ["h1", "t1"]  # the old train row replaced, the held-out row kept
     assert table["n_frames"] == [4, 6] and len(table["chroma"][0]) == 48

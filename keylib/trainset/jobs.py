@@ -47,7 +47,7 @@ class Job:
     source: str
     extra: str = ""  # abc text
     whole: bool = False  # render the whole piece (no 20-40 s cut)
-    soundfonts: tuple[str, ...] = ()  # training soundfonts to draw from; () = the split's defaults
+    soundfonts: tuple[str, ...] = ()  # soundfonts to draw from; () = the split's own (soundfonts_for)
 
 
 def _build_pieces(job: Job) -> list[Piece]:
@@ -120,8 +120,8 @@ def _piece_name(ref: str) -> str:
 
 def _with_soundfonts(pieces: list[Piece], job: Job) -> list[Piece]:
     """Give each piece a soundfont of its split, drawn from the variant's seed."""
+    fonts = job.soundfonts or soundfonts_for(job.split)
     for piece, (_, seed) in zip(pieces, job.variants):
-        fonts = (job.soundfonts if job.split != "heldout" else ()) or soundfonts_for(job.split)
         piece.soundfont = fonts[int(np.random.default_rng(seed + 17).integers(len(fonts)))]
     return pieces
 
@@ -317,7 +317,8 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         jobs.append(Job("atonal", kind, None, variants(1), "atonal", f"atonal-{kind}"))
     for job in jobs:
         job.whole = whole
-        job.soundfonts = soundfonts
+        if job.split == "train":  # the held-out set keeps its own sounds
+            job.soundfonts = soundfonts
     return [j for j in jobs if j.split == only_split] if only_split else jobs
 
 
@@ -370,8 +371,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
         if bar is not None:
             bar.stop()
     rows.sort(key=lambda r: r["track_id"])
-    manifest = out_dir / "manifest.csv"
-    cache = out_dir / "chroma_cache.parquet"
+    manifest, cache = out_dir / "manifest.csv", out_dir / "chroma_cache.parquet"
     only_split = plan.get("only_split")
     # One split rendered into a folder that holds others: their rows stay (nothing lost).
     kept = _other_splits(manifest, only_split) if only_split else []
@@ -381,7 +381,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
         w.writeheader()
         w.writerows(kept + rows)
     if with_chroma and rows:
-        write_chroma_cache(rows, cache, out_dir, keep_from=cache if only_split else None, replace_split=only_split)
+        write_chroma_cache(rows, cache, out_dir, replace_split=only_split)
     if errors:
         (out_dir / "errors.txt").write_text("\n".join(errors) + "\n")
     return manifest
@@ -395,12 +395,11 @@ def _other_splits(manifest: Path, split: str) -> list[dict]:
         return [r for r in csv.DictReader(f) if r["split"] != split]
 
 
-def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, keep_from: Path | None = None,
-                       replace_split: str | None = None) -> Path:
+def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_split: str | None = None) -> Path:
     """Chroma rows in the extraction job's column layout (+ key, source, piece, split).
 
-    With ``keep_from`` (an existing cache) and ``replace_split``, that cache's rows of the
-    other splits are written too, ahead of ``rows``.
+    With ``replace_split``, ``rows`` replace only that split's rows of the cache at ``path``
+    (if there is one): its other splits' rows are kept, ahead of ``rows``.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -424,8 +423,8 @@ def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, keep_from: P
         "soundfont": [r.get("soundfont", "") for r in rows],
         "duration_s": [float(r["duration_s"]) for r in rows],
     })
-    if keep_from is not None and Path(keep_from).exists():
-        old = pq.read_table(str(keep_from))
+    if replace_split is not None and Path(path).exists():
+        old = pq.read_table(str(path))
         old = old.filter(pc.not_equal(old["split"], replace_split)).select(table.column_names).cast(table.schema)
         table = pa.concat_tables([old, table])
     tmp = Path(path).with_name(Path(path).name + ".tmp")

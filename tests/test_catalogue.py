@@ -200,7 +200,7 @@ def test_train_conf_validation(tmp_path):
 @pytest.mark.parametrize("job, text, message", [
     ("train", "[train]\nepochz = 3\n", "unknown setting 'train.epochz'"),
     ("train", "[trainset]\nchorales = 'many'\n", "trainset.chorales must be int, got str 'many'"),
-    ("train", "[train]\narch = 'resnet'\n", "train.arch must be one of keycnn_ref, keynet_eq, keynet_eq_small, got 'resnet'"),
+    ("train", "[train]\narch = 'resnet'\n", "train.arch must be one of keycnn_ref, keynet_eq, keynet_eq_relu, keynet_eq_small, got 'resnet'"),
     ("make_training_set", "[trainset]\nprocedurall = 5\n", "unknown setting 'trainset.procedurall'"),
     ("make_training_set", "[train]\nepochs = 4.5\n", "train.epochs must be int, got float 4.5"),
 ])

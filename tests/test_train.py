@@ -12,7 +12,7 @@ import pytest
 
 from keylib import features, keys, serving, synth
 from keylib.model import load_model
-from keylib.train import TrainConfig, load_dataset, mirex_summary, split_dataset, train_model
+from keylib.train import TrainConfig, _WeightAverage, load_dataset, mirex_summary, split_dataset, train_model
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,45 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     assert model.predict_probs(list(held.chroma)).shape == (2, 24)
     served = serving.load_model(tmp_path / "tiny.onnx")  # train writes the served export too
     assert np.abs(served.predict_probs(list(held.chroma)) - model.predict_probs(list(held.chroma))).max() < 1e-4
+
+
+def test_weight_average_ramps_up_then_lags_the_weights():
+    class Net:  # the two calls _WeightAverage makes of a Keras model
+        w = [np.zeros(3, np.float32)]
+
+        def get_weights(self):
+            return [x.copy() for x in self.w]
+
+    net = Net()
+    average = _WeightAverage(net, 0.99)
+    net.w = [np.ones(3, np.float32)]
+    average.update()  # first decay (1 + 1) / (10 + 1): mostly the new weights, not the initial ones
+    assert np.allclose(average.weights[0], 9 / 11)
+    for _ in range(2000):
+        average.update()
+    assert np.allclose(average.weights[0], 1.0, atol=1e-6)
+    net.w = [np.full(3, 2.0, np.float32)]
+    average.update()  # at full decay one step moves it by 1%
+    assert np.allclose(average.weights[0], 1.01)
+
+
+def test_training_with_a_weight_average_keeps_the_averaged_weights(small_set):
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
+
+    def trained(ema):
+        cfg = TrainConfig(epochs=2, batch_size=8, patience=100, seed=3, threads=1, ema=ema,
+                          learning_rate=1e-2, batches_per_epoch=5)
+        net, card = train_model(train, val, cfg, log=lambda *_: None)
+        return net.get_weights(), card
+
+    plain, _ = trained(0.0)
+    again, _ = trained(0.0)
+    averaged, card = trained(0.9)
+    assert card["training"]["config"]["ema"] == 0.9
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))  # same seed, same steps
+    # the same steps, but the network kept is their moving average, not the last step's
+    assert not all(np.allclose(a, b) for a, b in zip(plain, averaged))
 
 
 def test_mirex_summary_conventions():

@@ -1,11 +1,11 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
-    .venv/bin/python bench/segments.py --set DIR [--medleys 60] [--penalties 4,8,12,16,24]
+    .venv/bin/python bench/segments.py --set DIR [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
 
 DIR is a training set made by ``make-training-set``; only its held-out audio is used
 (sources and soundfonts training never saw). A medley joins 30 s of one held-out clip to
 30 s of another in a different key (audio concatenated, then decoded to features like any
-track); one-key tracks are the held-out whole songs and pieces. For each switch penalty of
+track), each from the clip's start (intros included) or from ``--from-s`` seconds in; one-key tracks are the held-out whole songs and pieces. For each switch penalty of
 the Viterbi smoothing (:mod:`keylib.segments`) it prints
 
 - the time-weighted MIREX score of the segments against the medley's two keys (fifth up;
@@ -71,6 +71,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--medleys", type=int, default=60)
     p.add_argument("--one-key", type=int, default=80, help="one-key tracks to check")
+    p.add_argument("--from-s", type=float, default=0.0,
+                   help="where in each clip a medley's half starts: 0 = its start, intros included (default); "
+                        "15 = where the held-out 30 s excerpts are cut")
     p.add_argument("--penalties", default="4,8,12,16,24")
     p.add_argument("--windows", default=str(segments.WINDOW_S), help="window lengths (s) to compare")
     p.add_argument("--pop909", default=None, help="POP909 folder for its modulating held-out songs "
@@ -85,20 +88,21 @@ def main(argv=None) -> int:
     df = df[df["split"] == "heldout"].reset_index(drop=True)
     path_of = lambda r: root / "audio" / "heldout" / r.source / f"{r.track_id}.flac"  # noqa: E731
     rng = np.random.default_rng(0)
-    long_enough = df[[c.shape[1] >= (HALF_S + 1) * features.FRAME_RATE for c in df["chroma"]]].reset_index(drop=True)
+    long_enough = df[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
+                      for c in df["chroma"]]].reset_index(drop=True)
     medleys = []
     while len(medleys) < args.medleys:
         a, b = long_enough.iloc[rng.choice(len(long_enough), 2, replace=False)].itertuples(index=False)
         if a.key_index == b.key_index or a.piece == b.piece:
             continue
-        n = int(HALF_S * features.SAMPLE_RATE)
-        y = np.concatenate([_samples(path_of(a))[:n], _samples(path_of(b))[:n]])
+        n, start = int(HALF_S * features.SAMPLE_RATE), int(args.from_s * features.SAMPLE_RATE)
+        y = np.concatenate([_samples(path_of(a))[start:start + n], _samples(path_of(b))[start:start + n]])
         medleys.append((features.chroma(y), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
     # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
     one_key = df[[c.shape[1] >= 60 * features.FRAME_RATE and not s.startswith("classical")
                   for c, s in zip(df["chroma"], df["source"])]]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
-    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s; {len(one_key)} one-key held-out pop songs and folk tunes "
+    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip); {len(one_key)} one-key held-out pop songs and folk tunes "
           f"(60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
     # The bound segmentation cannot pass: the true boundary, each half named by the network.
     half = int(HALF_S * features.FRAME_RATE)

@@ -169,7 +169,7 @@ def test_train_conf_loads_and_feeds_the_training_code():
 
     config = load_train_config(REPO / "conf" / "train.toml")
     assert set(config) == {"trainset", "train"} and set(config["trainset"]) == set(TRAINSET_DEFAULTS)
-    assert config["trainset"]["seed"] == 11 and config["train"]["arch"] == "keynet_eq"
+    assert config["trainset"]["seed"] == 11 and config["train"]["arch"] == "keynet_eq_relu"
     train = TrainConfig(**config["train"])  # every [train] key is a TrainConfig field
     assert set(config["train"]) <= {f.name for f in dataclasses.fields(TrainConfig)}
     assert not {"name", "version", "threads", "max_steps_per_epoch"} & set(config["train"])  # flags

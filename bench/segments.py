@@ -5,8 +5,9 @@
 DIR is a training set made by ``make-training-set``; only its held-out audio is used
 (sources and soundfonts training never saw). A medley joins 30 s of one held-out clip to
 30 s of another in a different key (audio concatenated, then decoded to features like any
-track), each from the clip's start (intros included) or from ``--from-s`` seconds in; one-key tracks are the held-out whole songs and pieces. For each switch penalty of
-the Viterbi smoothing (:mod:`keylib.segments`) it prints
+track), each from the clip's start (intros included) or from ``--from-s`` seconds in;
+one-key tracks are the held-out whole songs and pieces. For each switch penalty of the
+Viterbi smoothing (:mod:`keylib.segments`) it prints
 
 - the time-weighted MIREX score of the segments against the medley's two keys (fifth up;
   every 0.1 s of the medley weighs the same),
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
     one_key = df[[c.shape[1] >= 60 * features.FRAME_RATE and not s.startswith("classical")
                   for c, s in zip(df["chroma"], df["source"])]]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
-    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip); {len(one_key)} one-key held-out pop songs and folk tunes "
-          f"(60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
+    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip); "
+          f"{len(one_key)} one-key held-out pop songs and folk tunes (60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
     # The bound segmentation cannot pass: the true boundary, each half named by the network.
     half = int(HALF_S * features.FRAME_RATE)
     bound = []

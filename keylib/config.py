@@ -39,7 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "driver_memory": "2g",
         "executor_memory": "2g",
         "arrow_batch_rows": 64,
-        "tracks_per_partition": 8,
+        "tracks_per_partition": 32,
         "task_cpus": 1,
         "driver_java_options": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         "conf": {

@@ -33,6 +33,7 @@ __all__ = [
     "train_model",
     "predict_exact",
     "fit_temperature",
+    "WeightAverage",
 ]
 
 
@@ -333,7 +334,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     val_sets = {"whole": list(val_df["chroma"]), "excerpt": [excerpt(c) for c in val_df["chroma"]]}
     best = (-1.0, 0)
     best_weights = net.get_weights()
-    average = _WeightAverage(net, cfg.ema) if cfg.ema else None
+    average = WeightAverage(net, cfg.ema) if cfg.ema else None
     history = []
     t0 = time.time()
     for epoch in range(1, cfg.epochs + 1):
@@ -418,7 +419,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     return net, card
 
 
-class _WeightAverage:
+class WeightAverage:
     """An exponential moving average of a network's weights, updated after each step.
 
     The decay ramps up as ``(1 + n) / (10 + n)`` towards ``decay`` (as TensorFlow's

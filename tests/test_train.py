@@ -12,7 +12,7 @@ import pytest
 
 from keylib import features, keys, serving, synth
 from keylib.model import load_model
-from keylib.train import TrainConfig, _WeightAverage, load_dataset, mirex_summary, split_dataset, train_model
+from keylib.train import TrainConfig, WeightAverage, load_dataset, mirex_summary, split_dataset, train_model
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +64,14 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
 
 
 def test_weight_average_ramps_up_then_lags_the_weights():
-    class Net:  # the two calls _WeightAverage makes of a Keras model
+    class Net:  # the two calls WeightAverage makes of a Keras model
         w = [np.zeros(3, np.float32)]
 
         def get_weights(self):
             return [x.copy() for x in self.w]
 
     net = Net()
-    average = _WeightAverage(net, 0.99)
+    average = WeightAverage(net, 0.99)
     net.w = [np.ones(3, np.float32)]
     average.update()  # first decay (1 + 1) / (10 + 1): mostly the new weights, not the initial ones
     assert np.allclose(average.weights[0], 9 / 11)

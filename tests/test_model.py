@@ -20,11 +20,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 # gets exactly right, measured with
 # `./submit.sh test tests/test_model.py -k sample_catalogue -s` (the test prints the count and
 # the misses): keynet-eq-2026.11-3 got 46 of 48 (E minor -> A minor on both files of the one
-# E minor clip: the synthesizer's additive timbre is far from any song); keynet-eq-2026.12-2
+# E minor clip: the synthesizer's additive timbre is far from any song); keynet-eq-2026.12-3
 # gets 48 of 48. After retraining, measure again the same way and write the new count here.
 SAMPLE_CATALOGUE_MIN_CORRECT = 48
 # The 12-s cadences below: keynet-eq-2026.11-3 named 23 of 24 (F# minor -> B minor),
-# keynet-eq-2026.12-2 names 24 of 24, measured with `./submit.sh test tests/test_model.py -k cadences`.
+# keynet-eq-2026.12-3 names 24 of 24, measured with `./submit.sh test tests/test_model.py -k cadences`.
 CADENCES_MIN_CORRECT = 24
 
 

@@ -101,7 +101,7 @@ _TRAIN_BOUNDS = {
                      ("trainset", "pop909_holdout_from"), ("train", "patience")], "not negative"),
     **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
                      ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
-                     ("train", "whole_share")], "share"),
+                     ("train", "whole_share"), ("train", "ema")], "share"),
 }
 
 

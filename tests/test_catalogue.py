@@ -185,6 +185,7 @@ def test_train_conf_validation(tmp_path):
         ("[train]\nname = 'x'\n", "unknown setting 'train.name'"),  # a flag, not a setting
         ("[model]\npath = 'x'\n", "unknown setting 'model'"),
         ("[train]\nval_fraction = 1.5\n", "train.val_fraction must be within 0..1"),
+        ("[train]\nema = 1.5\n", "train.ema must be within 0..1"),
         ("[trainset]\nworkers = 0\n", "trainset.workers must be positive"),
         ("[train]\nlearning_rate = 1\n", None),  # an int where a float is expected is fine
     ]:

@@ -346,8 +346,9 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
             if average is not None:
                 average.update()
         entry = {"epoch": epoch, "loss": float(np.mean(losses))}
-        live = net.get_weights()
+        live = None
         if average is not None:  # validation scores (and early stopping keeps) the averaged weights
+            live = net.get_weights()
             net.set_weights([w.astype(np.float32) for w in average.weights])
         if len(val_df):
             for name, data in val_sets.items():
@@ -363,7 +364,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         if improved:
             best = (score, epoch)
             best_weights = net.get_weights()
-        net.set_weights(live)
+        if live is not None:
+            net.set_weights(live)  # training goes on from the last step's weights
         if not improved and cfg.learning_rate_decay < 1.0 and (epoch - best[1]) % cfg.plateau_epochs == 0:
             rate = float(net.optimizer.learning_rate.numpy()) * cfg.learning_rate_decay
             net.optimizer.learning_rate.assign(rate)

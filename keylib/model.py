@@ -34,7 +34,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ModelError
-from .serving import MODELS_DIR, calibrate, predict_by_length, read_card, to_steps
+from .serving import (MODELS_DIR, calibrate, check_calibration, predict_by_length, read_card, temperatures, to_steps,
+                      track_seconds)
 
 __all__ = [
     "SHIPPED_MODEL",
@@ -218,7 +219,9 @@ class KeyModel:
                 f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
             )
         self.frames_per_step = int(card.get("input", {}).get("frames_per_step", 1))
-        self.temperature = float((card.get("calibration") or {}).get("temperature", 1.0))
+        self.calibration = dict(card.get("calibration") or {})
+        check_calibration(self.calibration, where=f"model {self.version}")
+        self.temperature = float(self.calibration.get("temperature", 1.0))
         self._fn = None
 
     def __repr__(self) -> str:
@@ -250,12 +253,13 @@ class KeyModel:
         Returns
         -------
         np.ndarray, shape (n, 24), float32
-            Calibrated by the card's temperature; rows sum to 1; :mod:`keylib.keys` order.
+            Calibrated by the card at each track's length (:func:`keylib.serving.temperatures`);
+            rows sum to 1; :mod:`keylib.keys` order.
         """
         steps = [to_steps(c, self.frames_per_step) for c in chromas]
         fn = self._predict_fn()
         probs = predict_by_length(steps, lambda x: fn(x).numpy(), batch_size=batch_size)
-        return calibrate(probs, self.temperature)
+        return calibrate(probs, temperatures(track_seconds(chromas), self.calibration))
 
     def predict_keys(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """Index (0..23) of the most probable key of each chroma tensor."""

@@ -24,9 +24,13 @@ Any length, pooled over the real length
     cropped or padded here (only extraction crops, to ``audio.max_duration_s``).
 
 Calibration
-    A card may carry ``"calibration": {"temperature": T}``; probabilities are then
-    ``softmax(log(p) / T)`` (temperature scaling: same argmax, confidences made honest).
-    No calibration in the card means T = 1.
+    A card may carry ``"calibration": {"temperature": T, "duration_exponent": g,
+    "reference_s": r}``; a track of ``d`` seconds then gets ``softmax(log(p) / T(d))`` with
+    ``T(d) = T * (clip(d, 5, 600) / r) ** g`` (:func:`temperatures`): temperature scaling whose
+    temperature follows the track's length, since a 20 s clip and a whole song carry
+    different amounts of evidence (the network is overconfident on short clips and
+    underconfident on whole songs at one temperature). Same argmax; ``g = 0`` (or no
+    ``duration_exponent``) is plain temperature scaling; no calibration means T = 1.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import ModelError
+from .features import FRAME_RATE
 
 __all__ = [
     "MODELS_DIR",
@@ -53,11 +58,17 @@ __all__ = [
     "to_steps",
     "predict_by_length",
     "calibrate",
+    "temperatures",
+    "track_seconds",
+    "check_calibration",
 ]
 
 MODELS_DIR = Path(__file__).parent / "models"
 SHIPPED_MODEL = MODELS_DIR / "keynet-eq.onnx"
 N_KEYS = 24
+# Track lengths the length-dependent temperature is defined over (seconds); shorter or
+# longer tracks get the temperature of the nearest end.
+CALIBRATION_RANGE_S = (5.0, 600.0)
 
 
 # --------------------------------------------------------------------------- input layout
@@ -99,6 +110,11 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
     return np.ascontiguousarray(means.T)
 
 
+def track_seconds(chromas: Sequence[np.ndarray]) -> np.ndarray:
+    """Length in seconds of each (12, n_frames) chroma tensor, shape (n,)."""
+    return np.array([np.shape(c)[-1] / FRAME_RATE for c in chromas], dtype=np.float64)
+
+
 def _finite(c: np.ndarray) -> np.ndarray:
     """``c`` with NaN and inf read as 0 (a copy)."""
     return np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
@@ -134,26 +150,55 @@ def predict_by_length(steps: Sequence[np.ndarray], run: Callable[[np.ndarray], n
     return out
 
 
-def calibrate(probs: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def calibrate(probs: np.ndarray, temperature: float | np.ndarray = 1.0) -> np.ndarray:
     """Temperature scaling: ``softmax(log(probs) / temperature)`` row-wise.
 
     Parameters
     ----------
     probs : np.ndarray, shape (n, 24)
-    temperature : float > 0
-        1 returns ``probs`` unchanged; above 1 softens, below 1 sharpens.
+    temperature : float > 0, or np.ndarray of shape (n,)
+        One temperature for every row, or one per row (:func:`temperatures`). 1 returns
+        ``probs`` unchanged; above 1 softens, below 1 sharpens.
 
     Returns
     -------
     np.ndarray, shape (n, 24), float32; rows sum to 1, argmax unchanged.
     """
     p = np.asarray(probs, dtype=np.float32)
-    if temperature == 1.0 or p.size == 0:
+    t = np.asarray(temperature, dtype=np.float64)
+    if p.size == 0 or (t.ndim == 0 and float(t) == 1.0):
         return p
-    logits = np.log(np.maximum(p.astype(np.float64), 1e-30)) / float(temperature)
+    if t.ndim == 1:
+        if t.shape[0] != p.shape[0]:
+            raise ValueError(f"{t.shape[0]} temperatures for {p.shape[0]} rows")
+        t = t[:, None]
+    logits = np.log(np.maximum(p.astype(np.float64), 1e-30)) / t
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def temperatures(seconds: Sequence[float] | np.ndarray, calibration: dict | None) -> np.ndarray:
+    """The calibration temperature of tracks of ``seconds`` seconds.
+
+    Parameters
+    ----------
+    seconds : sequence of float, shape (n,)
+        Each track's analysed length.
+    calibration : dict or None
+        A model card's ``calibration`` entry: ``temperature`` (T at ``reference_s``),
+        optionally ``duration_exponent`` (g, default 0) and ``reference_s`` (default 30).
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float64
+        ``T * (clip(seconds, 5, 600) / reference_s) ** g``; all 1 without calibration.
+    """
+    d = np.clip(np.asarray(seconds, dtype=np.float64).reshape(-1), *CALIBRATION_RANGE_S)
+    cal = calibration or {}
+    exponent = float(cal.get("duration_exponent", 0.0))
+    reference = float(cal.get("reference_s", 30.0))
+    return float(cal.get("temperature", 1.0)) * (d / reference) ** exponent
 
 
 # --------------------------------------------------------------------------- model files
@@ -179,8 +224,14 @@ class ModelInfo:
         return int(self.card.get("input", {}).get("frames_per_step", 1))
 
     @property
+    def calibration(self) -> dict:
+        """The card's ``calibration`` entry ({} when uncalibrated); see :func:`temperatures`."""
+        return dict(self.card.get("calibration") or {})
+
+    @property
     def temperature(self) -> float:
-        return float((self.card.get("calibration") or {}).get("temperature", 1.0))
+        """The calibration temperature of a track of ``calibration.reference_s`` seconds."""
+        return float(self.calibration.get("temperature", 1.0))
 
 
 def read_card(card_path: Path) -> dict:
@@ -204,8 +255,8 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
     Raises
     ------
     ModelError
-        when the ``.onnx`` or the card is missing or unreadable, the temperature is not
-        positive, or the card's ``feature_version`` differs from
+        when the ``.onnx`` or the card is missing or unreadable, the calibration is not a
+        positive temperature with a finite duration exponent and a positive reference length, or the card's ``feature_version`` differs from
         :data:`keylib.features.FEATURE_VERSION`.
     """
     from .features import FEATURE_VERSION
@@ -225,9 +276,24 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
             f"model {info.version} was trained on features {info.feature_version!r}, "
             f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
         )
-    if not info.temperature > 0:
-        raise ModelError(f"model card {card_path}: calibration temperature must be > 0, got {info.temperature}")
+    check_calibration(info.calibration, where=f"model card {card_path}")
     return info
+
+
+def check_calibration(calibration: dict, *, where: str) -> None:
+    """:class:`ModelError` unless ``calibration`` (a card's entry) is usable by :func:`temperatures`."""
+    try:
+        temperature = float(calibration.get("temperature", 1.0))
+        exponent = float(calibration.get("duration_exponent", 0.0))
+        reference = float(calibration.get("reference_s", 30.0))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: calibration values must be numbers ({exc})") from None
+    if not temperature > 0 or not np.isfinite(temperature):
+        raise ModelError(f"{where}: calibration temperature must be > 0, got {temperature}")
+    if not np.isfinite(exponent) or abs(exponent) > 2:
+        raise ModelError(f"{where}: calibration duration_exponent must be in [-2, 2], got {exponent}")
+    if not reference > 0 or not np.isfinite(reference):
+        raise ModelError(f"{where}: calibration reference_s must be > 0, got {reference}")
 
 
 # --------------------------------------------------------------------------- the served model
@@ -258,6 +324,7 @@ class ServedModel:
         self.feature_version = info.feature_version
         self.frames_per_step = info.frames_per_step
         self.temperature = info.temperature
+        self.calibration = info.calibration
         self.threads = options.intra_op_num_threads
 
     def __repr__(self) -> str:
@@ -280,7 +347,8 @@ class ServedModel:
         Returns
         -------
         np.ndarray, shape (n, 24), float32
-            Calibrated; rows sum to 1; columns in :mod:`keylib.keys` index order.
+            Calibrated at each track's length (:func:`temperatures`); rows sum to 1;
+            columns in :mod:`keylib.keys` index order.
 
         Raises
         ------
@@ -288,7 +356,8 @@ class ServedModel:
             when a tensor is not (12, n_frames >= 1).
         """
         steps = [to_steps(c, self.frames_per_step) for c in chromas]
-        return calibrate(predict_by_length(steps, self._run, batch_size=batch_size), self.temperature)
+        return calibrate(predict_by_length(steps, self._run, batch_size=batch_size),
+                         temperatures(track_seconds(chromas), self.calibration))
 
     def predict_keys(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """Index (0..23) of the most probable key of each chroma tensor."""

@@ -22,7 +22,7 @@ import numpy as np
 from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
 from .mirex import calibration_error
-from .serving import calibrate
+from .serving import calibrate, temperatures, track_seconds
 from .tensors import compress, crop, excerpt, linear
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "mirex_summary",
     "train_model",
     "predict_exact",
-    "fit_temperature",
+    "fit_calibration",
     "WeightAverage",
 ]
 
@@ -279,18 +279,46 @@ def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: i
 
 # --------------------------------------------------------------------------- calibration
 
-def fit_temperature(probs: np.ndarray, refs: Sequence[int]) -> float:
-    """The temperature that minimises the negative log-likelihood of ``refs`` (0.05..20)."""
-    from scipy.optimize import minimize_scalar
+def fit_calibration(probs: np.ndarray, refs: Sequence[int], seconds: Sequence[float], *,
+                    reference_s: float = 30.0) -> dict:
+    """The length-dependent temperature that minimises the negative log-likelihood of ``refs``.
+
+    Parameters
+    ----------
+    probs : np.ndarray, shape (n, 24)
+        Uncalibrated network probabilities.
+    refs : sequence of int, shape (n,)
+        True key indices.
+    seconds : sequence of float, shape (n,)
+        Each track's length; the temperature is ``T * (seconds / reference_s) ** g``
+        (:func:`keylib.serving.temperatures`).
+    reference_s : float
+        The length ``T`` applies to.
+
+    Returns
+    -------
+    dict
+        ``temperature`` (T, 0.05..20), ``duration_exponent`` (g, -1..1) and ``reference_s``:
+        a model card's ``calibration`` entry.
+    """
+    from scipy.optimize import minimize
 
     refs = np.asarray(refs, dtype=int)
+    probs = np.asarray(probs)
+    rows = np.arange(len(refs))
 
-    def nll(log_t: float) -> float:
-        p = calibrate(probs, float(np.exp(log_t)))
-        return float(-np.mean(np.log(p[np.arange(len(refs)), refs] + 1e-12)))
+    def entry(theta) -> dict:
+        return {"temperature": float(np.exp(theta[0])), "duration_exponent": float(theta[1]),
+                "reference_s": float(reference_s)}
 
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(res.x))
+    def nll(theta) -> float:
+        p = calibrate(probs, temperatures(seconds, entry(theta)))
+        return float(-np.mean(np.log(p[rows, refs] + 1e-12)))
+
+    bounds = [(np.log(0.05), np.log(20.0)), (-1.0, 1.0)]
+    # Nelder-Mead: calibrate() works in float32, too coarse for finite-difference gradients.
+    res = minimize(nll, np.zeros(2), method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-4, "fatol": 1e-7})
+    return entry(res.x)
 
 
 # --------------------------------------------------------------------------- training
@@ -301,8 +329,9 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
 
     Validation scores each validation track whole and as its 30 s excerpt from 15 s
     (:func:`excerpt`), at the track's own length, as serving does; early stopping follows
-    the mean of the two. The softmax temperature that best calibrates the validation
-    probabilities (music the network did not train on) goes into the card, and with
+    the mean of the two. The length-dependent softmax temperature that best calibrates the
+    validation probabilities (music the network did not train on; :func:`fit_calibration`)
+    goes into the card, and with
     ``atonal_df`` (music without a key) the tonality classifier of :mod:`keylib.tonality`.
 
     Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras``, its
@@ -374,23 +403,24 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
             log(f"early stop: best epoch {best[1]} (val MIREX {best[0]:.4f})")
             break
     net.set_weights(best_weights)
-    temperature = 1.0
+    calibration: dict = {}
     if len(val_df):
         val_probs = np.concatenate([predict_exact(net, data, fps) for data in val_sets.values()])
         val_all = np.concatenate([val_refs, val_refs])
-        temperature = fit_temperature(val_probs, val_all)
+        val_seconds = np.concatenate([track_seconds(data) for data in val_sets.values()])
+        calibration = fit_calibration(val_probs, val_all, val_seconds)
         card["validation"] = {name: mirex_summary(val_refs, predict_exact(net, data, fps).argmax(1))
                               for name, data in val_sets.items()}
         card["calibration"] = {
-            "temperature": temperature,
+            **calibration,
             "fitted_on": "validation split (pieces never trained on), whole tracks and 30 s excerpts; "
-                         "minimum negative log-likelihood",
+                         "minimum negative log-likelihood of a temperature that follows the track's length",
             "validation_ece_before": calibration_error(val_probs.max(1), val_probs.argmax(1) == val_all)["ece"],
-            "validation_ece_after": calibration_error(calibrate(val_probs, temperature).max(1),
-                                                      val_probs.argmax(1) == val_all)["ece"],
+            "validation_ece_after": calibration_error(
+                calibrate(val_probs, temperatures(val_seconds, calibration)).max(1), val_probs.argmax(1) == val_all)["ece"],
         }
         if atonal_df is not None and len(atonal_df):
-            card["tonality"] = _fit_tonality(net, fps, val_sets, atonal_df, temperature)
+            card["tonality"] = _fit_tonality(net, fps, val_sets, atonal_df, calibration)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
@@ -410,7 +440,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         },
     })
     if heldout_df is not None and len(heldout_df):
-        card["heldout"] = evaluate_heldout(net, heldout_df, fps, temperature=temperature,
+        card["heldout"] = evaluate_heldout(net, heldout_df, fps, calibration=calibration,
                                            tonality=card.get("tonality"))
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -442,13 +472,13 @@ class WeightAverage:
             avg += (1 - d) * w
 
 
-def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, temperature: float) -> dict:
+def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, calibration: dict) -> dict:
     """The tonality classifier: tonal validation music (whole and excerpts) against the
     generated atonal clips, on calibrated probabilities."""
     from .tonality import fit_tonality, tonality_features
 
     def feats(chromas):
-        probs = calibrate(predict_exact(net, chromas, fps), temperature)
+        probs = calibrate(predict_exact(net, chromas, fps), temperatures(track_seconds(chromas), calibration))
         return [tonality_features(c, p) for c, p in zip(chromas, probs)]
 
     tonal = [f for data in val_sets.values() for f in feats(data)]
@@ -470,11 +500,12 @@ def length_bucket(duration_s: float) -> str:
     return LENGTH_BUCKETS[-1][0]
 
 
-def evaluate_heldout(net, df, fps: int, *, temperature: float = 1.0, tonality: dict | None = None) -> dict:
+def evaluate_heldout(net, df, fps: int, *, calibration: dict | None = None, tonality: dict | None = None) -> dict:
     """MIREX scores of ``df`` overall, by source and by length bucket, the calibration
-    error of the temperature-scaled confidence, and the share of it the tonality
-    classifier keeps tonal."""
-    probs = calibrate(predict_exact(net, list(df["chroma"]), fps), temperature)
+    error of the calibrated confidence (``calibration``: a card's entry), and the share of
+    it the tonality classifier keeps tonal."""
+    chromas = list(df["chroma"])
+    probs = calibrate(predict_exact(net, chromas, fps), temperatures(track_seconds(chromas), calibration))
     ests = probs.argmax(1)
     refs = np.asarray(df["key_index"])
     out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}

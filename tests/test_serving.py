@@ -110,15 +110,17 @@ def test_each_track_runs_at_its_real_length(served):
     track = rng.random((12, 17 * 5), dtype=np.float32)
     steps = serving.to_steps(track, 5)
     assert steps.shape == (17, 12)
-    direct = serving.calibrate(served._run(steps[None]), served.temperature)
+    direct = serving.calibrate(served._run(steps[None]), serving.temperatures([17.0], served.calibration))
     mixed = served.predict_probs([rng.random((12, 40), dtype=np.float32), track, track[:, :7]])
     assert np.abs(mixed[1] - direct[0]).max() < 1e-6
     # The tiled input of old (17 steps looped to 24) gives another answer: 7 steps counted twice.
-    tiled = serving.calibrate(served._run(steps[np.arange(24) % 17][None]), served.temperature)
+    tiled = serving.calibrate(served._run(steps[np.arange(24) % 17][None]), serving.temperatures([17.0], served.calibration))
     assert np.abs(tiled[0] - direct[0]).max() > 1e-4
-    # Whereas a track and the same track played twice are the same loop: same evidence.
+    # Whereas a track and the same track played twice are the same loop: same evidence (which
+    # the calibration then trusts as a 34 s track's).
     twice = served.predict_probs([np.concatenate([track, track], axis=1)])
-    assert np.abs(twice[0] - direct[0]).max() < 1e-5
+    same = serving.calibrate(served._run(steps[None]), serving.temperatures([34.0], served.calibration))
+    assert np.abs(twice[0] - same[0]).max() < 1e-5
 
 
 def test_to_steps_layout():
@@ -158,11 +160,38 @@ def test_calibration_from_the_card(tmp_path, served, cadences):
     assert np.all(soft.max(1) < base.max(1)) and np.allclose(soft.sum(1), 1.0, atol=1e-5)
     expected = np.exp(np.log(base.astype(np.float64)) / 2.0)
     assert np.allclose(soft, expected / expected.sum(1, keepdims=True), atol=1e-5)
-    card["calibration"] = {"temperature": 0}
-    (tmp_path / "bad.json").write_text(json.dumps(card))
-    shutil.copy(tmp_path / "m.onnx", tmp_path / "bad.onnx")
-    with pytest.raises(ModelError, match="temperature"):
-        serving.load_model(tmp_path / "bad.onnx")
+    for bad, message in (({"temperature": 0}, "temperature"), ({"temperature": 1, "duration_exponent": "x"}, "numbers"),
+                         ({"temperature": 1, "duration_exponent": float("nan")}, "duration_exponent"),
+                         ({"temperature": 1, "reference_s": -3}, "reference_s")):
+        card["calibration"] = bad
+        (tmp_path / "bad.json").write_text(json.dumps(card))
+        shutil.copy(tmp_path / "m.onnx", tmp_path / "bad.onnx")
+        with pytest.raises(ModelError, match=message):
+            serving.load_model(tmp_path / "bad.onnx")
+
+
+def test_calibration_follows_the_track_length(tmp_path, cadences):
+    """A card with a duration exponent: each track gets T * (seconds / reference_s) ** g,
+    bounded to 5-600 s; the argmax never moves."""
+    card = json.loads(serving.SHIPPED_MODEL.with_suffix(".json").read_text())
+    for name, cal in (("plain", {"temperature": 1.0}), ("len", {"temperature": 1.5, "duration_exponent": -0.5,
+                                                              "reference_s": 12.0})):
+        shutil.copy(serving.SHIPPED_MODEL.with_suffix(".onnx"), tmp_path / f"{name}.onnx")
+        (tmp_path / f"{name}.json").write_text(json.dumps({**card, "calibration": cal}))
+    plain, by_length = serving.load_model(tmp_path / "plain.onnx"), serving.load_model(tmp_path / "len.onnx")
+    assert np.allclose(serving.temperatures([3.0, 12.0, 48.0, 2400.0], by_length.calibration),
+                       [1.5 * (5 / 12) ** -0.5, 1.5, 0.75, 1.5 * 50 ** -0.5])
+    clip = cadences[0]
+    tracks = [clip, np.concatenate([clip] * 4, axis=1)]  # the same music, 4x as long
+    seconds = serving.track_seconds(tracks)
+    assert np.allclose(seconds, [clip.shape[1] / 5, 4 * clip.shape[1] / 5])
+    base, scaled = plain.predict_probs(tracks), by_length.predict_probs(tracks)
+    assert np.array_equal(base.argmax(1), scaled.argmax(1))
+    for row, t in zip(range(2), serving.temperatures(seconds, by_length.calibration)):
+        expected = np.exp(np.log(base[row].astype(np.float64)) / t)
+        assert np.allclose(scaled[row], expected / expected.sum(), atol=1e-5)
+    # The longer track is sharpened more (a lower temperature) than its 12 s self.
+    assert scaled[1].max() > scaled[0].max()
 
 
 def test_model_errors(tmp_path):

@@ -12,7 +12,8 @@ import pytest
 
 from keylib import features, keys, serving, synth
 from keylib.model import load_model
-from keylib.train import TrainConfig, WeightAverage, load_dataset, mirex_summary, split_dataset, train_model
+from keylib.train import (TrainConfig, WeightAverage, fit_calibration, load_dataset, mirex_summary, split_dataset,
+                          train_model)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,29 @@ def test_training_with_a_weight_average_keeps_the_averaged_weights(small_set):
     assert not all(np.allclose(a, b) for a, b in zip(plain, averaged))
 
 
+def test_fit_calibration_finds_a_temperature_that_follows_length():
+    """Tracks drawn from a known length-dependent temperature: the fit recovers it, and it
+    calibrates better than one temperature for all lengths."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    seconds = np.exp(rng.uniform(np.log(8), np.log(400), n))
+    truth = {"temperature": 0.7, "duration_exponent": -0.2, "reference_s": 30.0}
+    logits = rng.normal(0.0, 2.0, (n, keys.N_KEYS))
+    raw = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    honest = serving.calibrate(raw, serving.temperatures(seconds, truth)).astype(np.float64)
+    refs = np.array([rng.choice(keys.N_KEYS, p=p / p.sum()) for p in honest])
+    fitted = fit_calibration(raw, refs, seconds)
+    assert fitted["reference_s"] == 30.0
+    assert abs(fitted["temperature"] - 0.7) < 0.05 and abs(fitted["duration_exponent"] + 0.2) < 0.05
+    flat = {"temperature": fit_calibration(raw, refs, np.full(n, 30.0))["temperature"]}  # one for every length
+
+    def nll(cal):
+        p = serving.calibrate(raw, serving.temperatures(seconds, cal))
+        return -np.mean(np.log(p[np.arange(n), refs]))
+
+    assert nll(fitted) < nll(flat) - 0.005
+
+
 def test_mirex_summary_conventions():
     # C major reference: G major (fifth up), F major (fifth down), A minor (relative), C minor (parallel)
     s = mirex_summary([0, 0, 0, 0, 0], [0, 7, 5, 21, 12])
@@ -141,5 +165,5 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     np.testing.assert_allclose(predict_exact(loaded.keras_model, chromas, 1), expected, atol=1e-5)
     served = serving.load_model(tmp_path / "tiny-ref.onnx")
     assert served.version == "tiny-ref-1"
-    np.testing.assert_allclose(served.predict_probs(chromas), serving.calibrate(expected, served.temperature),
-                               atol=1e-4)
+    calibrated = serving.calibrate(expected, serving.temperatures(serving.track_seconds(chromas), served.calibration))
+    np.testing.assert_allclose(served.predict_probs(chromas), calibrated, atol=1e-4)

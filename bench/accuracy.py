@@ -1,12 +1,13 @@
 """Held-out accuracy by length and by source, keylib against Essentia on the same files.
 
-    .venv/bin/python bench/accuracy.py --set DIR [--model keylib/models/keynet-eq.onnx] \
+    .venv/bin/python bench/accuracy.py --set DIR [--set DIR2 ...] [--model keylib/models/keynet-eq.onnx] \
         [--profiles bgate,edma,temperley,krumhansl,shaath] [--limit N] [--out build/bench-accuracy]
 
-DIR is a training set made by ``make-training-set`` (its ``manifest.csv`` and
+Each DIR is a training set made by ``make-training-set`` (its ``manifest.csv`` and
 ``chroma_cache.parquet``); only its ``split == heldout`` rows are scored: whole sources and
-General MIDI soundfonts that training never used (see the README). Every method sees the
-same files in the same run:
+General MIDI soundfonts that training never used (see the README). Several ``--set``
+folders (held-out renders with other seeds) are scored as one held-out set, and the
+calibration also per folder. Every method sees the same files in the same run:
 
 - keylib's served model (ONNX Runtime, calibrated) on the chroma that extraction computes
   for each file (the cache was computed by the same code);
@@ -18,7 +19,9 @@ Prints the weighted MIREX score with the fifth counted upward only ("up", mir_ev
 the MIREX evaluator) and both ways ("both", madmom), by length bucket (up to 30 s,
 30-120 s, whole tracks over 120 s), by source, and for songs that are held out both whole
 and as their 30 s excerpt from 15 s, whole against excerpt on the same songs. Then keylib's
-calibration: expected calibration error over 15 bins and a reliability diagram (PNG).
+calibration: expected calibration error over 15 bins and a reliability diagram (PNG), with
+what a perfectly calibrated model would read on as many files (the 15-bin ECE of a few
+hundred files is biased upwards by sampling alone).
 Essentia's answers are cached per file in ``OUT/essentia.json`` so that reruns are cheap.
 Asserts nothing.
 """
@@ -67,6 +70,14 @@ def _essentia_answers(paths: list[str], profiles: tuple[str, ...], cache_path: P
     return cache
 
 
+def _null_ece(confidence: np.ndarray, *, draws: int = 500) -> dict:
+    """The 15-bin ECE a perfectly calibrated model with these confidences would read: each
+    file right with probability equal to its confidence (mean and 5-95% of ``draws``)."""
+    rng = np.random.default_rng(0)
+    eces = [calibration_error(confidence, rng.random(len(confidence)) < confidence)["ece"] for _ in range(draws)]
+    return {"mean": float(np.mean(eces)), "p5": float(np.percentile(eces, 5)), "p95": float(np.percentile(eces, 95))}
+
+
 def _speed(model, *, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) -> tuple[float, float]:
     """Tracks per second (wall, and per CPU-second) of the served network alone, batched,
     on random 3.5-minute chroma (1,050 frames)."""
@@ -98,6 +109,9 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
         "by_length": {k: {b: conv(d) for b, d in v["by_length"].items()} for k, v in report["methods"].items()},
         "paired_whole_vs_excerpt": report.get("paired"),
         "calibration": {"ece_15_bins": round(report["calibration"]["ece"], 4),
+                        "ece_if_perfectly_calibrated": round(report["calibration"]["perfectly_calibrated"]["mean"], 4),
+                        "ece_by_length": {k: round(v, 4) for k, v in report["calibration"]["by_length"].items()},
+                        "ece_by_set": {k: round(v["ece"], 4) for k, v in report["calibration"]["by_set"].items()},
                         "reliability_diagram": f"{card_path.stem}-reliability.png"},
         "network_tracks_per_s": report["network_tracks_per_s"],
     }
@@ -108,7 +122,8 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--set", required=True, help="training-set folder (manifest.csv, chroma_cache.parquet)")
+    p.add_argument("--set", required=True, action="append",
+                   help="training-set folder (manifest.csv, chroma_cache.parquet); repeat for more held-out renders")
     p.add_argument("--model", default=None, help="served model (.onnx); default: the shipped one")
     p.add_argument("--profiles", default=",".join(DEFAULT_PROFILES), help="Essentia KeyExtractor profiles")
     p.add_argument("--no-essentia", action="store_true")
@@ -121,22 +136,30 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
 
-    root = Path(args.set)
+    import pandas as pd
+
+    roots = [Path(r) for r in args.set]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df = load_dataset([root / "chroma_cache.parquet"])
-    df = df[df["split"] == "heldout"].reset_index(drop=True)
+    parts = []
+    for i, root in enumerate(roots):
+        part = load_dataset([root / "chroma_cache.parquet"])
+        part = part[part["split"] == "heldout"].assign(render=i)
+        parts.append(part)
+    df = pd.concat(parts, ignore_index=True)
     if args.limit:
         df = df.iloc[np.random.default_rng(0).permutation(len(df))[: args.limit]].reset_index(drop=True)
     if not len(df):
-        print(f"no held-out rows in {root}")
+        print(f"no held-out rows in {', '.join(map(str, roots))}")
         return 3
-    paths = [str(root / "audio" / "heldout" / s / f"{t}.flac") for s, t in zip(df["source"], df["track_id"])]
+    paths = [str(roots[r] / "audio" / "heldout" / s / f"{t}.flac")
+             for r, s, t in zip(df["render"], df["source"], df["track_id"])]
+    render = np.asarray(df["render"])
     refs = np.asarray(df["key_index"])
     seconds = np.array([c.shape[1] for c in df["chroma"]]) / 5.0
     buckets = np.array([length_bucket(x) for x in seconds])
     sources = np.asarray(df["source"])
-    print(f"{len(df)} held-out files from {root}: " + ", ".join(
+    print(f"{len(df)} held-out files from {', '.join(map(str, roots))}: " + ", ".join(
         f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
     print("soundfonts: " + ", ".join(sorted(set(df["soundfont"]))) if "soundfont" in df else "")
 
@@ -180,9 +203,9 @@ def main(argv=None) -> int:
         print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
 
     # The same songs whole and as their 30 s excerpt from 15 s of the same render.
-    whole_of = {(s, p): i for i, (s, p, c) in enumerate(zip(df["source"], df["piece"], df["cut"])) if c == "whole"}
-    pairs = [(whole_of[(s, p)], i) for i, (s, p, c) in enumerate(zip(df["source"], df["piece"], df["cut"]))
-             if c == "excerpt" and (s, p) in whole_of]
+    song = list(zip(df["render"], df["source"], df["piece"]))
+    whole_of = {k: i for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "whole"}
+    pairs = [(whole_of[k], i) for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "excerpt" and k in whole_of]
     if pairs:
         whole_i, ex_i = (np.array(x) for x in zip(*pairs))
         print(f"\nsame songs, whole against their 30 s excerpt from 15 s ({len(pairs)} songs; MIREX up / both)")
@@ -206,6 +229,24 @@ def main(argv=None) -> int:
     plot_reliability(cal, png, title=f"keylib {model.version}, {len(df)} held-out files")
     print(f"\ncalibration: ECE {cal['ece']:.3f} over 15 bins, mean confidence {conf.mean():.3f}, "
           f"accuracy {(probs.argmax(1) == refs).mean():.3f}; reliability diagram {png}")
+    report["calibration"]["perfectly_calibrated"] = _null_ece(conf)
+    print("  a perfectly calibrated model with these confidences would read ECE {mean:.3f} "
+          "(90% of draws {p5:.3f}-{p95:.3f})".format(**report["calibration"]["perfectly_calibrated"]))
+    report["calibration"]["by_length"], report["calibration"]["by_set"] = {}, {}
+    for b in bucket_names:
+        m = buckets == b
+        e = calibration_error(conf[m], probs[m].argmax(1) == refs[m])["ece"]
+        report["calibration"]["by_length"][b] = e
+        print(f"  {b:<18} {int(m.sum()):>4} files: confidence {conf[m].mean():.3f}, "
+              f"accuracy {(probs[m].argmax(1) == refs[m]).mean():.3f}, ECE {e:.3f}")
+    if len(roots) > 1:
+        for i, root in enumerate(roots):
+            m = render == i
+            e = calibration_error(conf[m], probs[m].argmax(1) == refs[m])["ece"]
+            report["calibration"]["by_set"][root.name] = {"n": int(m.sum()), "ece": e,
+                                                          "perfectly_calibrated": _null_ece(conf[m])}
+            print(f"  {str(root):<40} {int(m.sum()):>4} files: ECE {e:.3f} "
+                  f"(perfectly calibrated: {_null_ece(conf[m])['mean']:.3f})")
     wall, per_cpu = _speed(model)
     report["network_tracks_per_s"] = {"wall": wall, "per_cpu_second": per_cpu}
     print(f"\nspeed: the served network alone (ONNX Runtime, 1 thread), 3.5-min tracks batched: "

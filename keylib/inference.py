@@ -20,9 +20,10 @@ Statuses
     model expects (re-extract). ``model_error``: prediction itself failed for the batch.
 
 More than a key
-    ``confidence`` and ``probs`` are calibrated (the card's temperature, fitted on music the
-    network did not train on). ``tonal`` says whether the track has a key at all
-    (:mod:`keylib.tonality`; false for noise, drum loops, speech, atonal music).
+    ``confidence`` and ``probs`` are calibrated (the card's temperature at the track's
+    length, :func:`keylib.serving.temperatures`, fitted on music the network did not train
+    on). ``tonal`` says whether the track has a key at all (:mod:`keylib.tonality`; false
+    for noise, drum loops, speech, atonal music).
     ``tuning_cents`` is the recording's reference pitch against A440, from the feature
     code's tuning estimate. ``segments`` are the key's changes over the analysed window
     (:mod:`keylib.segments`); ``key`` stays the track's global key.

@@ -50,6 +50,7 @@ from .features import FRAME_RATE
 __all__ = [
     "MODELS_DIR",
     "SHIPPED_MODEL",
+    "CALIBRATION_RANGE_S",
     "ModelInfo",
     "ServedModel",
     "model_info",

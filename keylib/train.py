@@ -22,7 +22,7 @@ import numpy as np
 from .features import FRAME_RATE
 from .keys import N_KEYS, try_parse_key
 from .mirex import calibration_error
-from .serving import calibrate, temperatures, track_seconds
+from .serving import CALIBRATION_RANGE_S, calibrate, temperatures, track_seconds
 from .tensors import compress, crop, excerpt, linear
 
 __all__ = [
@@ -299,12 +299,23 @@ def fit_calibration(probs: np.ndarray, refs: Sequence[int], seconds: Sequence[fl
     -------
     dict
         ``temperature`` (T, 0.05..20), ``duration_exponent`` (g, -1..1) and ``reference_s``:
-        a model card's ``calibration`` entry.
+        a model card's ``calibration`` entry. ``g`` is 0 when the tracks' lengths (within
+        5-600 s) span less than a factor of 2: there they cannot tell T from g, and a
+        slope fitted on noise would be extrapolated to every other length.
+
+    Raises
+    ------
+    ValueError
+        when the shapes disagree or there are no tracks.
     """
-    from scipy.optimize import minimize
+    from scipy.optimize import minimize, minimize_scalar
 
     refs = np.asarray(refs, dtype=int)
     probs = np.asarray(probs)
+    seconds = np.clip(np.asarray(seconds, dtype=np.float64), *CALIBRATION_RANGE_S)
+    if not len(refs) or probs.shape != (len(refs), N_KEYS) or seconds.shape != refs.shape:
+        raise ValueError(f"fit_calibration needs (n, 24) probs, n refs and n lengths with n > 0; got "
+                         f"{probs.shape}, {refs.shape}, {seconds.shape}")
     rows = np.arange(len(refs))
 
     def entry(theta) -> dict:
@@ -316,6 +327,9 @@ def fit_calibration(probs: np.ndarray, refs: Sequence[int], seconds: Sequence[fl
         return float(-np.mean(np.log(p[rows, refs] + 1e-12)))
 
     bounds = [(np.log(0.05), np.log(20.0)), (-1.0, 1.0)]
+    if seconds.max() < 2 * seconds.min():
+        res = minimize_scalar(lambda log_t: nll((log_t, 0.0)), bounds=bounds[0], method="bounded")
+        return entry((res.x, 0.0))
     # Nelder-Mead: calibrate() works in float32, too coarse for finite-difference gradients.
     res = minimize(nll, np.zeros(2), method="Nelder-Mead", bounds=bounds, options={"xatol": 1e-4, "fatol": 1e-7})
     return entry(res.x)

@@ -117,7 +117,10 @@ def test_fit_calibration_finds_a_temperature_that_follows_length():
     fitted = fit_calibration(raw, refs, seconds)
     assert fitted["reference_s"] == 30.0
     assert abs(fitted["temperature"] - 0.7) < 0.05 and abs(fitted["duration_exponent"] + 0.2) < 0.05
-    flat = {"temperature": fit_calibration(raw, refs, np.full(n, 30.0))["temperature"]}  # one for every length
+    flat = fit_calibration(raw, refs, np.full(n, 30.0))  # lengths that cannot tell T from g: T alone
+    assert flat["duration_exponent"] == 0.0 and 0.3 < flat["temperature"] < 2.0
+    with pytest.raises(ValueError, match="fit_calibration"):
+        fit_calibration(raw, refs[:-1], seconds)
 
     def nll(cal):
         p = serving.calibrate(raw, serving.temperatures(seconds, cal))

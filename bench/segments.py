@@ -1,8 +1,9 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
-    .venv/bin/python bench/segments.py --set DIR [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
+    .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
 
-DIR is a training set made by ``make-training-set``; only its held-out audio is used
+DIR is a training set made by ``make-training-set`` (repeat ``--set`` to draw from several
+held-out renders); only its held-out audio is used
 (sources and soundfonts training never saw). A medley joins 30 s of one held-out clip to
 30 s of another in a different key (audio concatenated, then decoded to features like any
 track), each from the clip's start (intros included) or from ``--from-s`` seconds in;
@@ -13,7 +14,9 @@ Viterbi smoothing (:mod:`keylib.segments`) it prints
   every 0.1 s of the medley weighs the same),
 - the share of medleys whose key change is found within 3 s (a segment boundary within 3 s
   of the true one),
-- the share of one-key tracks given exactly one segment.
+- the share of one-key tracks given exactly one segment,
+
+with 90% (Wilson) intervals of the two shares.
 
 Targets (issue 12): time-weighted score >= 0.85, boundary within 3 s in >= 80% of medleys,
 one segment for >= 90% of one-key tracks.
@@ -66,9 +69,20 @@ def _time_weighted(segs: list[dict], truth: list[tuple[float, float, int]], dura
     return score / len(grid)
 
 
+def _interval(successes) -> str:
+    """Wilson 90% interval of a share: how far a rate over a few dozen cases can be trusted."""
+    n, k, z = len(successes), float(np.sum(successes)), 1.645
+    if not n:
+        return "-"
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    return f"{centre - half:.0%}-{centre + half:.0%}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--set", required=True)
+    p.add_argument("--set", required=True, action="append",
+                   help="training-set folder whose held-out audio is used; repeat for more held-out renders")
     p.add_argument("--model", default=None)
     p.add_argument("--medleys", type=int, default=60)
     p.add_argument("--one-key", type=int, default=80, help="one-key tracks to check")
@@ -83,11 +97,14 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
 
+    import pandas as pd
+
     model = load_model(args.model)
-    root = Path(args.set)
-    df = load_dataset([root / "chroma_cache.parquet"])
+    roots = [Path(r) for r in args.set]
+    df = pd.concat([load_dataset([root / "chroma_cache.parquet"]).assign(render=i) for i, root in enumerate(roots)],
+                   ignore_index=True)
     df = df[df["split"] == "heldout"].reset_index(drop=True)
-    path_of = lambda r: root / "audio" / "heldout" / r.source / f"{r.track_id}.flac"  # noqa: E731
+    path_of = lambda r: roots[r.render] / "audio" / "heldout" / r.source / f"{r.track_id}.flac"  # noqa: E731
     rng = np.random.default_rng(0)
     long_enough = df[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
                       for c in df["chroma"]]].reset_index(drop=True)
@@ -128,7 +145,8 @@ def main(argv=None) -> int:
             hits.append(any(abs(b - HALF_S) <= 3.0 for b in bounds))
         single = [len(segments.key_segments(c, model.predict_probs, switch_penalty=penalty, window_s=window)) == 1
                   for c in one_key["chroma"]]
-        print(f"{window:7.0f} {penalty:8.1f} {np.mean(scores):20.3f} {np.mean(hits):20.1%} {np.mean(single):19.1%}")
+        print(f"{window:7.0f} {penalty:8.1f} {np.mean(scores):20.3f} {np.mean(hits):20.1%} {np.mean(single):19.1%}"
+              f"   (90% intervals: boundary {_interval(hits)}, one segment {_interval(single)})")
     print(f"shipped default: SWITCH_PENALTY = {segments.SWITCH_PENALTY}, windows of {segments.WINDOW_S:.0f} s "
           f"every {segments.HOP_S:.0f} s")
     trainset = load_train_config()["trainset"]

@@ -45,7 +45,9 @@ from keylib import templates  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
 from keylib.mirex import calibration_error  # noqa: E402
 from keylib.report import plot_reliability  # noqa: E402
-from keylib.train import LENGTH_BUCKETS, length_bucket, load_dataset, mirex_summary  # noqa: E402
+from keylib.serving import track_seconds  # noqa: E402
+from keylib.train import LENGTH_BUCKETS, length_bucket, mirex_summary  # noqa: E402
+from heldout import load_heldout  # noqa: E402
 
 DEFAULT_PROFILES = ("bgate", "edma", "temperley", "krumhansl", "shaath")
 
@@ -110,7 +112,7 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
         "paired_whole_vs_excerpt": report.get("paired"),
         "calibration": {"ece_15_bins": round(report["calibration"]["ece"], 4),
                         "ece_if_perfectly_calibrated": round(report["calibration"]["perfectly_calibrated"]["mean"], 4),
-                        "ece_by_length": {k: round(v, 4) for k, v in report["calibration"]["by_length"].items()},
+                        "ece_by_length": {k: round(v["ece"], 4) for k, v in report["calibration"]["by_length"].items()},
                         "ece_by_set": {k: round(v["ece"], 4) for k, v in report["calibration"]["by_set"].items()},
                         "reliability_diagram": f"{card_path.stem}-reliability.png"},
         "network_tracks_per_s": report["network_tracks_per_s"],
@@ -136,27 +138,19 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
 
-    import pandas as pd
-
     roots = [Path(r) for r in args.set]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for i, root in enumerate(roots):
-        part = load_dataset([root / "chroma_cache.parquet"])
-        part = part[part["split"] == "heldout"].assign(render=i)
-        parts.append(part)
-    df = pd.concat(parts, ignore_index=True)
+    df = load_heldout(roots)
     if args.limit:
         df = df.iloc[np.random.default_rng(0).permutation(len(df))[: args.limit]].reset_index(drop=True)
     if not len(df):
         print(f"no held-out rows in {', '.join(map(str, roots))}")
         return 3
-    paths = [str(roots[r] / "audio" / "heldout" / s / f"{t}.flac")
-             for r, s, t in zip(df["render"], df["source"], df["track_id"])]
+    paths = [str(p) for p in df["path"]]
     render = np.asarray(df["render"])
     refs = np.asarray(df["key_index"])
-    seconds = np.array([c.shape[1] for c in df["chroma"]]) / 5.0
+    seconds = track_seconds(df["chroma"])
     buckets = np.array([length_bucket(x) for x in seconds])
     sources = np.asarray(df["source"])
     print(f"{len(df)} held-out files from {', '.join(map(str, roots))}: " + ", ".join(
@@ -232,21 +226,18 @@ def main(argv=None) -> int:
     report["calibration"]["perfectly_calibrated"] = _null_ece(conf)
     print("  a perfectly calibrated model with these confidences would read ECE {mean:.3f} "
           "(90% of draws {p5:.3f}-{p95:.3f})".format(**report["calibration"]["perfectly_calibrated"]))
-    report["calibration"]["by_length"], report["calibration"]["by_set"] = {}, {}
-    for b in bucket_names:
-        m = buckets == b
-        e = calibration_error(conf[m], probs[m].argmax(1) == refs[m])["ece"]
-        report["calibration"]["by_length"][b] = e
-        print(f"  {b:<18} {int(m.sum()):>4} files: confidence {conf[m].mean():.3f}, "
-              f"accuracy {(probs[m].argmax(1) == refs[m]).mean():.3f}, ECE {e:.3f}")
-    if len(roots) > 1:
-        for i, root in enumerate(roots):
-            m = render == i
-            e = calibration_error(conf[m], probs[m].argmax(1) == refs[m])["ece"]
-            report["calibration"]["by_set"][root.name] = {"n": int(m.sum()), "ece": e,
-                                                          "perfectly_calibrated": _null_ece(conf[m])}
-            print(f"  {str(root):<40} {int(m.sum()):>4} files: ECE {e:.3f} "
-                  f"(perfectly calibrated: {_null_ece(conf[m])['mean']:.3f})")
+    right = probs.argmax(1) == refs
+    groups = {"by_length": [(b, buckets == b) for b in bucket_names],
+              "by_set": [(root.name, render == i) for i, root in enumerate(roots)] if len(roots) > 1 else []}
+    for field, parts in groups.items():
+        report["calibration"][field] = {}
+        for name, m in parts:
+            part = {"n": int(m.sum()), "confidence": float(conf[m].mean()), "accuracy": float(right[m].mean()),
+                    "ece": calibration_error(conf[m], right[m])["ece"], "perfectly_calibrated": _null_ece(conf[m])}
+            report["calibration"][field][name] = part
+            print(f"  {name:<18} {part['n']:>4} files: confidence {part['confidence']:.3f}, accuracy "
+                  f"{part['accuracy']:.3f}, ECE {part['ece']:.3f} (perfectly calibrated: "
+                  f"{part['perfectly_calibrated']['mean']:.3f})")
     wall, per_cpu = _speed(model)
     report["network_tracks_per_s"] = {"wall": wall, "per_cpu_second": per_cpu}
     print(f"\nspeed: the served network alone (ONNX Runtime, 1 thread), 3.5-min tracks batched: "

@@ -44,13 +44,14 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import audio, features, segments  # noqa: E402
 from keylib.config import load_train_config  # noqa: E402
 from keylib.keys import KEY_NAMES, parse_key  # noqa: E402
 from keylib.mirex import weighted_score  # noqa: E402
 from keylib.tensors import crop  # noqa: E402
-from keylib.train import load_dataset  # noqa: E402
+from heldout import load_heldout  # noqa: E402
 
 HALF_S = 30.0
 
@@ -97,14 +98,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
 
-    import pandas as pd
-
     model = load_model(args.model)
-    roots = [Path(r) for r in args.set]
-    df = pd.concat([load_dataset([root / "chroma_cache.parquet"]).assign(render=i) for i, root in enumerate(roots)],
-                   ignore_index=True)
-    df = df[df["split"] == "heldout"].reset_index(drop=True)
-    path_of = lambda r: roots[r.render] / "audio" / "heldout" / r.source / f"{r.track_id}.flac"  # noqa: E731
+    df = load_heldout([Path(r) for r in args.set])
     rng = np.random.default_rng(0)
     long_enough = df[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
                       for c in df["chroma"]]].reset_index(drop=True)
@@ -114,7 +109,7 @@ def main(argv=None) -> int:
         if a.key_index == b.key_index or a.piece == b.piece:
             continue
         n, start = int(HALF_S * features.SAMPLE_RATE), int(args.from_s * features.SAMPLE_RATE)
-        y = np.concatenate([_samples(path_of(a))[start:start + n], _samples(path_of(b))[start:start + n]])
+        y = np.concatenate([_samples(a.path)[start:start + n], _samples(b.path)[start:start + n]])
         medleys.append((features.chroma(y), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
     # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
     one_key = df[[c.shape[1] >= 60 * features.FRAME_RATE and not s.startswith("classical")

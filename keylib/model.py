@@ -221,7 +221,6 @@ class KeyModel:
         self.frames_per_step = int(card.get("input", {}).get("frames_per_step", 1))
         self.calibration = dict(card.get("calibration") or {})
         check_calibration(self.calibration, where=f"model {self.version}")
-        self.temperature = float(self.calibration.get("temperature", 1.0))
         self._fn = None
 
     def __repr__(self) -> str:

@@ -419,12 +419,12 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     net.set_weights(best_weights)
     calibration: dict = {}
     if len(val_df):
-        val_probs = np.concatenate([predict_exact(net, data, fps) for data in val_sets.values()])
+        val_raw = {name: predict_exact(net, data, fps) for name, data in val_sets.items()}  # once, used thrice
+        val_probs = np.concatenate(list(val_raw.values()))
         val_all = np.concatenate([val_refs, val_refs])
         val_seconds = np.concatenate([track_seconds(data) for data in val_sets.values()])
         calibration = fit_calibration(val_probs, val_all, val_seconds)
-        card["validation"] = {name: mirex_summary(val_refs, predict_exact(net, data, fps).argmax(1))
-                              for name, data in val_sets.items()}
+        card["validation"] = {name: mirex_summary(val_refs, probs.argmax(1)) for name, probs in val_raw.items()}
         card["calibration"] = {
             **calibration,
             "fitted_on": "validation split (pieces never trained on), whole tracks and 30 s excerpts; "
@@ -434,7 +434,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
                 calibrate(val_probs, temperatures(val_seconds, calibration)).max(1), val_probs.argmax(1) == val_all)["ece"],
         }
         if atonal_df is not None and len(atonal_df):
-            card["tonality"] = _fit_tonality(net, fps, val_sets, atonal_df, calibration)
+            card["tonality"] = _fit_tonality(net, fps, val_sets, val_raw, atonal_df, calibration)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
@@ -486,17 +486,18 @@ class WeightAverage:
             avg += (1 - d) * w
 
 
-def _fit_tonality(net, fps: int, val_sets: dict, atonal_df, calibration: dict) -> dict:
-    """The tonality classifier: tonal validation music (whole and excerpts) against the
-    generated atonal clips, on calibrated probabilities."""
+def _fit_tonality(net, fps: int, val_sets: dict, val_raw: dict, atonal_df, calibration: dict) -> dict:
+    """The tonality classifier: tonal validation music (whole and excerpts; ``val_raw`` their
+    uncalibrated probabilities) against the generated atonal clips, on calibrated probabilities."""
     from .tonality import fit_tonality, tonality_features
 
-    def feats(chromas):
-        probs = calibrate(predict_exact(net, chromas, fps), temperatures(track_seconds(chromas), calibration))
+    def feats(chromas, raw):
+        probs = calibrate(raw, temperatures(track_seconds(chromas), calibration))
         return [tonality_features(c, p) for c, p in zip(chromas, probs)]
 
-    tonal = [f for data in val_sets.values() for f in feats(data)]
-    atonal = feats(list(atonal_df["chroma"]))
+    tonal = [f for name, data in val_sets.items() for f in feats(data, val_raw[name])]
+    atonal_chromas = list(atonal_df["chroma"])
+    atonal = feats(atonal_chromas, predict_exact(net, atonal_chromas, fps))
     params = fit_tonality(tonal, atonal)
     params["fitted_on"] = (f"{len(tonal)} validation tracks (whole and 30 s excerpts) against "
                            f"{len(atonal)} atonal clips ({', '.join(sorted(set(atonal_df['source'])))})")

@@ -1,6 +1,7 @@
 """Training set: labelled audio rendered from MIDI with FluidSynth, plus manifest.csv.
 
     ./submit.sh make-training-set --output DIR [--train-conf conf/train.toml] [--procedural N] ...
+    ./submit.sh make-training-set --output DIR --refresh-chroma   # after a FEATURE_VERSION change
 
 Runs in a local process pool (no Spark) with a progress bar. Writes DIR/audio/**.flac,
 DIR/manifest.csv (path, track_id, key, source, piece, instrument, split, duration_s) and
@@ -12,9 +13,10 @@ import sys
 from pathlib import Path
 
 from keylib.config import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
-from keylib.errors import ConfigError
+from keylib.errors import ConfigError, InputError
+from keylib.features import FEATURE_VERSION
 from keylib.runner import EXIT_CONFIG, EXIT_INPUT, EXIT_OK
-from keylib.trainset import make_training_set
+from keylib.trainset import make_training_set, refresh_chroma_cache
 
 
 def main(argv=None) -> int:
@@ -33,7 +35,21 @@ def main(argv=None) -> int:
                    help="comma-separated soundfonts for the training clips instead of the defaults "
                         "(e.g. a second render with other timbres); never a held-out one")
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
+    p.add_argument("--refresh-chroma", action="store_true",
+                   help="render nothing: recompute DIR's chroma cache from its audio with this keylib's features")
     args = p.parse_args(argv)
+    if args.refresh_chroma:
+        try:
+            s = load_train_config(args.train_conf)["trainset"]
+            cache = refresh_chroma_cache(Path(args.output), workers=args.workers or s["workers"])
+        except ConfigError as exc:
+            print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except InputError as exc:
+            print(f"keylib make-training-set: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+        print(f"make-training-set: chroma ({FEATURE_VERSION}) recomputed into {cache}")
+        return EXIT_OK
     try:
         s = load_train_config(args.train_conf)["trainset"]
         s.update({k: getattr(args, k) for k in s if getattr(args, k) is not None})

@@ -80,6 +80,50 @@ def test_tuning_cents_reads_a_shifted_clip(cents):
     assert np.corrcoef(profile, shifted_profile)[0, 1] > 0.99
 
 
+def test_tuning_is_followed_where_it_changes():
+    # a medley: a progression at A440, then the same 45 cents sharp (one tuning cannot fold both)
+    sr = features.SAMPLE_RATE
+    y = synth.chord_progression(4, duration_s=30.0, sr=sr, seed=7)
+    alone = features.chroma(y)
+    medley = np.concatenate([y, _detuned(y, 45, sr=sr)])
+    tensor, tuning_cents = features.chroma(medley, return_tuning=True)
+    spec = features._magnitude_spectrogram(medley)
+    lo, hi = features._BAND_BINS
+    one_tuning = features._filterbank(int(tuning_cents)) @ spec[lo:hi]
+    one_tuning = np.log1p(features.LOG_GAIN * one_tuning / one_tuning.max())  # compressed as chroma() does
+    half, block = 150, int(features.TUNING_BLOCK_S * features.FRAME_RATE)  # 30 s; a block either side
+    # each half against the same bars of the progression alone
+    parts = {"first": (slice(0, half - block), slice(0, half - block)),
+             "second": (slice(half + block, 2 * half), slice(block, half))}
+    for name, (in_medley, in_alone) in parts.items():
+        profile = alone[:, in_alone].mean(axis=1)
+        assert np.corrcoef(profile, tensor[:, in_medley].mean(axis=1))[0, 1] > 0.99, name
+    # folded with the track's one tuning, the sharp half smears into the neighbouring bins
+    second, in_alone = parts["second"]
+    assert np.corrcoef(alone[:, in_alone].mean(axis=1), one_tuning[:, second].mean(axis=1))[0, 1] < 0.9
+
+
+@pytest.mark.parametrize("cents", [-30, 0, 45])
+def test_one_tuning_throughout_folds_as_one(cents):
+    sr = features.SAMPLE_RATE
+    y = _detuned(synth.chord_progression(9, duration_s=60.0, sr=sr, seed=3), cents, sr=sr)
+    spec = features._magnitude_spectrogram(y)
+    track = int(round(features._estimate_tuning(spec) * 100))
+    assert (features._block_tunings(spec, track) == track).all()
+
+
+def test_tunings_either_side_of_the_wrap_are_one_tuning():
+    # +48 then +52 cents (which reads -48): 4 cents apart, so the track keeps one tuning
+    sr = features.SAMPLE_RATE
+    y = synth.chord_progression(2, duration_s=30.0, sr=sr, seed=5)
+    spec = features._magnitude_spectrogram(np.concatenate([_detuned(y, 48, sr=sr), _detuned(y, 52, sr=sr)]))
+    track = int(round(features._estimate_tuning(spec) * 100))
+    blocks = int(features.TUNING_BLOCK_S * features.FRAME_RATE)
+    first, last = (round(features._estimate_tuning(spec[:, a:a + blocks]) * 100) for a in (0, spec.shape[1] - blocks))
+    assert abs(first - last) > 90  # the halves read either side of the wrap
+    assert (features._block_tunings(spec, track) == track).all()
+
+
 def test_silence_has_no_tuning():
     tensor, tuning_cents = features.chroma(np.zeros(features.SAMPLE_RATE * 5, dtype=np.float32), return_tuning=True)
     assert tuning_cents is None and not tensor.any()

@@ -72,3 +72,47 @@ def test_rendered_clips_are_in_their_labelled_key(tmp_path, fluidsynth):
     df = pd.read_parquet(tmp_path / "c.parquet")
     assert set(df.columns) >= {"track_id", "uri", "chroma", "n_frames", "status", "feature_version", "key", "source"}
     assert (df.feature_version == features.FEATURE_VERSION).all()
+
+
+def test_refresh_chroma_recomputes_the_cache_from_the_audio(tmp_path):
+    """After a FEATURE_VERSION change: `make-training-set --refresh-chroma` refolds the folder's
+    audio with this keylib's features; a listed file that is gone is a readable error, exit 3."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from keylib import synth
+    from keylib.runner import EXIT_INPUT
+
+    sr = features.SAMPLE_RATE
+    rows = []
+    for i, key in enumerate((0, 21)):
+        rel = f"audio/train/procedural/p{i}.flac"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp_path / rel), synth.chord_progression(key, duration_s=12.0, sr=sr, seed=i), sr)
+        rows.append({"path": rel, "track_id": f"p{i}", "key": keys.KEY_NAMES[key], "source": "procedural",
+                     "piece": f"p{i}", "instrument": "0", "split": "train", "duration_s": 12.0, "cut": "whole",
+                     "soundfont": "", "chroma": np.zeros((12, 3), np.float32)})  # stale: another version's
+    trainset.write_chroma_cache(rows, tmp_path / "chroma_cache.parquet", tmp_path)
+    with (tmp_path / "manifest.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "chroma"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    job = [sys.executable, str(Path(__file__).resolve().parent.parent / "jobs" / "make_training_set.py"),
+           "--output", str(tmp_path), "--refresh-chroma", "--workers", "1"]
+    done = subprocess.run(job, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    df = pd.read_parquet(tmp_path / "chroma_cache.parquet")
+    assert list(df.track_id) == ["p0", "p1"] and list(df.key) == ["C major", "A minor"]
+    for row, flat, n in zip(rows, df.chroma, df.n_frames):
+        expected = features.chroma(audio.decode((tmp_path / row["path"]).read_bytes(), ext=".flac").samples)
+        assert n == expected.shape[1] and np.array_equal(np.asarray(flat).reshape(12, n), expected)
+    assert (df.feature_version == features.FEATURE_VERSION).all()
+
+    (tmp_path / rows[1]["path"]).unlink()
+    done = subprocess.run(job, capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_INPUT and "p1.flac" in done.stderr and "Traceback" not in done.stderr
+    assert pd.read_parquet(tmp_path / "chroma_cache.parquet").shape[0] == 2  # the cache is left whole

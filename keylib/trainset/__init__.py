@@ -37,7 +37,8 @@ Modules, one concern each:
 
 from .atonal import ATONAL_KINDS, atonal_clip
 from .instruments import HELDOUT_BY_ROLE, HELDOUT_PROGRAMS, TRAIN_PROGRAMS
-from .jobs import HELDOUT_EXCERPT_S, Job, make_training_set, plan_jobs, run_job, track_id_of, write_chroma_cache
+from .jobs import (HELDOUT_EXCERPT_S, Job, make_training_set, plan_jobs, refresh_chroma_cache, run_job, track_id_of,
+                   write_chroma_cache)
 from .midi import DRUM_CHANNEL, Note, Piece, read_midi_tracks, write_midi
 from .procedural import procedural_piece
 from .render import HELDOUT_SOUNDFONTS, RENDER_SR, SOUNDFONT, TRAIN_SOUNDFONTS, augment, render_midi
@@ -68,6 +69,7 @@ __all__ = [
     "pop909_songs",
     "procedural_piece",
     "read_midi_tracks",
+    "refresh_chroma_cache",
     "render_midi",
     "run_job",
     "score_notes",

@@ -387,6 +387,54 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     return manifest
 
 
+def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = True) -> Path:
+    """Recompute ``chroma_cache.parquet`` from a training-set folder's audio with this
+    keylib's features (after a :data:`keylib.features.FEATURE_VERSION` change): the
+    manifest's rows, each decoded and folded as :func:`run_job` does. Renders nothing.
+
+    Returns the cache's path. Raises :class:`~keylib.errors.InputError` when the folder has
+    no manifest or a listed file cannot be decoded (a training set is rendered whole, so a
+    missing file means a broken folder, not a track to skip).
+    """
+    import multiprocessing as mp
+
+    from ..errors import InputError
+
+    out_dir = Path(out_dir)
+    manifest = out_dir / "manifest.csv"
+    if not manifest.exists():
+        raise InputError(f"{manifest} not found: not a training-set folder")
+    with manifest.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    fn = functools.partial(_chroma_of_file, root=str(out_dir))
+    ctx = mp.get_context("spawn" if os.environ.get("KEYLIB_SPAWN") else "fork")
+    pool = ctx.Pool(workers) if workers > 1 else None
+    try:
+        results = pool.imap(fn, [r["path"] for r in rows], chunksize=4) if pool else map(fn, [r["path"] for r in rows])
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(rows), description="chroma")
+        for row, chroma in zip(rows, results):
+            row["chroma"] = chroma
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return write_chroma_cache(rows, out_dir / "chroma_cache.parquet", out_dir)
+
+
+def _chroma_of_file(rel: str, root: str) -> np.ndarray:
+    from .. import audio, features
+    from ..errors import InputError, TrackError
+
+    path = Path(root) / rel
+    try:
+        return features.chroma(audio.decode(path.read_bytes(), ext=path.suffix).samples)
+    except (OSError, TrackError) as exc:
+        raise InputError(f"{path}: cannot read its audio ({exc})") from exc
+
+
 def _other_splits(manifest: Path, split: str) -> list[dict]:
     """The rows of ``manifest`` (if it exists) whose split is not ``split``."""
     if not manifest.exists():

@@ -30,9 +30,13 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="file name of the model (default from the architecture)")
     p.add_argument("--version", default="")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the weights and batches (the validation split keeps [train] split_seed)")
     p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default OMP_NUM_THREADS)")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
+    p.add_argument("--refit", default=None, metavar="MODEL.keras",
+                   help="train nothing: keep this network's weights and fit its calibration, tonality classifier "
+                        "and scores again on --features (after a FEATURE_VERSION change that keeps most tensors)")
     args = p.parse_args(argv)
     try:
         cfg = TrainConfig(**load_train_config(args.train_conf)["train"])
@@ -50,14 +54,26 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"keylib train: input error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    train_df, val_df, held_df = split_dataset(df, cfg.val_fraction, cfg.seed)
+    train_df, val_df, held_df = split_dataset(df, cfg.val_fraction, cfg.split_seed)
     atonal_df = df[df["split"] == "atonal"]
     print(f"train: {len(train_df)} tracks, validation: {len(val_df)}, held out: {len(held_df)}, "
           f"atonal: {len(atonal_df)}")
     if not len(train_df):
         print("keylib train: no training rows", file=sys.stderr)
         return EXIT_INPUT
-    _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output))
+    refit = None
+    if args.refit:
+        from keylib.errors import ModelError
+        from keylib.model import card_path, load_network
+        from keylib.serving import read_card
+
+        try:
+            refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(Path(args.refit))))
+        except ModelError as exc:
+            print(f"keylib train: {exc}", file=sys.stderr)
+            return EXIT_INPUT
+    _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),
+                          refit=refit)
     summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}
     if "heldout" in card:
         summary["heldout"] = card["heldout"]["all"]["both_fifths"]["weighted"]

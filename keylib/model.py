@@ -41,6 +41,7 @@ __all__ = [
     "SHIPPED_MODEL",
     "KeyModel",
     "load_model",
+    "load_network",
     "export_onnx",
     "build_keynet_eq",
     "build_keycnn_ref",
@@ -287,19 +288,30 @@ def load_model(path: str | Path | None = None, *, threads: int | None = None) ->
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, threads: int | None) -> KeyModel:
+    card = read_card(card_path(Path(path)))
+    return KeyModel(load_network(path, threads=threads), card, path=Path(path))
+
+
+def load_network(path: str | Path, *, threads: int | None = None):
+    """The Keras network of a ``.keras`` file, whatever features its card names (training's
+    refit reads a network of another feature version; :func:`load_model` checks them).
+
+    Raises
+    ------
+    ModelError
+        when the file is missing or not a keylib network.
+    """
     p = Path(path)
     if not p.is_file():
         raise ModelError(f"model file not found: {p}")
-    card = read_card(card_path(p))
     configure_tensorflow(threads)
     _layers()  # registers the custom layers
     import keras
 
     try:
-        keras_model = keras.saving.load_model(str(p), compile=False)
+        return keras.saving.load_model(str(p), compile=False)
     except Exception as exc:  # keras raises many types for bad files
         raise ModelError(f"cannot load model {p}: {type(exc).__name__}: {exc}") from None
-    return KeyModel(keras_model, card, path=p)
 
 
 def export_onnx(keras_model, path: str | Path) -> Path:

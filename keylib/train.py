@@ -48,7 +48,8 @@ class TrainConfig:
     patience: int = 10
     val_fraction: float = 0.12
     label_smoothing: float = 0.05
-    seed: int = 7
+    seed: int = 7  # the weights' initialisation and the batches
+    split_seed: int = 7  # the validation split, kept when seeds are compared
     excerpt_s: tuple[int, int] = (8, 40)  # short crops (s), uniform: what excerpts look like
     long_s: tuple[int, int] = (40, 600)  # long crops (s), log-uniform: what whole songs look like
     long_share: float = 0.35  # share of batches with long crops
@@ -338,8 +339,14 @@ def fit_calibration(probs: np.ndarray, refs: Sequence[int], seconds: Sequence[fl
 # --------------------------------------------------------------------------- training
 
 def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_df=None,
-                out_dir: Path | None = None, log=print) -> tuple[object, dict]:
+                out_dir: Path | None = None, log=print, refit: tuple[object, dict] | None = None) -> tuple[object, dict]:
     """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
+
+    With ``refit`` (a trained network and its card) nothing is trained: the network keeps
+    its weights and everything fitted on validation (calibration, tonality classifier,
+    scores) is fitted again on this data, e.g. after a feature change that leaves most
+    tensors as they were; the card keeps the network's training record under ``training``
+    and says where it came from under ``refit``.
 
     Validation scores each validation track whole and as its 30 s excerpt from 15 s
     (:func:`excerpt`), at the track's own length, as serving does; early stopping follows
@@ -359,10 +366,14 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
 
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    if refit is not None:
+        net, source_card = refit
+        cfg.arch = str(source_card.get("architecture", cfg.arch))
     fps = FRAMES_PER_STEP[cfg.arch]
-    net = ARCHITECTURES[cfg.arch]()
-    net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    if refit is None:
+        net = ARCHITECTURES[cfg.arch]()
+        net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                    loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     card = {
         "name": cfg.name,
         "version": cfg.version or f"{cfg.name}-{time.strftime('%Y.%m.%d')}",
@@ -380,7 +391,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     average = WeightAverage(net, cfg.ema) if cfg.ema else None
     history = []
     t0 = time.time()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, 0 if refit is not None else cfg.epochs + 1):
         losses = []
         for b, (x, y) in enumerate(_batches(chromas, keys, cfg, fps, rng)):
             if cfg.max_steps_per_epoch and b >= cfg.max_steps_per_epoch:
@@ -416,7 +427,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         if epoch - best[1] >= cfg.patience:
             log(f"early stop: best epoch {best[1]} (val MIREX {best[0]:.4f})")
             break
-    net.set_weights(best_weights)
+    if refit is None:
+        net.set_weights(best_weights)
     calibration: dict = {}
     if len(val_df):
         val_raw = {name: predict_exact(net, data, fps) for name, data in val_sets.items()}  # once, used thrice
@@ -446,13 +458,18 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
                             "transposition by 0-11 semitones (chroma rolled, tonic moved); audio augmented "
                             "at render time (level, EQ, reverb, noise, detuning)",
             "history": history,
-        },
+        } if refit is None else refit[1].get("training", {}),
         "data": {
             "train": _counts(train_df), "validation": _counts(val_df),
             "heldout": _counts(heldout_df) if heldout_df is not None else {},
-            "validation_rule": f"whole pieces per source, crc32(seed|source|piece) < {cfg.val_fraction:.2f}",
+            "validation_rule": f"whole pieces per source, crc32(split_seed|source|piece) < {cfg.val_fraction:.2f}, split_seed {cfg.split_seed}",
         },
     })
+    if refit is not None:
+        card["refit"] = {
+            "from": refit[1].get("version"), "network_features": refit[1].get("feature_version"),
+            "why": "weights kept; calibration, tonality classifier and scores fitted again on this feature version",
+        }
     if heldout_df is not None and len(heldout_df):
         card["heldout"] = evaluate_heldout(net, heldout_df, fps, calibration=calibration,
                                            tonality=card.get("tonality"))

@@ -63,7 +63,11 @@ def test_card_identity_matches_the_file_and_the_code(model, card):
     assert card["parameters"] == ARCHITECTURES[card["architecture"]]().count_params()
     assert model.keras_model.name == card["architecture"]  # the file holds the network the card names
     config = card["training"]["config"]
-    assert (config["arch"], config["name"], config["version"]) == (card["architecture"], card["name"], card["version"])
+    # a refitted card keeps its network's training record, under the version that trained it
+    trained_as = card["refit"]["from"] if "refit" in card else card["version"]
+    assert (config["arch"], config["name"], config["version"]) == (card["architecture"], card["name"], trained_as)
+    if "refit" in card:
+        assert card["refit"]["network_features"] and card["refit"]["from"] != card["version"]
     training = card["training"]
     assert 1 <= training["best_epoch"] <= training["epochs_run"] == len(training["history"]) <= config["epochs"]
 

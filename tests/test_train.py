@@ -64,6 +64,39 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     assert np.abs(served.predict_probs(list(held.chroma)) - model.predict_probs(list(held.chroma))).max() < 1e-4
 
 
+def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
+    """`train --refit`: after a feature change that keeps most tensors, the network stays and what
+    was fitted on validation (calibration, scores) is fitted on the new chroma."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from keylib.model import load_network
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(epochs=3, batch_size=8, patience=100, seed=3, threads=1, name="tiny", version="tiny-1")
+    net, card = train_model(train, val, cfg, heldout_df=held, out_dir=tmp_path / "first", log=lambda *_: None)
+    (tmp_path / "first" / "tiny.json").write_text(json.dumps({**card, "feature_version": "older-features"}))
+    conf = tmp_path / "train.toml"  # the same validation split as above
+    conf.write_text("[train]\nval_fraction = 0.5\nsplit_seed = 1\n")
+    job = [sys.executable, str(Path(__file__).resolve().parent.parent / "jobs" / "train.py"), "--train-conf", str(conf),
+           "--features", str(small_set / "chroma"), "--manifest", str(small_set / "manifest.csv"),
+           "--output", str(tmp_path / "refit"), "--name", "tiny", "--version", "tiny-2", "--threads", "1",
+           "--refit", str(tmp_path / "first" / "tiny.keras")]
+    done = subprocess.run(job, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    refit = json.loads((tmp_path / "refit" / "tiny.json").read_text())
+    assert refit["version"] == "tiny-2" and refit["feature_version"] == features.FEATURE_VERSION
+    assert refit["refit"]["from"] == "tiny-1" and refit["refit"]["network_features"] == "older-features"
+    assert refit["training"]["history"] == card["training"]["history"]  # the network's own record
+    assert refit["calibration"]["temperature"] > 0 and "heldout" in refit
+    again = load_network(tmp_path / "refit" / "tiny.keras")
+    assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), again.get_weights()))
+    done = subprocess.run(job[:-1] + [str(tmp_path / "missing.keras")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 3 and "missing.keras" in done.stderr
+
+
 def test_weight_average_ramps_up_then_lags_the_weights():
     class Net:  # the two calls WeightAverage makes of a Keras model
         w = [np.zeros(3, np.float32)]

@@ -1,13 +1,18 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
     .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
+                                       [--medley-sources one-key|all]
 
 DIR is a training set made by ``make-training-set`` (repeat ``--set`` to draw from several
 held-out renders); only its held-out audio is used
 (sources and soundfonts training never saw). A medley joins 30 s of one held-out clip to
 30 s of another in a different key (audio concatenated, then decoded to features like any
-track), each from the clip's start (intros included) or from ``--from-s`` seconds in;
-one-key tracks are the held-out whole songs and pieces. For each switch penalty of the
+track), each from the clip's start (intros included) or from ``--from-s`` seconds in.
+A half's truth is its clip's labelled key, so by default halves come from music in one
+key: pop songs and folk tunes (``--medley-sources one-key``). A string-quartet movement
+is labelled with its home key but modulates by design, so 30 s from inside it may be in
+another key; ``--medley-sources all`` draws from it too. One-key tracks are the held-out
+pop songs and folk tunes of a minute or more. For each switch penalty of the
 Viterbi smoothing (:mod:`keylib.segments`) it prints
 
 - the time-weighted MIREX score of the segments against the medley's two keys (fifth up;
@@ -90,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--from-s", type=float, default=0.0,
                    help="where in each clip a medley's half starts: 0 = its start, intros included (default); "
                         "15 = where the held-out 30 s excerpts are cut")
+    p.add_argument("--medley-sources", choices=("one-key", "all"), default="one-key",
+                   help="clips the medleys join: pop songs and folk tunes (default), or also quartet movements")
     p.add_argument("--penalties", default="4,8,12,16,24")
     p.add_argument("--windows", default=str(segments.WINDOW_S), help="window lengths (s) to compare")
     p.add_argument("--pop909", default=None, help="POP909 folder for its modulating held-out songs "
@@ -101,8 +108,10 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     df = load_heldout([Path(r) for r in args.set])
     rng = np.random.default_rng(0)
-    long_enough = df[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
-                      for c in df["chroma"]]].reset_index(drop=True)
+    in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
+    pool = df[in_one_key] if args.medley_sources == "one-key" else df
+    long_enough = pool[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
+                        for c in pool["chroma"]]].reset_index(drop=True)
     medleys = []
     while len(medleys) < args.medleys:
         a, b = long_enough.iloc[rng.choice(len(long_enough), 2, replace=False)].itertuples(index=False)
@@ -112,10 +121,10 @@ def main(argv=None) -> int:
         y = np.concatenate([_samples(a.path)[start:start + n], _samples(b.path)[start:start + n]])
         medleys.append((features.chroma(y), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
     # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
-    one_key = df[[c.shape[1] >= 60 * features.FRAME_RATE and not s.startswith("classical")
-                  for c, s in zip(df["chroma"], df["source"])]]
+    one_key = df[in_one_key & np.array([c.shape[1] >= 60 * features.FRAME_RATE for c in df["chroma"]])]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
-    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip); "
+    sources = "pop songs and folk tunes" if args.medley_sources == "one-key" else "all held-out sources"
+    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip; {sources}); "
           f"{len(one_key)} one-key held-out pop songs and folk tunes (60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
     # The bound segmentation cannot pass: the true boundary, each half named by the network.
     half = int(HALF_S * features.FRAME_RATE)

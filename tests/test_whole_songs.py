@@ -81,9 +81,14 @@ def test_tuning_cents_and_same_key(tmp_path):
         assert row["tuning_cents"] == pytest.approx(cents, abs=5)
 
 
-def test_medley_gets_two_segments_with_the_boundary(tmp_path):
+@pytest.mark.parametrize("second_cents", [0, 45])
+def test_medley_gets_two_segments_with_the_boundary(tmp_path, second_cents):
+    # 45: the second clip from a recording tuned 45 cents sharp, as in a DJ mix of two records
     first = render_piece(tmp_path, "m1", "D major", seconds=30, seed=21)
     second = render_piece(tmp_path, "m2", "Bb minor", seconds=30, seed=22)
+    if second_cents:
+        second = soxr.resample(np.concatenate([second, second[: 2 * SR]]), SR * 2 ** (second_cents / 1200),
+                               SR).astype(np.float32)
     medley = np.concatenate([first[: 30 * SR], second[: 30 * SR]])
     (row,) = analyze_files([write(tmp_path, "medley", medley)])
     segments = row["segments"]

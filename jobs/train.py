@@ -16,7 +16,7 @@ from pathlib import Path
 from keylib.config import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
 from keylib.runner import EXIT_CONFIG, EXIT_INPUT
-from keylib.train import TrainConfig, load_dataset, split_dataset, train_model
+from keylib.train import TrainConfig, load_dataset, network_shape, split_dataset, train_model
 
 
 def main(argv=None) -> int:
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         for k in ("arch", "epochs", "seed", "threads", "max_steps_per_epoch"):
             if getattr(args, k) is not None:
                 setattr(cfg, k, getattr(args, k))
-        _check_arch(cfg.arch)
+        _check_arch(cfg)
     except ConfigError as exc:
         print(f"keylib train: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -84,11 +84,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _check_arch(arch: str) -> None:
+def _check_arch(cfg: TrainConfig) -> None:
     from keylib.model import ARCHITECTURES
 
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"train.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {arch!r}")
+    if cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"train.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {cfg.arch!r}")
+    if network_shape(cfg) and not cfg.arch.startswith("keynet_eq"):
+        raise ConfigError(f"train.{', train.'.join(network_shape(cfg))} shape the keynet_eq networks, "
+                          f"not {cfg.arch}: set them to 0")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ __all__ = [
     "predict_exact",
     "fit_calibration",
     "WeightAverage",
+    "network_shape",
 ]
 
 
@@ -59,6 +60,11 @@ class TrainConfig:
     timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
     loudness_aug: float = 0.5  # share of crops with section loudness changes and fades (see _loudness)
     ema: float = 0.0  # moving average of the weights (0 = off): what validation scores and the model keeps
+    # The keynet_eq networks' shape (keylib.model.build_keynet_eq); 0 = the architecture's own.
+    filters: int = 0  # local filters (48)
+    mix: int = 0  # channels of the 1x1 mixing layer (48)
+    head: int = 0  # channels of the circular head (64)
+    context: int = 0  # steps (seconds) the local layer sees (3)
     threads: int | None = None
     name: str = "keynet-eq"
     version: str = ""
@@ -371,7 +377,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         cfg.arch = str(source_card.get("architecture", cfg.arch))
     fps = FRAMES_PER_STEP[cfg.arch]
     if refit is None:
-        net = ARCHITECTURES[cfg.arch]()
+        net = ARCHITECTURES[cfg.arch](**network_shape(cfg))
         net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     card = {
@@ -480,6 +486,14 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         export_onnx(net, out_dir / f"{cfg.name}.onnx")  # what serving runs (keylib.serving)
         (out_dir / f"{cfg.name}.json").write_text(json.dumps(card, indent=1))
     return net, card
+
+
+NETWORK_SHAPE = ("filters", "mix", "head", "context")
+
+
+def network_shape(cfg: TrainConfig) -> dict:
+    """The shape settings of ``cfg`` that differ from the architecture's own (non-zero ones)."""
+    return {k: int(getattr(cfg, k)) for k in NETWORK_SHAPE if getattr(cfg, k)}
 
 
 class WeightAverage:

@@ -202,6 +202,9 @@ def test_train_conf_validation(tmp_path):
     ("train", "[train]\nepochz = 3\n", "unknown setting 'train.epochz'"),
     ("train", "[trainset]\nchorales = 'many'\n", "trainset.chorales must be int, got str 'many'"),
     ("train", "[train]\narch = 'resnet'\n", "train.arch must be one of keycnn_ref, keynet_eq, keynet_eq_relu, keynet_eq_small, got 'resnet'"),
+    ("train", "[train]\narch = 'keycnn_ref'\nfilters = 8\nhead = 16\n",
+     "train.filters, train.head shape the keynet_eq networks, not keycnn_ref"),
+    ("train", "[train]\nmix = -1\n", "train.mix must not be negative"),
     ("make_training_set", "[trainset]\nprocedurall = 5\n", "unknown setting 'trainset.procedurall'"),
     ("make_training_set", "[train]\nepochs = 4.5\n", "train.epochs must be int, got float 4.5"),
 ])

@@ -97,6 +97,21 @@ def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
     assert done.returncode == 3 and "missing.keras" in done.stderr
 
 
+def test_network_shape_comes_from_the_config(small_set):
+    from keylib.model import build_keynet_eq
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(arch="keynet_eq_relu", epochs=1, batch_size=8, seed=3, threads=1, filters=8, mix=6, head=10,
+                      context=1, batches_per_epoch=2)
+    net, card = train_model(train, val, cfg, log=lambda *_: None)
+    expected = build_keynet_eq(filters=8, mix=6, head=10, context=1)
+    assert card["parameters"] == expected.count_params() == net.count_params()
+    assert card["parameters"] != build_keynet_eq().count_params()
+    assert {k: card["training"]["config"][k] for k in ("filters", "mix", "head", "context")} == \
+        {"filters": 8, "mix": 6, "head": 10, "context": 1}
+
+
 def test_weight_average_ramps_up_then_lags_the_weights():
     class Net:  # the two calls WeightAverage makes of a Keras model
         w = [np.zeros(3, np.float32)]

@@ -288,8 +288,8 @@ def load_model(path: str | Path | None = None, *, threads: int | None = None) ->
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: str, threads: int | None) -> KeyModel:
-    card = read_card(card_path(Path(path)))
-    return KeyModel(load_network(path, threads=threads), card, path=Path(path))
+    network = load_network(path, threads=threads)  # a missing file is named as such, before its card
+    return KeyModel(network, read_card(card_path(Path(path))), path=Path(path))
 
 
 def load_network(path: str | Path, *, threads: int | None = None):

@@ -397,7 +397,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     average = WeightAverage(net, cfg.ema) if cfg.ema else None
     history = []
     t0 = time.time()
-    for epoch in range(1, 0 if refit is not None else cfg.epochs + 1):
+    epochs = 0 if refit is not None else cfg.epochs  # a refit trains nothing
+    for epoch in range(1, epochs + 1):
         losses = []
         for b, (x, y) in enumerate(_batches(chromas, keys, cfg, fps, rng)):
             if cfg.max_steps_per_epoch and b >= cfg.max_steps_per_epoch:

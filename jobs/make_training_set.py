@@ -15,7 +15,7 @@ from pathlib import Path
 from keylib.config import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
 from keylib.errors import ConfigError, InputError
 from keylib.features import FEATURE_VERSION
-from keylib.runner import EXIT_CONFIG, EXIT_INPUT, EXIT_OK
+from keylib.runner import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, report_error
 from keylib.trainset import make_training_set, refresh_chroma_cache
 
 
@@ -42,12 +42,8 @@ def main(argv=None) -> int:
         try:
             s = load_train_config(args.train_conf)["trainset"]
             cache = refresh_chroma_cache(Path(args.output), workers=args.workers or s["workers"])
-        except ConfigError as exc:
-            print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        except InputError as exc:
-            print(f"keylib make-training-set: {exc}", file=sys.stderr)
-            return EXIT_INPUT
+        except (ConfigError, InputError) as exc:
+            return report_error("make-training-set", exc)
         print(f"make-training-set: chroma ({FEATURE_VERSION}) recomputed into {cache}")
         return EXIT_OK
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keylib.config import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
-from keylib.runner import EXIT_CONFIG, EXIT_INPUT
+from keylib.runner import EXIT_CONFIG, EXIT_INPUT, report_error
 from keylib.train import TrainConfig, load_dataset, network_shape, split_dataset, train_model
 
 
@@ -69,9 +69,8 @@ def main(argv=None) -> int:
 
         try:
             refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(Path(args.refit))))
-        except ModelError as exc:
-            print(f"keylib train: {exc}", file=sys.stderr)
-            return EXIT_INPUT
+        except ModelError as exc:  # as for --model elsewhere: a configuration error
+            return report_error("train", exc)
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),
                           refit=refit)
     summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}

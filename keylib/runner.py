@@ -110,14 +110,17 @@ def job_main(
     spark = get_session(config, app_name=f"keylib-{name}")
     try:
         return run(spark, args, config)
-    except InputError as exc:
-        print(f"keylib {name}: input error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except StorageError as exc:
-        print(f"keylib {name}: storage error: {exc}", file=sys.stderr)
-        return EXIT_STORAGE
-    except (ConfigError, ModelError) as exc:
-        print(f"keylib {name}: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+    except (InputError, StorageError, ConfigError, ModelError) as exc:
+        return report_error(name, exc)
     finally:
         spark.stop()
+
+
+def report_error(name: str, exc: InputError | StorageError | ConfigError | ModelError) -> int:
+    """Print a known error as ``keylib NAME: <kind> error: ...`` and return its exit code."""
+    for kinds, what, code in ((InputError, "input", EXIT_INPUT), (StorageError, "storage", EXIT_STORAGE),
+                              ((ConfigError, ModelError), "configuration", EXIT_CONFIG)):
+        if isinstance(exc, kinds):
+            print(f"keylib {name}: {what} error: {exc}", file=sys.stderr)
+            return code
+    raise exc

@@ -64,11 +64,11 @@ def main(argv=None) -> int:
     refit = None
     if args.refit:
         from keylib.errors import ModelError
-        from keylib.model import card_path, load_network
-        from keylib.serving import read_card
+        from keylib.model import load_network
+        from keylib.serving import card_path, read_card
 
         try:
-            refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(Path(args.refit))))
+            refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(args.refit)))
         except ModelError as exc:  # as for --model elsewhere: a configuration error
             return report_error("train", exc)
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),

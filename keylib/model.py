@@ -34,8 +34,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ModelError
-from .serving import (MODELS_DIR, calibrate, check_calibration, predict_by_length, read_card, temperatures, to_steps,
-                      track_seconds)
+from .serving import (MODELS_DIR, calibrate, card_path, check_calibration, predict_by_length, read_card, temperatures,
+                      to_steps, track_seconds)
 
 __all__ = [
     "SHIPPED_MODEL",
@@ -264,10 +264,6 @@ class KeyModel:
     def predict_keys(self, chromas: Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """Index (0..23) of the most probable key of each chroma tensor."""
         return self.predict_probs(chromas, batch_size=batch_size).argmax(axis=1)
-
-
-def card_path(model_path: Path) -> Path:
-    return Path(model_path).with_suffix(".json")
 
 
 def load_model(path: str | Path | None = None, *, threads: int | None = None) -> KeyModel:

@@ -62,6 +62,7 @@ __all__ = [
     "temperatures",
     "track_seconds",
     "check_calibration",
+    "card_path",
 ]
 
 MODELS_DIR = Path(__file__).parent / "models"
@@ -235,6 +236,11 @@ class ModelInfo:
         return float(self.calibration.get("temperature", 1.0))
 
 
+def card_path(model_path: str | Path) -> Path:
+    """The card (``<name>.json``) beside a model file (``.onnx`` or ``.keras``)."""
+    return Path(model_path).with_suffix(".json")
+
+
 def read_card(card_path: Path) -> dict:
     """A model card (``<name>.json``), or :class:`ModelError` when missing or unreadable."""
     if not card_path.is_file():
@@ -257,27 +263,27 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
     ------
     ModelError
         when the ``.onnx`` or the card is missing or unreadable, the calibration is not a
-        positive temperature with a finite duration exponent and a positive reference length, or the card's ``feature_version`` differs from
+        positive temperature with a finite duration exponent and a positive reference
+        length, or the card's ``feature_version`` differs from
         :data:`keylib.features.FEATURE_VERSION`.
     """
     from .features import FEATURE_VERSION
 
     given = Path(path).expanduser().resolve() if path else SHIPPED_MODEL.resolve()
     onnx_path = given.with_suffix(".onnx")
-    card_path = given.with_suffix(".json")
+    json_path = card_path(given)
     if not onnx_path.is_file():
         if given.suffix == ".keras" and given.is_file():
             raise ModelError(f"no served model next to {given}: export {onnx_path.name} with "
                              "keylib.model.export_onnx (needs the train extra)")
         raise ModelError(f"model file not found: {onnx_path if given.suffix != '.onnx' else given}")
-    card = read_card(card_path)
-    info = ModelInfo(onnx_path, card_path, card)
+    info = ModelInfo(onnx_path, json_path, read_card(json_path))
     if info.feature_version != FEATURE_VERSION:
         raise ModelError(
             f"model {info.version} was trained on features {info.feature_version!r}, "
             f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
         )
-    check_calibration(info.calibration, where=f"model card {card_path}")
+    check_calibration(info.calibration, where=f"model card {json_path}")
     return info
 
 

@@ -372,18 +372,18 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
 
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    arch = str(refit[1].get("architecture", cfg.arch)) if refit is not None else cfg.arch
+    fps = FRAMES_PER_STEP[arch]
     if refit is not None:
-        net, source_card = refit
-        cfg.arch = str(source_card.get("architecture", cfg.arch))
-    fps = FRAMES_PER_STEP[cfg.arch]
-    if refit is None:
-        net = ARCHITECTURES[cfg.arch](**network_shape(cfg))
+        net = refit[0]
+    else:
+        net = ARCHITECTURES[arch](**network_shape(cfg))
         net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     card = {
         "name": cfg.name,
         "version": cfg.version or f"{cfg.name}-{time.strftime('%Y.%m.%d')}",
-        "architecture": cfg.arch,
+        "architecture": arch,
         "feature_version": FEATURE_VERSION,
         "input": {"frames_per_step": fps, "min_steps": 1,
                   "layout": "(batch, steps, 12) chroma averaged over frames_per_step frames; any number of steps"},

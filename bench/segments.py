@@ -1,7 +1,7 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
     .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
-                                       [--medley-sources one-key|all]
+                                       [--medley-sources one-key|all] [--split-evidence 1.0,inf]
 
 DIR is a training set made by ``make-training-set`` (repeat ``--set`` to draw from several
 held-out renders); only its held-out audio is used
@@ -13,13 +13,16 @@ key: pop songs and folk tunes (``--medley-sources one-key``). A string-quartet m
 is labelled with its home key but modulates by design, so 30 s from inside it may be in
 another key; ``--medley-sources all`` draws from it too. One-key tracks are the held-out
 pop songs and folk tunes of a minute or more. For each switch penalty of the
-Viterbi smoothing (:mod:`keylib.segments`) it prints
+Viterbi smoothing (:mod:`keylib.segments`), with and without the test of a one-key track
+for a change the windows missed (``--split-evidence``: its evidence in nats, ``inf`` = no
+test), it prints
 
 - the time-weighted MIREX score of the segments against the medley's two keys (fifth up;
   every 0.1 s of the medley weighs the same),
 - the share of medleys whose key change is found within 3 s (a segment boundary within 3 s
   of the true one),
-- the share of one-key tracks given exactly one segment,
+- the share of one-key tracks given exactly one segment, and the CPU time that segmenting
+  one of them takes (the network included; run the bench on an idle machine to quote it),
 
 with 90% intervals (the score's mean: normal; the two shares: Wilson).
 
@@ -43,6 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +110,8 @@ def main(argv=None) -> int:
                    help="clips the medleys join: pop songs and folk tunes (default), or also quartet movements")
     p.add_argument("--penalties", default="4,8,12,16,24")
     p.add_argument("--windows", default=str(segments.WINDOW_S), help="window lengths (s) to compare")
+    p.add_argument("--split-evidence", default=f"{segments.SPLIT_EVIDENCE},inf",
+                   help="evidence (nats) that splits a one-key track in two; inf = no such test")
     p.add_argument("--pop909", default=None, help="POP909 folder for its modulating held-out songs "
                    "(default: conf/train.toml's; '' = skip)")
     args = p.parse_args(argv)
@@ -144,23 +150,28 @@ def main(argv=None) -> int:
         bound.append(_time_weighted(segs, truth, chroma.shape[1] / features.FRAME_RATE))
     print(f"true boundary, each half's key from the network: time-weighted MIREX {np.mean(bound):.3f} "
           "(what segmentation can reach with this network)")
-    print(f"{'window':>7} {'penalty':>8} {'time-weighted MIREX':>20} {'boundary within 3 s':>20} {'one-key: 1 segment':>19}")
-    grid = [(float(w), float(p)) for w in args.windows.split(",") for p in args.penalties.split(",")]
-    for window, penalty in grid:
+    print(f"{'window':>7} {'penalty':>8} {'split':>6} {'time-weighted MIREX':>20} {'boundary within 3 s':>20} "
+          f"{'one-key: 1 segment':>19} {'ms/track':>9}")
+    grid = [(float(w), float(p), float(e)) for w in args.windows.split(",") for p in args.penalties.split(",")
+            for e in args.split_evidence.split(",")]
+    for window, penalty, evidence in grid:
+        settings = dict(switch_penalty=penalty, window_s=window, split_evidence=evidence)
         scores, hits = [], []
         for chroma, truth in medleys:
-            segs = segments.key_segments(chroma, model.predict_probs, switch_penalty=penalty, window_s=window)
+            segs = segments.key_segments(chroma, model.predict_probs, **settings)
             duration = chroma.shape[1] / features.FRAME_RATE
             scores.append(_time_weighted(segs, truth, duration))
             bounds = [s["end_s"] for s in segs[:-1]]
             hits.append(any(abs(b - HALF_S) <= 3.0 for b in bounds))
-        single = [len(segments.key_segments(c, model.predict_probs, switch_penalty=penalty, window_s=window)) == 1
-                  for c in one_key["chroma"]]
-        print(f"{window:7.0f} {penalty:8.1f} {np.mean(scores):20.3f} {np.mean(hits):20.1%} {np.mean(single):19.1%}"
+        started = time.process_time()
+        single = [len(segments.key_segments(c, model.predict_probs, **settings)) == 1 for c in one_key["chroma"]]
+        ms = (time.process_time() - started) / len(one_key) * 1000
+        print(f"{window:7.0f} {penalty:8.1f} {evidence:6.2f} {np.mean(scores):20.3f} {np.mean(hits):20.1%} "
+              f"{np.mean(single):19.1%} {ms:9.1f}"
               f"   (90% intervals: time-weighted {_mean_interval(scores)}, boundary {_interval(hits)}, "
               f"one segment {_interval(single)})")
     print(f"shipped default: SWITCH_PENALTY = {segments.SWITCH_PENALTY}, windows of {segments.WINDOW_S:.0f} s "
-          f"every {segments.HOP_S:.0f} s")
+          f"every {segments.HOP_S:.0f} s, SPLIT_EVIDENCE = {segments.SPLIT_EVIDENCE}")
     trainset = load_train_config()["trainset"]
     pop909 = trainset["pop909"] if args.pop909 is None else args.pop909
     if pop909:

@@ -67,3 +67,65 @@ def test_viterbi_switch_penalty():
     log_probs[2, 3] = np.log(0.9)  # one window's blip
     assert list(segments.viterbi(log_probs, switch_penalty=8.0)) == [0] * 5 + [7] * 5
     assert len(set(segments.viterbi(log_probs, switch_penalty=100.0))) == 1
+
+
+@pytest.fixture
+def relative_medley():
+    """30 s in C major, then 30 s in its relative minor: the same notes, other weights."""
+    rng = np.random.default_rng(0)
+    return np.concatenate([key_chroma("C major", 30, rng), key_chroma("A minor", 30, rng)], axis=1)
+
+
+def window_log_probs(chroma):
+    parts, centres = segments.windows(chroma)
+    return np.log(template_predict(parts)), centres
+
+
+def test_split_finds_a_change_the_windows_missed(relative_medley):
+    # A switch penalty no window evidence can pay: Viterbi alone gives one segment.
+    unsplit = segments.key_segments(relative_medley, template_predict, switch_penalty=1e6, split_evidence=np.inf)
+    assert len(unsplit) == 1
+    split = segments.key_segments(relative_medley, template_predict, switch_penalty=1e6, offset_s=5.0)
+    assert [s["key"] for s in split] == ["C major", "A minor"]
+    assert abs(split[0]["end_s"] - 35.0) <= 1.0 and split[0]["end_s"] == split[1]["start_s"]
+    assert split[0]["start_s"] == 5.0 and split[1]["end_s"] == pytest.approx(65.0)
+
+
+def test_split_guess_and_point(relative_medley):
+    n = relative_medley.shape[1]
+    guess = segments.split_guess(*window_log_probs(relative_medley), key=parse_key("A minor"), n_frames=n)
+    assert abs(guess / FRAME_RATE - 30.0) <= 4.0  # 16 s windows straddle the change: a guess
+    for far_off in (guess, guess - 5 * FRAME_RATE, guess + 5 * FRAME_RATE):
+        cut, left, right = segments.split_point(relative_medley, template_predict, guess=far_off,
+                                                key=parse_key("A minor"))
+        assert (left, right) == (parse_key("C major"), parse_key("A minor"))
+        assert abs(cut / FRAME_RATE - 30.0) <= 1.0
+    assert segments.split_point(relative_medley, template_predict, guess=guess, key=parse_key("A minor"),
+                                evidence=50.0) is None
+
+
+def test_split_leaves_one_key_alone():
+    one = key_chroma("A minor", 90, np.random.default_rng(1))
+    guess = segments.split_guess(*window_log_probs(one), key=parse_key("A minor"), n_frames=one.shape[1])
+    assert guess is None or segments.split_point(one, template_predict, guess=guess, key=parse_key("A minor")) is None
+    assert len(segments.key_segments(one, template_predict)) == 1
+
+
+def test_split_guess_keeps_both_sides_long_enough(relative_medley):
+    # 40 s sides at least: no cut of a 60 s track has them
+    log_probs, centres = window_log_probs(relative_medley)
+    assert segments.split_guess(log_probs, centres, key=parse_key("A minor"), n_frames=relative_medley.shape[1],
+                                min_part_s=40.0) is None
+
+
+def test_split_weighs_each_side_by_its_share():
+    rng = np.random.default_rng(2)
+    short = np.concatenate([key_chroma("A minor", 10, rng), key_chroma("C major", 10, rng)], axis=1)
+    cut, _, right = segments.split_point(short, template_predict, guess=10 * FRAME_RATE,
+                                         key=parse_key("A minor"), min_part_s=5.0)
+    assert right == parse_key("C major") and abs(cut / FRAME_RATE - 10.0) <= 1.0
+    # The same 10 s of C major at the end of 80 s in A minor is a passage, not a change
+    # (the same sides weighed alike would make it one: 0.5 x 6.9 nats).
+    long = np.concatenate([key_chroma("A minor", 80, rng), key_chroma("C major", 10, rng)], axis=1)
+    assert segments.split_point(long, template_predict, guess=80 * FRAME_RATE,
+                                key=parse_key("A minor"), min_part_s=5.0) is None

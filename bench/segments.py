@@ -1,7 +1,7 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
     .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
-                                       [--medley-sources one-key|all] [--split-evidence 1.0,inf]
+                                       [--medley-sources one-key|all] [--split-evidence 1.0,inf] [--seed 0]
 
 DIR is a training set made by ``make-training-set`` (repeat ``--set`` to draw from several
 held-out renders); only its held-out audio is used
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
                    help="training-set folder whose held-out audio is used; repeat for more held-out renders")
     p.add_argument("--model", default=None)
     p.add_argument("--medleys", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0, help="draws the medleys' clips and the one-key tracks")
     p.add_argument("--one-key", type=int, default=80, help="one-key tracks to check")
     p.add_argument("--from-s", type=float, default=0.0,
                    help="where in each clip a medley's half starts: 0 = its start, intros included (default); "
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
 
     model = load_model(args.model)
     df = load_heldout([Path(r) for r in args.set])
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(args.seed)
     in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
     pool = df[in_one_key] if args.medley_sources == "one-key" else df
     long_enough = pool[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE

@@ -52,9 +52,9 @@ REFINE_REACH_S = 8.0
 # Evidence in nats of the calibrated probabilities, each side weighted by its share of the
 # track; sides at least MIN_SPLIT_S long (a section, not a phrase: 12-15 s sides split 30 s
 # of one key in two); cuts every 1 s within SPLIT_REACH_S of the windows' guess. Tuned on
-# 150 two-key medleys of held-out music (bench/segments.py, from 15 s into each clip) and
-# checked on 750 others: time-weighted score +0.012 to +0.028 on each set of 150, one-key
-# tracks in one segment unchanged. Only a track left in one segment is tested (and the
+# 150 two-key medleys of held-out music (bench/segments.py --from-s 15) and checked on five
+# other sets of 150 (--seed 0, 1, 2; from each clip's start and from 15 s): time-weighted
+# score +0.012 to +0.028 on each (penalty 26), one-key tracks in one segment unchanged. Only a track left in one segment is tested (and the
 # windows' guess spares most one-key tracks the network's test): on POP909's modulating
 # songs, testing every segment split segments between found changes at passing chords
 # (time-weighted 0.882 -> 0.871).

@@ -1,6 +1,6 @@
 """Key changes over time: two-key medleys and one-key tracks of held-out music.
 
-    .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 4,8,12,16,24] [--from-s 15]
+    .venv/bin/python bench/segments.py --set DIR [--set DIR2] [--medleys 60] [--penalties 26,32,40] [--from-s 15]
                                        [--medley-sources one-key|all] [--split-evidence 1.0,inf] [--seed 0]
 
 DIR is a training set made by ``make-training-set`` (repeat ``--set`` to draw from several
@@ -109,7 +109,8 @@ def main(argv=None) -> int:
                         "15 = where the held-out 30 s excerpts are cut")
     p.add_argument("--medley-sources", choices=("one-key", "all"), default="one-key",
                    help="clips the medleys join: pop songs and folk tunes (default), or also quartet movements")
-    p.add_argument("--penalties", default="4,8,12,16,24")
+    p.add_argument("--penalties", default="26,32,40", help="switch penalties to compare (shipped: "
+                   f"{segments.SWITCH_PENALTY:g})")
     p.add_argument("--windows", default=str(segments.WINDOW_S), help="window lengths (s) to compare")
     p.add_argument("--split-evidence", default=f"{segments.SPLIT_EVIDENCE},inf",
                    help="evidence (nats) that splits a one-key track in two; inf = no such test")

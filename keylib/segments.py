@@ -201,10 +201,9 @@ def split_guess(log_probs: np.ndarray, centres: np.ndarray, *, key: int, n_frame
     left = totals[i - 1] / i[:, None]
     right = (totals[-1] - totals[i - 1]) / (len(log_probs) - i)[:, None]
     cuts = (centres[i - 1] + centres[i]) / 2 * FRAME_RATE
-    share = cuts / n_frames
-    gain = share * (left.max(axis=1) - left[:, key]) + (1 - share) * (right.max(axis=1) - right[:, key])
+    gain = _two_key_evidence(left, right, share=cuts / n_frames, key=key)
     part = min_part_s * FRAME_RATE
-    gain[(left.argmax(axis=1) == right.argmax(axis=1)) | (cuts < part) | (cuts > n_frames - part)] = -np.inf
+    gain[(cuts < part) | (cuts > n_frames - part)] = -np.inf
     j = int(np.argmax(gain))
     return int(round(cuts[j])) if np.isfinite(gain[j]) else None
 
@@ -253,13 +252,20 @@ def split_point(chroma: np.ndarray, predict: Predict, *, guess: int, key: int,
     sides = [side for c in cuts for side in (crop(chroma, c, start=0), crop(chroma, n - c, start=c))]
     log_p = np.log(np.clip(np.asarray(predict(sides), dtype=np.float64), 1e-9, 1.0))
     left, right = log_p[0::2], log_p[1::2]
-    share = np.asarray(cuts) / n
-    gain = share * (left.max(axis=1) - left[:, key]) + (1 - share) * (right.max(axis=1) - right[:, key])
-    gain[left.argmax(axis=1) == right.argmax(axis=1)] = -np.inf  # one key both sides: no change
+    gain = _two_key_evidence(left, right, share=np.asarray(cuts) / n, key=key)
     j = int(np.argmax(gain))
     if not gain[j] >= evidence:
         return None
     return cuts[j], int(left[j].argmax()), int(right[j].argmax())
+
+
+def _two_key_evidence(left: np.ndarray, right: np.ndarray, *, share: np.ndarray, key: int) -> np.ndarray:
+    """Evidence for a change at each cut (see :func:`split_point`), -inf where both sides
+    name the same key. ``left``, ``right``: (n_cuts, 24) log-probabilities of each side;
+    ``share``: (n_cuts,) the left side's share of the track."""
+    gain = share * (left.max(axis=1) - left[:, key]) + (1 - share) * (right.max(axis=1) - right[:, key])
+    gain[left.argmax(axis=1) == right.argmax(axis=1)] = -np.inf  # one key both sides: no change
+    return gain
 
 
 def key_segments(chroma: np.ndarray, predict: Predict, *, offset_s: float = 0.0,

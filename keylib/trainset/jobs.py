@@ -329,8 +329,6 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
 
     Returns the manifest's path.
     """
-    import multiprocessing as mp
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(**plan)
@@ -340,7 +338,6 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     rows: list[dict] = []
     errors: list[str] = []
     fn = functools.partial(run_job, out_dir=str(out_dir), with_chroma=with_chroma)
-    ctx = mp.get_context("spawn" if os.environ.get("KEYLIB_SPAWN") else "fork")
     bar = None
     if progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
@@ -350,13 +347,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
         bar.start()
         task = bar.add_task("rendering", total=len(jobs))
     try:
-        if workers <= 1:
-            results = map(fn, jobs)
-            pool = None
-        else:
-            pool = ctx.Pool(workers, maxtasksperchild=200)
-            results = pool.imap_unordered(fn, jobs, chunksize=1)
-        for res in results:
+        for res in _pool_map(fn, jobs, workers=workers, ordered=False):
             for row in res:
                 if "error" in row:
                     errors.append(row["error"])
@@ -364,9 +355,6 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
                     rows.append(row)
             if bar is not None:
                 bar.update(task, advance=1, description=f"rendering ({len(rows)} clips)")
-        if pool is not None:
-            pool.close()
-            pool.join()
     finally:
         if bar is not None:
             bar.stop()
@@ -396,8 +384,6 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     no manifest or a listed file cannot be decoded (a training set is rendered whole, so a
     missing file means a broken folder, not a track to skip).
     """
-    import multiprocessing as mp
-
     from ..errors import InputError
 
     out_dir = Path(out_dir)
@@ -407,21 +393,35 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     fn = functools.partial(_chroma_of_file, root=str(out_dir))
-    ctx = mp.get_context("spawn" if os.environ.get("KEYLIB_SPAWN") else "fork")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    try:
-        results = pool.imap(fn, [r["path"] for r in rows], chunksize=4) if pool else map(fn, [r["path"] for r in rows])
-        if progress:
-            from rich.progress import track
+    results = _pool_map(fn, [r["path"] for r in rows], workers=workers, ordered=True)
+    if progress:
+        from rich.progress import track
 
-            results = track(results, total=len(rows), description="chroma")
-        for row, chroma in zip(rows, results):
-            row["chroma"] = chroma
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+        results = track(results, total=len(rows), description="chroma")
+    for chroma, row in zip(results, rows):  # results first: the pool is drained and closed
+        row["chroma"] = chroma
     return write_chroma_cache(rows, out_dir / "chroma_cache.parquet", out_dir)
+
+
+def _pool_map(fn, items: list, *, workers: int, ordered: bool):
+    """``fn`` over ``items`` in a pool of ``workers`` processes (in this one for 1), as they
+    finish or, when ``ordered``, in order; each worker is replaced after 200 tasks."""
+    import multiprocessing as mp
+
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    ctx = mp.get_context("spawn" if os.environ.get("KEYLIB_SPAWN") else "fork")
+    pool = ctx.Pool(workers, maxtasksperchild=200)
+    try:
+        yield from (pool.imap(fn, items, chunksize=4) if ordered else pool.imap_unordered(fn, items, chunksize=1))
+    except BaseException:  # an error, or the caller stopped early: the rest is not wanted
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
 
 
 def _chroma_of_file(rel: str, root: str) -> np.ndarray:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keylib.config import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
-from keylib.runner import EXIT_CONFIG, EXIT_INPUT, report_error
+from keylib.runner import EXIT_INPUT, report_error
 from keylib.train import TrainConfig, load_dataset, network_shape, split_dataset, train_model
 
 
@@ -45,8 +45,7 @@ def main(argv=None) -> int:
                 setattr(cfg, k, getattr(args, k))
         _check_arch(cfg)
     except ConfigError as exc:
-        print(f"keylib train: configuration error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_error("train", exc)
     cfg.name = args.name or cfg.arch.replace("_", "-")
     cfg.version = args.version
     try:

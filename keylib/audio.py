@@ -62,8 +62,14 @@ class DecodedAudio:
 
 
 def extension_of(uri: str) -> str:
-    """Lower-case extension of a path or URI (``".mp3"``), ``""`` when it has none."""
-    return PurePosixPath(uri.split("?", 1)[0]).suffix.lower()
+    """Lower-case extension of a path or URI (``".mp3"``), ``""`` when it has none.
+
+    Only an ``http(s)://`` URL has a query string; in a file name or an S3 key ``?`` is a
+    character like any other.
+    """
+    if uri.startswith(("http://", "https://")):
+        uri = uri.split("?", 1)[0].split("#", 1)[0]
+    return PurePosixPath(uri).suffix.lower()
 
 
 def is_silent(samples: np.ndarray) -> bool:

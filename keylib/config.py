@@ -49,12 +49,14 @@ DEFAULTS: dict[str, Any] = {
             "spark.ui.enabled": "false",
         },
     },
-    "audio": {"max_duration_s": 600.0, "min_duration_s": 1.0, "max_file_mb": 512},
+    "audio": {"max_duration_s": 600.0, "min_duration_s": 1.0, "max_file_mb": 512,
+              "track_timeout_s": 120.0, "max_track_memory_mb": 1024},
     "extract": {"hash_content": True},
     "s3": {"endpoint_url": "", "region": "", "max_attempts": 6},
     "model": {"path": ""},
     "report": {"enabled": True},
-    "nightly": {"max_failed_share": 0.05},
+    "nightly": {"max_failed_share": 0.05, "max_attempts": 3},
+    "lease": {"ttl_s": 120.0, "heartbeat_s": 20.0},
 }
 
 # What each setting with a range may hold (checked after merging a file over the defaults).
@@ -65,6 +67,11 @@ _BOUNDS = {
     ("audio", "max_duration_s"): "positive",
     ("audio", "max_file_mb"): "positive",
     ("s3", "max_attempts"): "positive",
+    ("audio", "track_timeout_s"): "positive",
+    ("audio", "max_track_memory_mb"): "positive",
+    ("nightly", "max_attempts"): "positive",
+    ("lease", "ttl_s"): "positive",
+    ("lease", "heartbeat_s"): "positive",
     ("audio", "min_duration_s"): "not negative",
     ("nightly", "max_failed_share"): "share",
 }

@@ -21,6 +21,11 @@ __all__ = [
     "TooShortError",
     "ModelError",
     "StorageError",
+    "OutputBusyError",
+    "SpecialFileError",
+    "UnsupportedSourceError",
+    "TrackTimeoutError",
+    "TrackCrashedError",
     "STATUS_OK",
     "STATUS_SILENT",
     "RETRY_STATUSES",
@@ -46,6 +51,11 @@ class InputError(KeylibError):
 class StorageError(KeylibError):
     """An output table or file cannot be read or written (store unreachable, commit
     refused); nothing of the run in progress became visible."""
+
+
+class OutputBusyError(KeylibError):
+    """Another run holds the output's lease (one run at a time per output); this run
+    wrote nothing."""
 
 
 class ModelError(KeylibError):
@@ -104,6 +114,34 @@ class TooShortError(TrackError):
     status = "too_short"
 
 
+class SpecialFileError(TrackError):
+    """The path is a FIFO, a device, a socket or a directory: never opened."""
+
+    status = "not_a_file"
+
+
+class UnsupportedSourceError(TrackError):
+    """A URI scheme keylib does not read (``http://``, ``https://``, ...)."""
+
+    status = "unsupported_source"
+
+
+class TrackTimeoutError(TrackError):
+    """Reading and decoding the track took longer than ``audio.track_timeout_s``."""
+
+    status = "timeout"
+
+
+class TrackCrashedError(TrackError):
+    """The process working on the track died (killed by a signal, out of memory, a
+    decoder crash) or outgrew ``audio.max_track_memory_mb``."""
+
+    status = "crashed"
+
+
 # Failures worth retrying on the next run even if the file did not change: they
 # depend on the world (network, permissions, a file that may appear), not on the bytes.
-RETRY_STATUSES = frozenset({MissingTrackError.status, ReadError.status, "error"})
+# A crash or a timeout may come from the machine's load; a track that fails the same
+# way on ``nightly.max_attempts`` runs in a row is no longer retried (--force retries it).
+RETRY_STATUSES = frozenset({MissingTrackError.status, ReadError.status, TrackTimeoutError.status,
+                            TrackCrashedError.status, "error"})

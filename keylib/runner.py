@@ -10,6 +10,7 @@ Exit codes (documented in the README):
 3     the input cannot be listed (missing folder or manifest, unreachable S3)
 4     more tracks failed than ``nightly.max_failed_share`` allows
 5     the output cannot be read or written (store unreachable); the run left nothing visible
+6     another run holds the output (its lease has not expired); this run wrote nothing
 ====  =======================================================================
 """
 
@@ -23,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .config import load_config
-from .errors import ConfigError, InputError, ModelError, StorageError
+from .errors import ConfigError, InputError, ModelError, OutputBusyError, StorageError
 
 __all__ = [
-    "EXIT_OK", "EXIT_INTERNAL", "EXIT_CONFIG", "EXIT_INPUT", "EXIT_FAILED_TRACKS", "EXIT_STORAGE",
+    "EXIT_OK", "EXIT_INTERNAL", "EXIT_CONFIG", "EXIT_INPUT", "EXIT_FAILED_TRACKS", "EXIT_STORAGE", "EXIT_BUSY",
     "RunSummary", "job_main",
 ]
 
@@ -36,6 +37,7 @@ EXIT_CONFIG = 2
 EXIT_INPUT = 3
 EXIT_FAILED_TRACKS = 4
 EXIT_STORAGE = 5
+EXIT_BUSY = 6
 
 log = logging.getLogger("keylib")
 
@@ -110,17 +112,18 @@ def job_main(
     spark = get_session(config, app_name=f"keylib-{name}")
     try:
         return run(spark, args, config)
-    except (InputError, StorageError, ConfigError, ModelError) as exc:
+    except (InputError, StorageError, ConfigError, ModelError, OutputBusyError) as exc:
         return report_error(name, exc)
     finally:
         spark.stop()
 
 
-def report_error(name: str, exc: InputError | StorageError | ConfigError | ModelError) -> int:
+def report_error(name: str, exc: InputError | StorageError | ConfigError | ModelError | OutputBusyError) -> int:
     """Print a known error as ``keylib NAME: <kind> error: ...`` and return its exit code."""
-    for kinds, what, code in ((InputError, "input", EXIT_INPUT), (StorageError, "storage", EXIT_STORAGE),
-                              ((ConfigError, ModelError), "configuration", EXIT_CONFIG)):
+    for kinds, what, code in ((InputError, "input error", EXIT_INPUT), (StorageError, "storage error", EXIT_STORAGE),
+                              (OutputBusyError, "output busy", EXIT_BUSY),
+                              ((ConfigError, ModelError), "configuration error", EXIT_CONFIG)):
         if isinstance(exc, kinds):
-            print(f"keylib {name}: {what} error: {exc}", file=sys.stderr)
+            print(f"keylib {name}: {what}: {exc}", file=sys.stderr)
             return code
     raise exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote_to_bytes, urlparse
 
 from .errors import MissingTrackError, ReadError, TooLargeError
 
@@ -22,9 +22,13 @@ def is_s3(uri: str) -> bool:
 
 
 def local_path(uri: str) -> Path:
-    """The filesystem path of a local URI (plain path or ``file://``)."""
+    """The filesystem path of a local URI (plain path or ``file://``).
+
+    A ``file://`` URI is percent-decoded to bytes, so a name that is not valid UTF-8 (listed
+    as ``file://`` with its raw bytes percent-encoded) names the same file again.
+    """
     if uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
+        return Path(os.fsdecode(unquote_to_bytes(urlparse(uri).path)))
     return Path(uri)
 
 

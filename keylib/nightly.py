@@ -32,6 +32,7 @@ from typing import Any, Mapping
 
 from . import features
 from .config import config_hash
+from .redact import redact as redact_text  # the one redaction; None stays None
 from .runner import RunSummary
 from .tables import resolve_output, table_uri, write_text
 
@@ -50,13 +51,6 @@ def package_version() -> str:
         return metadata.version("keylib")
     except metadata.PackageNotFoundError:  # shipped as code on a cluster
         return "unknown"
-
-
-def redact_text(text: Any) -> Any:
-    """``text`` as a string without credentials (``None`` stays ``None``)."""
-    from .s3 import redact
-
-    return None if text is None else redact(str(text))
 
 
 def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: Mapping[str, Any],

@@ -10,14 +10,13 @@ Throttling and transient errors of each request are retried by botocore's adapti
 mode (exponential back-off with jitter, client-side rate limiting); a body stream that
 breaks half-way (connection reset, read timeout) is fetched again here, with back-off, up
 to ``max_attempts`` times. Error messages name the bucket and key and the S3 error code,
-never credentials (:func:`redact` scrubs them from any text that leaves this module).
+never credentials (:func:`keylib.redact.redact`, also importable from here, scrubs them
+from any text that leaves this module).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import re
 import time
 from functools import lru_cache
 from typing import Iterable, Mapping
@@ -26,15 +25,11 @@ import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError, MissingTrackError, ReadError, TooLargeError
+from .redact import redact
 
 __all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object", "redact"]
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-# URL user-info (http://user:secret@host) and AWS-looking key ids in free text.
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-_ACCESS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b")
-_SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -72,18 +67,6 @@ def _client(endpoint_url: str | None, region: str | None, max_attempts: int):
             read_timeout=60,
         ),
     )
-
-
-def redact(text: str) -> str:
-    """``text`` without credentials: the values of the AWS credential variables of this
-    process, URL user-info and anything shaped like an access key id become ``***``."""
-    text = str(text)
-    for name in _SECRET_ENV:
-        value = os.environ.get(name)
-        if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    text = _USERINFO.sub("***@", text)
-    return _ACCESS_KEY_ID.sub("***", text)
 
 
 def _error_text(exc: Exception) -> str:

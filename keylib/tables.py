@@ -47,6 +47,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from .errors import StorageError
+from .redact import redact as _redact
 
 __all__ = [
     "RUN_ID_KEY",
@@ -184,12 +185,6 @@ def _delta_options(uri: str, s3_settings: Mapping | None) -> dict[str, str] | No
         options.update(max_retries=str(max(1, int((s3_settings or {}).get("max_attempts", 6)) - 1)),
                        retry_timeout="30s", timeout="60s", connect_timeout="10s")
     return options
-
-
-def _redact(text: Any) -> str:
-    from .s3 import redact
-
-    return redact(str(text))
 
 
 def _storage_error(what: str, exc: BaseException) -> StorageError:

@@ -6,11 +6,15 @@ Exit codes: 0 every annotated track succeeded (or the share of failures is withi
 nightly.max_failed_share); 2 bad configuration; 3 input cannot be listed (missing folder,
 unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 5 the output
 cannot be read or written (nothing of the run is visible); 1 internal error.
+
+Nothing it prints or logs carries a credential (:func:`keylib.redact.redact`).
 """
 
+import logging
 import sys
 
 from keylib.flows import run_nightly
+from keylib.redact import RedactingFilter, redact
 from keylib.runner import job_main
 
 
@@ -21,11 +25,14 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
+    # Every log line of the run, the input URI in "listed N tracks from ..." included.
+    for handler in logging.getLogger("keylib").handlers:
+        handler.addFilter(RedactingFilter())
     summary = run_nightly(spark, input_uri=args.input, output=args.output, config=config, conf_path=args.conf,
                           with_keys=not args.extract_only)
     for track_id, status, error in summary.failures:
-        print(f"  {status:<18} {track_id}: {error}", file=sys.stderr)
-    print(summary.line(fields=("run_id", "manifest")))
+        print(f"  {status:<18} {redact(track_id)}: {redact(error)}", file=sys.stderr)
+    print(redact(summary.line(fields=("run_id", "manifest"))))
     return summary.extra["exit_code"]
 
 

@@ -10,14 +10,20 @@ The folder written by :func:`write_report`::
     key_distribution.png  reference vs estimated keys of the scored tracks
     reliability.png     accuracy against confidence in 15 bins (calibration), with the ECE
 
-Plots use matplotlib's Agg backend (no display needed).
+Plots use matplotlib's Agg backend (no display needed). Every text the report takes from
+the data (track ids, sources, error details, metadata) is redacted
+(:func:`keylib.redact.redact`) and escaped for where it goes: Markdown table cells and
+code spans in ``report.md`` (a ``|`` or a newline in a track id cannot break a table),
+HTML in ``report.html``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +34,7 @@ from .evaluate import EXCLUSION_REASONS, Evaluation
 from .io import atomic_write_text
 from .keys import KEY_NAMES
 from .mirex import CATEGORIES, WEIGHTS
+from .redact import redact
 
 __all__ = ["REPORT_FILES", "write_report", "plot_confusion", "plot_distribution"]
 
@@ -179,12 +186,37 @@ _SOURCE_HEADER = ["source", "scored", "excluded", "score (fifth up)", "score (bo
                   *CATEGORIES]
 
 
+# Characters that Markdown would read as syntax in a table cell: the cell separator, the
+# backslash itself, emphasis, code, links and inline HTML.
+_MD_SPECIAL = re.compile(r"([\\|*`\[\]<>])")
+
+
+def _md_cell(value: Any) -> str:
+    """``value`` as the text of one Markdown table cell: syntax characters backslash-escaped,
+    line breaks as ``\\n`` (a raw newline would end the row)."""
+    text = _MD_SPECIAL.sub(r"\\\1", str(value))
+    return text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
+
+
+def _md_row(cells: list[Any]) -> str:
+    return "| " + " | ".join(_md_cell(c) for c in cells) + " |"
+
+
+def _md_code(value: Any) -> str:
+    """``value`` as a Markdown code span on one line, fenced by more backticks than it holds
+    (inside a code span no escape works)."""
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (max(map(len, re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _markdown(result: Evaluation, meta: Mapping[str, Any]) -> str:
     s = result.summary
-    lines = [f"# {meta['title']}", ""]
-    lines += [f"- {k}: `{v}`" for k, v in meta.items() if k not in ("title",) and v is not None]
+    lines = [f"# {_md_cell(meta['title'])}", ""]
+    lines += [f"- {_md_cell(k)}: {_md_code(v)}" for k, v in meta.items() if k not in ("title",) and v is not None]
     lines += ["", "## Summary", "", "| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in _summary_rows(s)]
+    lines += [_md_row(list(row)) for row in _summary_rows(s)]
     lines += ["", "## Categories", "",
               "| category | weight | count (fifth up) | count (both fifths) |", "|---|---|---|---|"]
     lines += [f"| {c} | {WEIGHTS[c]} | {s['counts'][c]} | {s['counts_both_fifths'][c]} |" for c in CATEGORIES]
@@ -193,13 +225,12 @@ def _markdown(result: Evaluation, meta: Mapping[str, Any]) -> str:
     if len(result.excluded):
         lines += ["", "| track | reason | detail |", "|---|---|---|"]
         for r in result.excluded.head(200).itertuples(index=False):
-            lines.append(f"| {r.track_id} | {r.reason} | {str(r.detail).replace('|', '/')} |")
+            lines.append(_md_row([r.track_id, r.reason, r.detail]))
     if s["by_source"]:
-        lines += ["", "## By source", "", "| " + " | ".join(_SOURCE_HEADER) + " |",
-                  "|" + "---|" * len(_SOURCE_HEADER)]
-        lines += ["| " + " | ".join(row) + " |" for row in _source_rows(s)]
+        lines += ["", "## By source", "", _md_row(_SOURCE_HEADER), "|" + "---|" * len(_SOURCE_HEADER)]
+        lines += [_md_row(row) for row in _source_rows(s)]
     lines += ["", "## Beyond the key", "", "| column | value | meaning |", "|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _beyond_rows(s)]
+    lines += [_md_row(row) for row in _beyond_rows(s)]
     lines += ["", "## Plots", "", "![confusion matrix](confusion.png)", "",
               "![key distribution](key_distribution.png)", "",
               "![reliability diagram: accuracy against confidence](reliability.png)", ""]
@@ -248,6 +279,26 @@ def _html(result: Evaluation, meta: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
+def _redacted(value: Any) -> Any:
+    """A string redacted; anything else (numbers, lists of segments, None) as it is."""
+    return redact(value) if isinstance(value, str) else value
+
+
+def _redacted_evaluation(result: Evaluation) -> Evaluation:
+    """``result`` with every string the data brought in redacted: the text columns of the
+    scored and excluded rows and the source names of ``by_source``."""
+    def frame(rows):
+        rows = rows.copy()
+        for name in rows.select_dtypes(include=["object", "string"]).columns:
+            rows[name] = rows[name].map(_redacted)
+        return rows
+
+    summary = {**result.summary,
+               "by_source": {redact(str(k)): v for k, v in result.summary.get("by_source", {}).items()}}
+    return dataclasses.replace(result, scored=frame(result.scored), excluded=frame(result.excluded),
+                               summary=summary)
+
+
 def write_report(result: Evaluation, folder: str | Path, *, title: str = "keylib MIREX key evaluation",
                  metadata: Mapping[str, Any] | None = None) -> Path:
     """Write the report files (:data:`REPORT_FILES`) of an evaluation into ``folder``.
@@ -270,6 +321,8 @@ def write_report(result: Evaluation, folder: str | Path, *, title: str = "keylib
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"title": title, "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             **dict(metadata or {})}
+    meta = {k: _redacted(v) for k, v in meta.items()}
+    result = _redacted_evaluation(result)
     s = result.summary
     plot_confusion(np.array(s["confusion"]), folder / "confusion.png")
     plot_distribution(np.array(s["reference_distribution"]), np.array(s["estimate_distribution"]),

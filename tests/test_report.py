@@ -161,3 +161,45 @@ def test_calibration_and_columns_beyond_the_key(tmp_path):
     assert "| expected calibration error of confidence (15 bins) | 0.300 |" in md
     assert "| tonal | 0.900 |" in md and "| segments | 0.100 |" in md
     assert "src='reliability.png'" in (folder / "report.html").read_text()
+
+
+def test_report_escapes_and_redacts_what_it_takes_from_the_data(tmp_path):
+    """A track id with '|', a newline and HTML, a source with '|', an error with a presigned
+    URL: report.md keeps its tables' shape, report.html shows the text, not markup, and no
+    report file holds the signature."""
+    import re
+
+    odd = "a|b\nc <b>bold</b> `x` [l](u) \\"
+    keys = pd.DataFrame([
+        _keys_row(odd, None, status="read_error", error="cannot read https://h/x.mp3?X-Amz-Signature=SIGVALUE|x"),
+        _keys_row("t1", "C major"),
+        _keys_row("t2", "A minor"),
+    ])
+    manifest = tmp_path / "truth.csv"
+    pd.DataFrame({"track_id": [odd, "t1", "t2"], "key": ["C major", "C major", "A minor"],
+                  "source": ["po|p\nrock", "po|p\nrock", "<i>jazz</i>"]}).to_csv(manifest, index=False)
+    result = evaluate_keys(keys, read_truth(manifest))
+    folder = write_report(result, tmp_path / "r", metadata={"keys": "https://h/k?token=TOKVALUE", "n": "a`b"}).parent
+
+    md = (folder / "report.md").read_text()
+    cells = re.compile(r"(?<!\\)\|")  # an unescaped cell separator
+    lines = md.splitlines()
+    start = lines.index("| track | reason | detail |")
+    rows = lines[start + 2:start + 2 + len(result.excluded)]
+    assert len(rows) == 1 and len(cells.findall(rows[0])) == 4, rows
+    assert rows[0].startswith(r"| a\|b\nc \<b\>bold\</b\> \`x\` \[l\](u) \\ | no_estimate |")
+    header = next(i for i, line in enumerate(lines) if line.startswith("| source |"))
+    table = lines[header:header + 2 + len(result.summary["by_source"])]
+    assert {len(cells.findall(line)) for line in table} == {len(cells.findall(lines[header]))}
+    assert any(line.startswith(r"| po\|p\nrock |") for line in table)
+    assert "- keys: `https://h/k?token=***`" in md and "- n: ``a`b``" in md
+
+    page = (folder / "report.html").read_text()
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+    assert "<i>jazz</i>" not in page and "&lt;i&gt;jazz&lt;/i&gt;" in page
+    for name in REPORT_FILES:
+        if name.endswith((".md", ".html", ".json")):
+            text = (folder / name).read_text()
+            assert "SIGVALUE" not in text and "TOKVALUE" not in text, name
+    payload = json.loads((folder / "report.json").read_text())
+    assert payload["excluded_tracks"][0]["track_id"] == odd  # the data itself, unescaped, in JSON

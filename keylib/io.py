@@ -1,4 +1,4 @@
-"""Read the bytes of a track from its URI: a local path (or ``file://``) or ``s3://``.
+"""Find the bytes of a track from its URI: a local path (or ``file://``) or ``s3://``.
 
 Every failure becomes a :class:`~keylib.errors.TrackError` with a readable message, so
 the caller can write an error row and go on.
@@ -6,14 +6,16 @@ the caller can write an error row and go on.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlparse
 
-from .errors import MissingTrackError, ReadError, TooLargeError
+from .errors import MissingTrackError, ReadError, SpecialFileError, TooLargeError, UnsupportedSourceError
 
-__all__ = ["atomic_write_text", "is_s3", "local_path", "read_bytes", "stat_fingerprint"]
+__all__ = ["atomic_write_text", "content_hash", "is_s3", "is_url", "local_path", "open_source", "stat_fingerprint"]
 
 
 def is_s3(uri: str) -> bool:
@@ -32,43 +34,76 @@ def local_path(uri: str) -> Path:
     return Path(uri)
 
 
-def read_bytes(uri: str, *, max_bytes: int, s3_settings: dict | None = None) -> bytes:
-    """All bytes of the track at ``uri``.
+def is_url(uri: str) -> bool:
+    """True for a URI with a scheme keylib does not read tracks from (``http(s)://``, ...):
+    anything with ``://`` that is neither ``s3://`` nor ``file://``."""
+    return "://" in uri and not uri.startswith(("s3://", "file://"))
+
+
+def open_source(uri: str, *, max_bytes: int, s3_settings: dict | None = None) -> bytes | Path:
+    """What the decoder reads for the track at ``uri``: the path of a local regular file
+    (checked, not opened), or the bytes of an S3 object.
+
+    Nothing but a regular file is ever opened: a FIFO would block the reader for ever, a
+    link to ``/dev/zero`` would never end, a socket or a device has no audio.
 
     Parameters
     ----------
     uri : str
         Local path, ``file://`` URI or ``s3://bucket/key``.
     max_bytes : int
-        Larger objects raise :class:`TooLargeError` without being read.
+        Larger files and objects raise :class:`TooLargeError` without being read.
     s3_settings : dict, optional
         The ``[s3]`` configuration section, for ``s3://`` URIs.
 
     Raises
     ------
-    MissingTrackError, TooLargeError, ReadError
+    UnsupportedSourceError, MissingTrackError, SpecialFileError, TooLargeError, ReadError
     """
+    if is_url(uri):
+        scheme = uri.split("://", 1)[0]
+        raise UnsupportedSourceError(
+            f"keylib does not read {scheme}:// URLs: list the track as a local path or an s3:// URI"
+        )
     if is_s3(uri):
         from . import s3  # boto3 is imported only where S3 is used
 
         return s3.read_object(uri, max_bytes=max_bytes, settings=s3_settings or {})
     path = local_path(uri)
     try:
-        size = path.stat().st_size
+        mode = path.stat().st_mode  # follows links: a link to /dev/zero is a device
     except FileNotFoundError:
-        raise MissingTrackError(f"no such file: {uri}") from None
+        dangling = path.is_symlink()
+        raise MissingTrackError(f"{'dangling symbolic link' if dangling else 'no such file'}: {uri}") from None
     except OSError as exc:
         raise ReadError(f"cannot stat {uri}: {exc.strerror or exc}") from None
-    if path.is_dir():
-        raise ReadError(f"is a directory, not an audio file: {uri}")
-    _check_size(size, max_bytes, uri)
+    if not stat.S_ISREG(mode):
+        raise SpecialFileError(f"{_file_kind(mode)}, not an audio file (not opened): {uri}")
+    _check_size(path.stat().st_size, max_bytes, uri)
+    if not os.access(path, os.R_OK):
+        raise ReadError(f"cannot read {uri}: permission denied")
+    return path
+
+
+def content_hash(source: bytes | Path) -> str:
+    """``sha256:<hex>`` of bytes or of a file's contents (read in blocks)."""
+    if isinstance(source, (bytes, bytearray)):
+        return "sha256:" + hashlib.sha256(source).hexdigest()
     try:
-        with open(path, "rb") as f:
-            return f.read(max_bytes + 1)
+        with open(source, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
     except FileNotFoundError:
-        raise MissingTrackError(f"file disappeared before it could be read: {uri}") from None
+        raise MissingTrackError(f"file disappeared before it could be read: {source}") from None
     except OSError as exc:
-        raise ReadError(f"cannot read {uri}: {exc.strerror or exc}") from None
+        raise ReadError(f"cannot read {source}: {exc.strerror or exc}") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 def _check_size(size: int, max_bytes: int, uri: str) -> None:

@@ -40,6 +40,7 @@ CHROMA_SCHEMA = T.StructType([
     T.StructField("tuning_cents", T.DoubleType(), True),
     T.StructField("status", T.StringType(), False),
     T.StructField("error", T.StringType(), True),
+    T.StructField("attempts", T.IntegerType(), True),
     T.StructField("truth_key", T.StringType(), True),
     T.StructField("source", T.StringType(), True),
     T.StructField("extracted_at", T.TimestampType(), True),

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from .keys import KEY_NAMES, N_KEYS, tonic_mode
 
-__all__ = ["tone", "chord_progression", "write_audio", "make_sample_catalogue"]
+__all__ = ["tone", "chord_progression", "write_audio", "write_long_audio", "make_sample_catalogue"]
 
 _MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 _HARMONIC_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 11)
@@ -78,6 +78,38 @@ def write_audio(path: Path, samples: np.ndarray, *, sr: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), samples, sr)
+    return path
+
+
+def write_long_audio(path: Path, *, duration_s: float, sr: int, channels: int = 2, subtype: str = "PCM_24",
+                     key_index: int | None = None, seed: int = 0) -> Path:
+    """Write a long file block by block, never holding it whole: hi-res masters and
+    multichannel files for the bounded-memory tests and benchmarks.
+
+    Parameters
+    ----------
+    path : Path
+        ``.flac`` or ``.wav`` (the suffix picks the format).
+    duration_s, sr, channels, subtype
+        Length, rate, channel count and sample format (``"PCM_24"``, ``"PCM_16"``).
+    key_index : int, optional
+        ``None`` writes silence (FLAC packs 10 minutes of 7.1 silence into under a
+        megabyte); a key (0..23) repeats a 10 s :func:`chord_progression` in that key,
+        each channel a little louder than the last.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block_s = 10.0
+    piece = (np.zeros(int(block_s * sr), dtype=np.float32) if key_index is None
+             else chord_progression(key_index, duration_s=block_s, sr=sr, seed=seed))
+    gains = np.linspace(0.7, 1.0, channels, dtype=np.float32)
+    block = piece[:, None] * gains[None, :]
+    remaining = int(duration_s * sr)
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=channels, subtype=subtype) as f:
+        while remaining > 0:
+            n = min(remaining, len(block))
+            f.write(block[:n])
+            remaining -= n
     return path
 
 

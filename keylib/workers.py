@@ -14,6 +14,7 @@ build the DataFrames and commit them.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Iterator
 
 import pandas as pd
@@ -21,7 +22,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .extract import CHROMA_COLUMNS, ExtractSettings, extract_track
+from .errors import TrackError
+from .extract import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
+from .sandbox import TrackSandbox
 from .inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, keys_schema, predict_frame
 from .spark import CHROMA_SCHEMA
 
@@ -78,26 +81,63 @@ def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_
         T.StructField("size_bytes", T.LongType()),
         T.StructField("truth_key", T.StringType()),
         T.StructField("source", T.StringType()),
+        T.StructField("previous_status", T.StringType()),
+        T.StructField("previous_attempts", T.IntegerType()),
     ])
     # From pandas through Arrow: the JVM reads the rows itself, no Python worker unpickles
     # them (a list of tuples would cost a Python job before the first track is decoded).
     def strings(column: str) -> pd.Series:  # None, not NaN, where a value is missing
         return tracks[column].astype(object).where(tracks[column].notna(), None)
 
+    def column(name: str) -> pd.Series:  # previous_*: only tracks with a row of the same file have them
+        return tracks[name] if name in tracks.columns else pd.Series(None, index=tracks.index, dtype=object)
+
     frame = pd.DataFrame({
         **{c: strings(c) for c in ("track_id", "uri", "fingerprint", "truth_key", "source")},
         "size_bytes": pd.to_numeric(tracks["size_bytes"], errors="coerce").astype("Int64"),
+        "previous_status": column("previous_status").astype(object).where(column("previous_status").notna(), None),
+        "previous_attempts": pd.to_numeric(column("previous_attempts"), errors="coerce").astype("Int32"),
     })[listing_schema.names]
     return spark.createDataFrame(frame, listing_schema).repartition(n_partitions)
 
 
 def _chroma_rows(batch: pd.DataFrame, settings: ExtractSettings) -> pd.DataFrame:
-    """Chroma rows (:data:`~keylib.extract.CHROMA_COLUMNS`) of a batch of catalogue rows."""
-    rows = [
-        extract_track({k: (None if pd.isna(v) else v) for k, v in rec.items()}, settings=settings)
-        for rec in batch.to_dict("records")
-    ]
+    """Chroma rows (:data:`~keylib.extract.CHROMA_COLUMNS`) of a batch of catalogue rows.
+
+    Each track is read and decoded in this worker's sandbox (:func:`worker_sandbox`): a
+    track that crashes its process, overruns ``audio.track_timeout_s`` or outgrows
+    ``audio.max_track_memory_mb`` gets a ``crashed`` or ``timeout`` row, and the rest of
+    the task goes on.
+    """
+    sandbox = worker_sandbox(settings)
+    rows = []
+    for rec in batch.to_dict("records"):
+        track = {k: (None if _missing(v) else v) for k, v in rec.items()}
+        try:
+            rows.append(sandbox.run(track, name=str(track["track_id"])))
+        except TrackError as exc:
+            rows.append(failed_row(track, exc))
     return pd.DataFrame(rows, columns=CHROMA_COLUMNS)
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+_SANDBOX: list[tuple[ExtractSettings, TrackSandbox]] = []
+
+
+def worker_sandbox(settings: ExtractSettings) -> TrackSandbox:
+    """The sandbox of this Python worker for ``settings``, started once per process (Spark
+    reuses Python workers across tasks, so one child decodes for many tasks)."""
+    if _SANDBOX and _SANDBOX[0][0] == settings:
+        return _SANDBOX[0][1]
+    while _SANDBOX:
+        _SANDBOX.pop()[1].close()
+    sandbox = TrackSandbox(partial(extract_track, settings=settings), timeout_s=settings.track_timeout_s,
+                           max_memory_mb=settings.max_track_memory_mb)
+    _SANDBOX.append((settings, sandbox))
+    return sandbox
 
 
 def extract_dataframe(
@@ -146,6 +186,7 @@ def annotate_dataframe(
     listing = _listing_dataframe(spark, tracks, tracks_per_partition=tracks_per_partition)
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        worker_sandbox(settings).start()  # forked before the model's thread pools exist
         model = worker_model(model_path, task_cpus)
         for batch in batches:
             chroma = _chroma_rows(batch, settings)

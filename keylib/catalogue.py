@@ -1,20 +1,31 @@
 """List the tracks of a catalogue: a folder, a CSV manifest or an ``s3://`` prefix.
 
-The listing runs on the driver and reads no audio: it yields one row per track with a
-cheap ``fingerprint`` (size and modification time, or ETag and size on S3) that the
-incremental jobs compare with earlier runs.
+The listing runs on the driver and reads no audio (it never opens a listed file): it yields
+one row per track with a cheap ``fingerprint`` (size and modification time, or ETag and
+size on S3) that the incremental jobs compare with earlier runs.
+
+Every listed thing gets a row, and the executors turn the ones they cannot read into
+status rows: a dangling symlink is listed with :data:`MISSING_FINGERPRINT` (``missing``),
+a FIFO or device named like audio with its stat (``not_a_file``), an ``http(s)://``
+manifest path as a URL without its credential parameters and no fingerprint
+(``unsupported_source``), an S3 object whose HEAD is refused (403) with no fingerprint
+(``read_error``). A file name that is not valid UTF-8 gets a ``track_id`` with its bytes
+escaped (``\\xe9``) and a ``file://`` URI with its bytes percent-encoded, which still
+names the file.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
-from .io import is_s3, local_path, stat_fingerprint
+from .io import is_s3, is_url, local_path, stat_fingerprint
+from .redact import redact, strip_credentials
 
 __all__ = [
     "CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest", "read_csv_table", "resolve_uri",
@@ -40,7 +51,8 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
     Raises
     ------
     InputError
-        when the input does not exist or cannot be listed, or a manifest is malformed.
+        when the input does not exist or cannot be listed, or a manifest is malformed
+        (its message is redacted).
     """
     if is_s3(input_uri):
         from . import s3
@@ -53,7 +65,7 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
         elif path.is_file():
             frame = read_manifest(path, s3_settings=s3_settings)
         else:
-            raise InputError(f"input not found: {input_uri}")
+            raise InputError(f"input not found: {redact(input_uri)}")
     extra = [c for c in OPTIONAL_COLUMNS if c in frame.columns]  # S3 listings: last_modified
     return frame[CATALOGUE_COLUMNS + extra].reset_index(drop=True)
 
@@ -66,20 +78,43 @@ def _list_folder(root: Path) -> pd.DataFrame:
         for name in sorted(filenames):
             if extension_of(name) not in AUDIO_EXTENSIONS or name.startswith("."):
                 continue
-            path = Path(dirpath) / name
+            path = os.path.join(dirpath, name)
+            # stat, never open: a FIFO named x.mp3 would block the listing.
             try:
                 size, fingerprint = stat_fingerprint(path)
+            except FileNotFoundError:
+                if not os.path.lexists(path):
+                    continue  # vanished while listing
+                size, fingerprint = None, MISSING_FINGERPRINT  # a dangling symlink
             except OSError:
-                continue  # vanished while listing
+                size, fingerprint = None, None  # a symlink loop, say: the read reports why
             rows.append({
-                "track_id": path.relative_to(root).as_posix(),
-                "uri": str(path),
+                "track_id": _text(os.path.relpath(path, root).replace(os.sep, "/")),
+                "uri": _local_uri(path),
                 "fingerprint": fingerprint,
                 "size_bytes": size,
                 "truth_key": None,
                 "source": None,
             })
-    return pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
+    frame = pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
+    frame["size_bytes"] = frame["size_bytes"].astype("Int64")
+    return frame
+
+
+def _text(name: str) -> str:
+    """``name`` as valid UTF-8: the bytes of a name that is not (``os.walk`` gives them as
+    lone surrogates, which Arrow cannot write) kept as ``\\xNN`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _local_uri(path: str) -> str:
+    """The path itself, or for a name that is not valid UTF-8 a ``file://`` URI with its
+    bytes percent-encoded (:func:`keylib.io.local_path` decodes it back to the same bytes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file://" + quote(os.fsencode(path))
+    return path
 
 
 def read_csv_table(path: Path, *, what: str = "manifest") -> pd.DataFrame:
@@ -94,27 +129,37 @@ def read_csv_table(path: Path, *, what: str = "manifest") -> pd.DataFrame:
 
 
 def resolve_uri(raw: str, *, base: Path) -> str:
-    """A manifest's path cell as a URI: ``s3://`` as is, local paths absolute (relative to
-    the manifest's folder ``base``)."""
+    """A manifest's path cell as a URI: ``s3://`` as is, another URL (``https://``, ...)
+    as is but without its credential parameters, local paths absolute (relative to the
+    manifest's folder ``base``)."""
     raw = raw.strip()
     if is_s3(raw):
         return raw
+    if is_url(raw):
+        return strip_credentials(raw)
     path = local_path(raw)
     return str(path if path.is_absolute() else base / path)
 
 
 def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.DataFrame:
-    """Tracks listed by a CSV manifest (see :func:`list_tracks`)."""
+    """Tracks listed by a CSV manifest (see :func:`list_tracks`).
+
+    A row's ``track_id`` defaults to its path. A URL (``https://...``) is kept as a URI,
+    and like any URL-shaped ``track_id`` loses its credential parameters
+    (:func:`keylib.redact.strip_credentials`): a presigned URL's signature never reaches a
+    row. Its fingerprint is ``None``: keylib does not fetch URLs, the executors give it an
+    ``unsupported_source`` row.
+    """
     manifest = Path(manifest)
     if manifest.suffix.lower() != ".csv":
         raise InputError(f"a manifest must be a .csv file, got {manifest}")
     table = read_csv_table(manifest, what="manifest")
     if "path" not in table.columns:
         raise InputError(f"manifest {manifest} has no 'path' column (columns: {list(table.columns)})")
-    table = table[table["path"].str.strip() != ""]
-    if "track_id" not in table.columns or (table["track_id"] == "").any():
-        ids = table["track_id"] if "track_id" in table.columns else pd.Series("", index=table.index)
-        table["track_id"] = ids.where(ids != "", table["path"])
+    table = table[table["path"].str.strip() != ""].copy()
+    ids = table["track_id"] if "track_id" in table.columns else pd.Series("", index=table.index)
+    # Stripped before the duplicate check: two presigned URLs of one object are one track.
+    table["track_id"] = ids.where(ids != "", table["path"].str.strip()).map(strip_credentials)
     duplicated = table["track_id"][table["track_id"].duplicated()]
     if len(duplicated):
         raise InputError(f"manifest {manifest} repeats track_id {duplicated.iloc[0]!r}")
@@ -123,14 +168,16 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     s3_uris = []
     for record in table.to_dict("records"):
         uri = resolve_uri(record["path"], base=base)
+        size, fingerprint = None, None
         if is_s3(uri):
-            size, fingerprint = None, None
             s3_uris.append(uri)
-        else:
+        elif not is_url(uri):
             try:
                 size, fingerprint = stat_fingerprint(uri)
+            except FileNotFoundError:  # also a dangling symlink
+                fingerprint = MISSING_FINGERPRINT
             except OSError:
-                size, fingerprint = None, MISSING_FINGERPRINT
+                pass  # a symlink loop, say: the read reports why
         rows.append({
             "track_id": record["track_id"],
             "uri": uri,
@@ -143,10 +190,13 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     if s3_uris:
         from . import s3
 
+        # Objects S3 answered for: fingerprint and size, or None for a refused HEAD;
+        # the others do not exist.
         stats = s3.head_objects(s3_uris, settings=s3_settings or {})
+        answered = frame["uri"].isin(stats.index)
         for column in ("fingerprint", "size_bytes"):
-            mask = frame["uri"].isin(stats.index)
-            frame.loc[mask, column] = frame.loc[mask, "uri"].map(stats[column])
-        frame["fingerprint"] = frame["fingerprint"].fillna(MISSING_FINGERPRINT)
+            frame.loc[answered, column] = frame.loc[answered, "uri"].map(stats[column])
+        frame.loc[frame["uri"].map(is_s3) & ~answered, "fingerprint"] = MISSING_FINGERPRINT
+        frame["fingerprint"] = frame["fingerprint"].astype(object).where(frame["fingerprint"].notna(), None)
     frame["size_bytes"] = frame["size_bytes"].astype("Int64")
     return frame

@@ -16,6 +16,7 @@ from any text that leaves this module).
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from functools import lru_cache
@@ -30,6 +31,8 @@ from .redact import redact
 __all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object", "redact"]
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+log = logging.getLogger("keylib")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -124,23 +127,44 @@ def list_prefix(uri: str, *, settings: Mapping | None = None) -> pd.DataFrame:
 def head_objects(uris: Iterable[str], *, settings: Mapping | None = None) -> pd.DataFrame:
     """``fingerprint`` and ``size_bytes`` of S3 objects named in a manifest, indexed by URI.
 
-    Objects that do not exist are left out (they become ``missing`` rows).
+    Every object is the problem of its own track, never of the run: one that does not
+    exist (404) is left out (it becomes a ``missing`` row); one that S3 answers with any
+    other error (403, say: S3 answers 403 for a missing key to a caller without
+    ``s3:ListBucket``), or whose URI names no bucket, gets a row with no fingerprint and
+    no size, so the executors' read reports it on that row (a 403 as ``read_error``).
+    Those are summed up in one warning.
+
+    Raises
+    ------
+    InputError
+        no answer came at all (endpoint unreachable, no credentials): the run cannot
+        list its catalogue.
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
     rows = {}
+    refused = []
     for uri in uris:
-        bucket, key = split_uri(uri)
         try:
+            bucket, key = split_uri(uri)
             head = client(settings).head_object(Bucket=bucket, Key=key)
+        except InputError as exc:
+            refused.append(str(exc))
+            rows[uri] = {"fingerprint": None, "size_bytes": None}
+            continue
         except ClientError as exc:
             if _error_code(exc) in _MISSING_CODES:
                 continue
-            raise InputError(f"cannot read {uri}: {_error_text(exc)}") from None
+            refused.append(f"{uri}: {_error_text(exc)}")
+            rows[uri] = {"fingerprint": None, "size_bytes": None}
+            continue
         except BotoCoreError as exc:
             raise InputError(f"cannot read {uri}: {_error_text(exc)}") from None
         size = int(head["ContentLength"])
         rows[uri] = {"fingerprint": f"{head['ETag'].strip(chr(34))}:{size}", "size_bytes": size}
+    if refused:
+        log.warning("HEAD failed for %d object(s) of the manifest, each reported on its own row (first: %s)",
+                    len(refused), redact(refused[0]))
     return pd.DataFrame.from_dict(rows, orient="index", columns=["fingerprint", "size_bytes"])
 
 

@@ -83,6 +83,122 @@ def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
         assert rows.loc[track, "status"] == "ok" and rows.loc[track, "n_frames"] > 0, rows.loc[track, "error"]
 
 
+def _odd_folder(root):
+    """A folder holding every kind of entry a listing must give a row: a clip, a dangling
+    symlink, a name with '?', a name that is not valid UTF-8 (with '|' and a newline too),
+    a FIFO named like audio. The clips last 1.5 s: long enough to be read and decoded."""
+    for name in ("good.wav", "what?x=1.wav"):
+        synth.write_audio(root / name, synth.tone(60, 1.5, sr=8000), sr=8000)
+    os.symlink(root / "deleted.mp3", root / "dangling.mp3")
+    odd = os.fsencode(root / "sub") + b"/caf\xe9 | 1\n.wav"
+    os.makedirs(os.path.dirname(odd))
+    fd = os.open(odd, os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, (root / "good.wav").read_bytes())
+    os.close(fd)
+    os.mkfifo(root / "x.mp3")
+    return odd
+
+
+def _list_in_time(uri, **kwargs):
+    """``list_tracks`` in a thread: a listing that opened the FIFO would block, and fail here."""
+    import threading
+
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("frame", list_tracks(uri, **kwargs)), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the listing blocked (did it open the FIFO?)"
+    return result["frame"]
+
+
+def test_folder_gives_every_odd_entry_a_row_that_arrow_can_write(tmp_path):
+    import pyarrow as pa
+
+    from keylib.catalogue import MISSING_FINGERPRINT
+    from keylib.io import local_path
+
+    odd = _odd_folder(tmp_path)
+    frame = _list_in_time(str(tmp_path))
+    odd_id = "sub/caf\\xe9 | 1\n.wav"  # the byte 0xE9 kept as an escape, valid UTF-8
+    assert sorted(frame["track_id"]) == sorted(["good.wav", "dangling.mp3", "what?x=1.wav", odd_id, "x.mp3"])
+    rows = frame.set_index("track_id")
+    assert rows.loc["dangling.mp3", "fingerprint"] == MISSING_FINGERPRINT and pd.isna(rows.loc["dangling.mp3", "size_bytes"])
+    assert rows.loc["x.mp3", "size_bytes"] == 0 and rows.loc["x.mp3", "uri"] == str(tmp_path / "x.mp3")
+    assert rows.loc["what?x=1.wav", "uri"] == str(tmp_path / "what?x=1.wav")
+    uri = rows.loc[odd_id, "uri"]
+    assert uri.startswith("file://") and uri.isascii()
+    assert os.fsencode(local_path(uri)) == odd  # the URI names the same bytes again
+    assert rows.loc[odd_id, "size_bytes"] == os.stat(odd).st_size
+    table = pa.Table.from_pandas(frame)  # no lone surrogates: Arrow writes every row
+    assert table.num_rows == 5
+
+
+def test_a_presigned_url_in_a_manifest_keeps_no_credential(tmp_path):
+    token = "IQoJb3JpZ2luX2VjEXAMPLETOKEN"
+    signature = "f3a0c5e9d1b7EXAMPLESIG"
+    presigned = (f"https://music.s3.amazonaws.com/a/b.mp3?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+                 f"&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20250101%2Fus-east-1%2Fs3%2Faws4_request"
+                 f"&X-Amz-Security-Token={token}&X-Amz-Signature={signature}&response-content-type=audio%2Fmpeg")
+    _clip(tmp_path / "here.wav")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [presigned, f"https://cdn.example.com/c.mp3?token={token}", "here.wav"],
+                  "track_id": ["", "cdn", ""], "key": ["C major", "", ""]}).to_csv(manifest, index=False)
+    frame = list_tracks(str(manifest))
+    stripped = "https://music.s3.amazonaws.com/a/b.mp3?response-content-type=audio%2Fmpeg"
+    rows = frame.set_index("track_id")
+    assert list(rows.index) == [stripped, "cdn", "here.wav"]
+    assert rows.loc[stripped, "uri"] == stripped and rows.loc["cdn", "uri"] == "https://cdn.example.com/c.mp3"
+    for track in (stripped, "cdn"):
+        assert rows.loc[track, "fingerprint"] is None and pd.isna(rows.loc[track, "size_bytes"])
+    text = frame.to_csv() + repr(frame.to_dict("records"))
+    for secret in (token, signature, "AKIAIOSFODNN7EXAMPLE", "X-Amz"):
+        assert secret not in text, secret
+
+
+def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server, spark, config):
+    """S3 answers 403 (a bucket policy denies the object, as S3 does for a missing key to a
+    caller without ListBucket): the manifest still lists, that track alone gets a
+    read_error row; the odd folder entries and a URL get their own status rows."""
+    import json
+
+    from keylib.extract import ExtractSettings
+    from keylib.workers import extract_dataframe
+
+    fill_bucket(moto_server, "music", "m", 2)
+    moto_server.client().put_bucket_policy(Bucket="music", Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": ["s3:GetObject", "s3:HeadObject"],
+                       "Resource": ["arn:aws:s3:::music/m/track0001.wav", "arn:aws:s3:::music/m/unlisted.wav"]}],
+    }))
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({
+        "path": ["s3://music/m/track0000.wav", "s3://music/m/track0001.wav", "s3://music/m/unlisted.wav",
+                 "s3://music/m/gone.wav", "https://cdn.example.com/c.mp3?sig=abc"],
+        "track_id": ["ok", "denied", "denied-absent", "gone", "url"],
+    }).to_csv(manifest, index=False)
+    s3conf = {"endpoint_url": moto_server.endpoint, "region": "us-east-1", "max_attempts": 2}
+    listing = list_tracks(str(manifest), s3_settings=s3conf)  # no InputError
+    rows = listing.set_index("track_id")
+    assert rows.loc["ok", "fingerprint"].endswith(f":{len(clip_bytes(0))}")
+    for track in ("denied", "denied-absent", "url"):
+        assert rows.loc[track, "fingerprint"] is None and pd.isna(rows.loc[track, "size_bytes"]), track
+    assert rows.loc["gone", "fingerprint"] == "missing"
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    _odd_folder(folder)
+    tracks = pd.concat([listing, _list_in_time(str(folder))], ignore_index=True)
+    settings = ExtractSettings.from_config({**config, "s3": s3conf})
+    status = (extract_dataframe(spark, tracks, settings=settings, tracks_per_partition=2)
+              .select("track_id", "status", "error").toPandas().set_index("track_id"))
+    assert len(status) == len(tracks)
+    expected = {"ok": "ok", "denied": "read_error", "denied-absent": "read_error", "gone": "missing",
+                "url": "unsupported_source", "good.wav": "ok", "what?x=1.wav": "ok", "sub/caf\\xe9 | 1\n.wav": "ok",
+                "dangling.mp3": "missing", "x.mp3": "not_a_file"}
+    assert status["status"].to_dict() == expected, status["error"].to_dict()
+    assert "403" in status.loc["denied", "error"] and "sig=abc" not in " ".join(status["error"].dropna())
+
+
 @pytest.mark.parametrize(
     "content, message",
     [("file,key\na.mp3,C major\n", "no 'path' column"), ("path,track_id\na.mp3,t\nb.mp3,t\n", "repeats track_id")],

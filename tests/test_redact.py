@@ -113,3 +113,43 @@ def test_the_redaction_module_imports_nothing_heavy():
     code = "import sys, keylib.redact; print(sorted({'pandas', 'numpy', 'boto3', 'pyarrow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_presigned_url_reaches_no_row_manifest_or_log_of_a_nightly_run(tmp_path):
+    """Through ./submit.sh nightly: a manifest row with a presigned URL gets an
+    unsupported_source row under its stripped URL; an --input that is a presigned URL is an
+    input error. The signature and token appear in no row, manifest or log line."""
+    import json
+
+    import pandas as pd
+
+    from keylib import synth, tables
+    from servers import make_model, submit, write_conf
+
+    token, signature = "IQoJb3JpZ2luEXAMPLETOKEN", "9f8e7d6c5bEXAMPLESIG"
+    presigned = (f"https://music.example.com/a/b.mp3?X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20250101"
+                 f"&X-Amz-Security-Token={token}&X-Amz-Signature={signature}")
+    synth.write_audio(tmp_path / "here.wav", synth.chord_progression(3, duration_s=3.0, seed=3), sr=22050)
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [presigned, "here.wav"]}).to_csv(manifest, index=False)
+    conf = write_conf(tmp_path / "t.toml", model=make_model(tmp_path), max_failed_share=0.6)
+    out = tmp_path / "out"
+
+    code, log = submit("nightly", "--conf", str(conf), "--input", str(manifest), "--output", str(out))
+    assert code == 0 and "listed 2, new 2, skipped 0, failed 1" in log, log
+    assert "unsupported_source" in log
+    keys = tables.read_rows(str(out / "keys")).set_index("track_id")
+    assert keys.loc["https://music.example.com/a/b.mp3", "status"] == "unsupported_source"
+    assert keys.loc["here.wav", "status"] == "ok"
+
+    code, refused = submit("nightly", "--conf", str(conf), "--input", presigned, "--output", str(out))
+    assert code == 3 and "input error" in refused and "X-Amz-Signature=***" in refused, refused
+    runs = [json.loads(p.read_text()) for p in sorted((out / "_runs").glob("*.json"))]
+    assert [m["status"] for m in runs] == ["ok", "input_error"]
+    assert runs[1]["input"].startswith("https://music.example.com/a/b.mp3?X-Amz-Credential=***")
+
+    stored = [p.read_bytes().decode("latin-1") for p in out.rglob("*") if p.is_file()]  # rows, logs, manifests
+    for text in (log, refused, *stored, keys.astype(str).to_csv()):
+        for secret in (token, signature, "AKIAIOSFODNN7EXAMPLE"):
+            assert secret not in text, secret

@@ -122,7 +122,8 @@ def test_folder_gives_every_odd_entry_a_row_that_arrow_can_write(tmp_path):
     odd_id = "sub/caf\\xe9 | 1\n.wav"  # the byte 0xE9 kept as an escape, valid UTF-8
     assert sorted(frame["track_id"]) == sorted(["good.wav", "dangling.mp3", "what?x=1.wav", odd_id, "x.mp3"])
     rows = frame.set_index("track_id")
-    assert rows.loc["dangling.mp3", "fingerprint"] == MISSING_FINGERPRINT and pd.isna(rows.loc["dangling.mp3", "size_bytes"])
+    assert rows.loc["dangling.mp3", "fingerprint"] == MISSING_FINGERPRINT
+    assert pd.isna(rows.loc["dangling.mp3", "size_bytes"])
     assert rows.loc["x.mp3", "size_bytes"] == 0 and rows.loc["x.mp3", "uri"] == str(tmp_path / "x.mp3")
     assert rows.loc["what?x=1.wav", "uri"] == str(tmp_path / "what?x=1.wav")
     uri = rows.loc[odd_id, "uri"]

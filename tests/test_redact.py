@@ -67,7 +67,8 @@ def test_strip_credentials_keeps_the_rest_of_the_url_as_written():
 
 
 def test_url_in_a_parameter_and_percent_encoded_parameters():
-    text = "GET https://h/r?next=https://cdn/a.mp3?token=abc&x=1 and https://h/q?u=https%3A%2F%2Fc%2Fa%3FSignature%3Ddef"
+    text = ("GET https://h/r?next=https://cdn/a.mp3?token=abc&x=1 and "
+            "https://h/q?u=https%3A%2F%2Fc%2Fa%3FSignature%3Ddef")
     out = redact(text)
     assert "abc" not in out and "def" not in out and "x=1" in out and "next=https://cdn/a.mp3?token=***" in out
 

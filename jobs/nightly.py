@@ -5,16 +5,16 @@
 Exit codes: 0 every annotated track succeeded (or the share of failures is within
 nightly.max_failed_share); 2 bad configuration; 3 input cannot be listed (missing folder,
 unreachable S3); 4 more than nightly.max_failed_share of the tracks failed; 5 the output
-cannot be read or written (nothing of the run is visible); 1 internal error.
+cannot be read or written (nothing of the run is visible); 6 another run holds the
+output's lease (this run wrote nothing); 1 internal error.
 
 Nothing it prints or logs carries a credential (:func:`keylib.redact.redact`).
 """
 
-import logging
 import sys
 
 from keylib.flows import run_nightly
-from keylib.redact import RedactingFilter, redact
+from keylib.redact import redact
 from keylib.runner import job_main
 
 
@@ -22,14 +22,13 @@ def add_arguments(parser):
     parser.add_argument("--input", required=True, help="folder, CSV manifest or s3://bucket/prefix")
     parser.add_argument("--output", required=True, help="output root, a folder or s3://bucket/prefix (chroma/, keys/, _runs/ manifests)")
     parser.add_argument("--extract-only", action="store_true", help="stop after chroma extraction (no keys)")
+    parser.add_argument("--force", action="store_true",
+                        help="redo every track, failures whose retries are spent (nightly.max_attempts) included")
 
 
 def run(spark, args, config):
-    # Every log line of the run, the input URI in "listed N tracks from ..." included.
-    for handler in logging.getLogger("keylib").handlers:
-        handler.addFilter(RedactingFilter())
     summary = run_nightly(spark, input_uri=args.input, output=args.output, config=config, conf_path=args.conf,
-                          with_keys=not args.extract_only)
+                          with_keys=not args.extract_only, force=args.force)
     for track_id, status, error in summary.failures:
         print(f"  {status:<18} {redact(track_id)}: {redact(error)}", file=sys.stderr)
     print(redact(summary.line(fields=("run_id", "manifest"))))

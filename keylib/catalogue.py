@@ -36,6 +36,9 @@ CATALOGUE_COLUMNS = ["track_id", "uri", "fingerprint", "size_bytes", "truth_key"
 OPTIONAL_COLUMNS = ["last_modified"]
 # Fingerprint of a manifest row whose file does not exist: it gets a `missing` row.
 MISSING_FINGERPRINT = "missing"
+# Fingerprint of a URL keylib does not fetch: constant, so its unsupported_source row is not
+# redone every night (a row without a fingerprint always is).
+URL_FINGERPRINT = "url"
 
 
 def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFrame:
@@ -147,8 +150,8 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     A row's ``track_id`` defaults to its path. A URL (``https://...``) is kept as a URI,
     and like any URL-shaped ``track_id`` loses its credential parameters
     (:func:`keylib.redact.strip_credentials`): a presigned URL's signature never reaches a
-    row. Its fingerprint is ``None``: keylib does not fetch URLs, the executors give it an
-    ``unsupported_source`` row.
+    row. Its fingerprint is :data:`URL_FINGERPRINT`: keylib does not fetch URLs, the
+    executors give it an ``unsupported_source`` row, once.
     """
     manifest = Path(manifest)
     if manifest.suffix.lower() != ".csv":
@@ -171,7 +174,9 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
         size, fingerprint = None, None
         if is_s3(uri):
             s3_uris.append(uri)
-        elif not is_url(uri):
+        elif is_url(uri):
+            fingerprint = URL_FINGERPRINT
+        else:
             try:
                 size, fingerprint = stat_fingerprint(uri)
             except FileNotFoundError:  # also a dangling symlink

@@ -28,6 +28,7 @@ import pandas as pd
 from . import mirex
 from .errors import InputError
 from .catalogue import read_csv_table, resolve_uri
+from .redact import strip_credentials
 from .keys import KEY_NAMES, try_parse_key
 
 __all__ = ["EXCLUSION_REASONS", "Evaluation", "read_truth", "evaluate_keys"]
@@ -92,9 +93,10 @@ def read_truth(manifest: str | Path) -> pd.DataFrame:
         for raw in table.get("path", pd.Series("", index=table.index))
     ]
     ids = table["track_id"].str.strip() if "track_id" in table.columns else pd.Series("", index=table.index)
-    # As in the catalogue: a manifest row without track_id is identified by its path.
+    # As in the catalogue: a manifest row without track_id is identified by its path, a
+    # URL's without its credential parameters.
     paths = table["path"].str.strip() if "path" in table.columns else pd.Series("", index=table.index)
-    ids = ids.where(ids != "", paths)
+    ids = ids.where(ids != "", paths).map(strip_credentials)
     out = pd.DataFrame({
         "track_id": ids.where(ids != "", None),
         "uri": uris,

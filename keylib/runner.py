@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from .config import load_config
 from .errors import ConfigError, InputError, ModelError, OutputBusyError, StorageError
+from .redact import RedactingFilter, redact
 
 __all__ = [
     "EXIT_OK", "EXIT_INTERNAL", "EXIT_CONFIG", "EXIT_INPUT", "EXIT_FAILED_TRACKS", "EXIT_STORAGE", "EXIT_BUSY",
@@ -80,6 +81,7 @@ def _configure_logging() -> None:
     # JVM; keylib logs to stderr with its own handler, py4j's chatter is silenced.
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s keylib %(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter())  # no log line of any job carries a credential
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO)
     log.propagate = False
@@ -124,6 +126,6 @@ def report_error(name: str, exc: InputError | StorageError | ConfigError | Model
                               (OutputBusyError, "output busy", EXIT_BUSY),
                               ((ConfigError, ModelError), "configuration error", EXIT_CONFIG)):
         if isinstance(exc, kinds):
-            print(f"keylib {name}: {what}: {exc}", file=sys.stderr)
+            print(f"keylib {name}: {what}: {redact(str(exc))}", file=sys.stderr)
             return code
     raise exc

@@ -16,11 +16,15 @@ How a run is committed (:func:`commit_run`), the same way for a folder and for S
    executors without those rows (copy-on-write; none for a nightly run of new tracks);
 3. the driver commits once: one Delta log entry adds the new files and removes the
    replaced ones. On S3 the log entry is written with a conditional put (``If-None-Match``),
-   locally with an exclusive create, so the run appears whole or not at all.
+   locally with an exclusive create, so the run appears whole or not at all. It commits
+   onto exactly the version the run read: should another commit have got there first,
+   the table is read again and the replaced files recomputed (:func:`_commit_upsert`).
 
-Files of a run that never committed (driver killed, store unreachable) are referenced by
-no log entry, so every Delta reader ignores them; the next commit deletes them
-(:func:`clear_staging`).
+One run at a time writes an output: :func:`commit_run` and :func:`clear_staging` run
+under the output's lease (:mod:`keylib.lease`), which :func:`commit_run` checks and
+renews right before committing. Files of a run that never committed (driver killed,
+store unreachable) are referenced by no log entry, so every Delta reader ignores them;
+the next holder of the lease deletes them (:func:`clear_staging`).
 
 Spark is needed only to run the executors; the tables are read without it (pandas via
 ``deltalake``, DuckDB, Polars), and Spark reads them through Python in its executors
@@ -34,11 +38,12 @@ import logging
 import os
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -423,32 +428,56 @@ def _rewrite_files(uri: str, settings: Mapping, run_id: str, schema: pa.Schema):
     return rewrite
 
 
+def _output_lease(uri: str, *, run_id: str, job: str, s3_settings: Mapping | None):
+    """The lease of the output holding the table ``uri`` (:func:`keylib.lease.hold`): the
+    caller's when it holds it, else taken here with the default ``[lease]`` timings."""
+    from .config import DEFAULTS
+    from .lease import hold, output_of
+
+    return hold(output_of(uri), run_id=run_id, job=job, s3_settings=s3_settings, **DEFAULTS["lease"])
+
+
 def clear_staging(uri: str, *, s3_settings: Mapping | None = None, keep: Iterable[str] = ()) -> list[str]:
     """Delete the files of runs that never committed (killed before their commit).
 
-    Readers never see them (no log entry names them); this only frees the space. Runs
-    named in ``keep`` (the run in progress) are left alone.
+    Readers never see them (no log entry names them); this only frees the space. It runs
+    under the output's lease (:mod:`keylib.lease`; taken here when the caller does not
+    hold it), so the files of a run in progress elsewhere are never touched: that run
+    holds the lease, and this raises :class:`~keylib.errors.OutputBusyError` instead. Runs
+    named in ``keep`` (the caller's run) are left alone.
 
     Returns
     -------
     list of str
         The run folders deleted.
+
+    Raises
+    ------
+    OutputBusyError
+        another run holds the output's lease.
+    StorageError
+        the table cannot be listed, or the caller's lease was lost.
     """
-    fs, root = filesystem(uri, s3_settings)
-    try:
-        entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=False))
-    except Exception as exc:  # noqa: BLE001
-        raise _storage_error(f"cannot list {uri}", exc) from None
-    folders = [e.base_name for e in entries if e.base_name.startswith("run=")]
-    if not folders:
-        return []
-    committed = set(committed_runs(uri, s3_settings=s3_settings)) | set(keep)
-    stale = [f for f in folders if f[len("run="):] not in committed]
-    for folder in stale:
+    keep = list(keep)
+    with _output_lease(uri, run_id=keep[0] if keep else new_run_id(), job="clear_staging",
+                       s3_settings=s3_settings) as lease:
+        fs, root = filesystem(uri, s3_settings)
         try:
-            fs.delete_dir(f"{root}/{folder}")
-        except Exception as exc:  # noqa: BLE001 - freeing space must not fail a run
-            log.warning("could not delete uncommitted files %s/%s: %s", uri, folder, _redact(exc))
+            entries = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=False))
+        except Exception as exc:  # noqa: BLE001
+            raise _storage_error(f"cannot list {uri}", exc) from None
+        folders = [e.base_name for e in entries if e.base_name.startswith("run=")]
+        if not folders:
+            return []
+        committed = set(committed_runs(uri, s3_settings=s3_settings)) | set(keep)
+        stale = [f for f in folders if f[len("run="):] not in committed]
+        if stale:
+            lease.check(before=f"deleting uncommitted files in {uri}")
+        for folder in stale:
+            try:
+                fs.delete_dir(f"{root}/{folder}")
+            except Exception as exc:  # noqa: BLE001 - freeing space must not fail a run
+                log.warning("could not delete uncommitted files %s/%s: %s", uri, folder, _redact(exc))
     if stale:
         log.info("deleted the uncommitted files of %d killed run(s) under %s", len(stale), _redact(uri))
     return stale
@@ -459,7 +488,9 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
     """Write a Spark DataFrame as one run of a table and commit it atomically.
 
     The run's rows replace the current rows of the same tracks (upsert on ``track_id``);
-    the rows of all other tracks stay as they are.
+    the rows of all other tracks stay as they are. It runs under the output's lease
+    (:mod:`keylib.lease`; taken here when the caller does not hold it), checked and
+    renewed right before the commit.
 
     Parameters
     ----------
@@ -481,10 +512,24 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
     Raises
     ------
     StorageError
-        the files or the commit could not be written; nothing of this run is visible.
+        the files or the commit could not be written, or this process lost the output's
+        lease ("lost the lease ..."); nothing of this run is visible.
+    OutputBusyError
+        another run holds the output's lease.
     """
     settings = dict(s3_settings or {})
     uri = resolve_output(uri)
+    with ExitStack() as stack:
+        try:
+            lease = stack.enter_context(_output_lease(uri, run_id=run_id, job="commit", s3_settings=settings))
+        except StorageError as exc:
+            raise StorageError(_redact(f"cannot commit run {run_id} to {uri}: {exc}")) from None
+        return _commit_leased(frame, uri, run_id=run_id, settings=settings, success=success, check=lease.check)
+
+
+def _commit_leased(frame, uri: str, *, run_id: str, settings: Mapping, success: tuple[str, ...],
+                   check: Callable[..., None]) -> Commit:
+    """:func:`commit_run` once the lease is held; ``check`` is :meth:`keylib.lease.Lease.check`."""
     schema = _arrow_schema(frame.schema)
     clear_staging(uri, s3_settings=settings, keep=[run_id])
 
@@ -509,39 +554,120 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
         return result
     log.info("wrote %d rows in %d files in %.1f s", len(ids), len(meta), time.perf_counter() - started)
 
-    from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
-
-    now_ms = int(time.time() * 1000)
-    adds = [AddAction(m["path"], int(m["size"]), {}, now_ms, True, json.dumps({"numRecords": int(m["rows"])}))
-            for m in meta]
-    properties = CommitProperties(custom_metadata={RUN_ID_KEY: run_id, "keylib.rows": len(ids)})
-    options = _delta_options(uri, settings)
     table = open_table(uri, s3_settings=settings)
-    kept: list[dict] = []
-    try:
-        if table is None:
-            from deltalake import Schema
-
-            create_table_with_add_actions(uri, Schema.from_arrow(schema), adds, mode="error",
-                                          configuration=TABLE_CONFIGURATION, storage_options=options,
-                                          commit_properties=properties)
-        else:
-            removes, kept = _replace(frame.sparkSession, table, uri, set(ids), settings, run_id, schema)
-            result.replaced = sum(n for _, n in removes)
-            adds += [AddAction(k["path"], int(k["size"]), {}, now_ms, True,
-                               json.dumps({"numRecords": int(k["rows"])})) for k in kept]
-            actions = adds + [RemoveAction(path, True, now_ms, size, {}) for (path, size), _ in removes]
-            table.create_write_transaction(actions, "append", schema, commit_properties=properties)
-    except StorageError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - delta-rs: OSError, CommitFailedError, ...
-        raise _storage_error(f"cannot commit run {run_id} to {uri}", exc) from None
-    committed = open_table(uri, s3_settings=settings)
-    result.version = committed.version() if committed is not None else None
+    result.version, result.replaced, kept = _commit_upsert(
+        frame.sparkSession, uri, table, [m.asDict() for m in meta], run_id=run_id, schema=schema,
+        settings=settings, check=check)
     _delete_unreferenced(uri, settings, run_id, set(result.files) | {k["path"] for k in kept})
     log.info("committed run %s to %s (version %s, %d rows, %d replaced)", run_id, _redact(uri),
              result.version, result.rows, result.replaced)
     return result
+
+
+# A commit that finds the table moved since it read it is recomputed and tried again (only
+# without the lease, or after losing it, can two runs commit to one table at once).
+_COMMIT_ATTEMPTS = 4
+
+
+def _commit_upsert(spark, uri: str, table, parts: list[Mapping], *, run_id: str, schema: pa.Schema,
+                   settings: Mapping, check: Callable[..., None]) -> tuple[int, int, list[dict]]:
+    """Commit a run's files onto ``table`` as one Delta version that also replaces the
+    current rows of the same tracks.
+
+    delta-rs rebases an append onto a concurrent append without a word, which would leave
+    two current rows for a track both wrote. So each attempt commits onto exactly the
+    version it read (``max_commit_retries=0``); when another commit got there first, the
+    table is read again and the replaced files are recomputed, so that this run's rows
+    replace the other run's rows of the same tracks.
+
+    Parameters
+    ----------
+    spark : SparkSession
+        Rewrites the replaced files (:func:`_replace`).
+    uri : str
+        The table.
+    table : deltalake.DeltaTable or None
+        The version the run read (``None``: no table yet).
+    parts : list of mapping
+        The run's files: ``path``, ``size``, ``rows``, ``track_ids`` (from :func:`_part_writer`).
+    run_id : str
+        The run (its folder, and ``keylib.run_id`` in the commit).
+    schema : pyarrow.Schema
+        The table's schema.
+    settings : mapping
+        The ``[s3]`` section.
+    check : callable
+        :meth:`keylib.lease.Lease.check`, called right before each commit.
+
+    Returns
+    -------
+    tuple
+        The version made, the rows replaced, and the copies of replaced files kept
+        (``path``, ``size``, ``rows``).
+
+    Raises
+    ------
+    StorageError
+        a file to add is missing, the lease was lost, the store failed, or the table kept
+        moving for :data:`_COMMIT_ATTEMPTS` attempts; nothing was committed.
+    """
+    from deltalake import Schema
+    from deltalake.transaction import AddAction, CommitProperties, RemoveAction, create_table_with_add_actions
+
+    ids = {t for p in parts for t in p["track_ids"]}
+    now_ms = int(time.time() * 1000)
+
+    def add(file: Mapping) -> AddAction:
+        return AddAction(file["path"], int(file["size"]), {}, now_ms, True, json.dumps({"numRecords": int(file["rows"])}))
+
+    properties = CommitProperties(custom_metadata={RUN_ID_KEY: run_id, "keylib.rows": len(ids)}, max_commit_retries=0)
+    options = _delta_options(uri, settings)
+    for _ in range(_COMMIT_ATTEMPTS):
+        removes, kept = ([], []) if table is None else _replace(spark, table, uri, ids, settings, run_id, schema)
+        adds = [add(p) for p in parts] + [add(k) for k in kept]
+        _check_files(uri, settings, run_id, adds)
+        check(before=f"committing run {run_id} to {uri}")
+        read = -1 if table is None else table.version()
+        try:
+            if table is None:
+                create_table_with_add_actions(uri, Schema.from_arrow(schema), adds, mode="error",
+                                              configuration=TABLE_CONFIGURATION, storage_options=options,
+                                              commit_properties=properties)
+            else:
+                actions = adds + [RemoveAction(path, True, now_ms, size, {}) for (path, size), _ in removes]
+                table.create_write_transaction(actions, "append", schema, commit_properties=properties)
+            return read + 1, sum(n for _, n in removes), kept
+        except Exception as exc:  # noqa: BLE001 - delta-rs: OSError, CommitFailedError, DeltaError, ...
+            failure = _storage_error(f"cannot commit run {run_id} to {uri}", exc)
+        try:
+            moved = open_table(uri, s3_settings=settings)
+        except StorageError:
+            raise failure from None
+        if moved is None or moved.version() <= read:  # not a conflict: the store failed
+            raise failure from None
+        for entry in moved.history(moved.version() - read):
+            if entry.get(RUN_ID_KEY) == run_id:  # a retried request whose first attempt landed
+                return int(entry["version"]), sum(n for _, n in removes), kept
+        log.warning("table %s moved to version %d while run %s was committing; committing again onto it",
+                    _redact(uri), moved.version(), run_id)
+        table = moved
+    raise StorageError(_redact(f"cannot commit run {run_id} to {uri}: the table moved under each of "
+                               f"{_COMMIT_ATTEMPTS} attempts; nothing was committed"))
+
+
+def _check_files(uri: str, settings: Mapping, run_id: str, adds: list) -> None:
+    """Make sure every file a commit adds is in the run's folder, whole (delta-rs commits
+    an add whose file is gone, which would break every reader of that version)."""
+    fs, root = filesystem(uri, settings)
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(f"{root}/run={run_id}", allow_not_found=True))
+    except Exception as exc:  # noqa: BLE001
+        raise _storage_error(f"cannot list the files of run {run_id} in {uri}", exc) from None
+    present = {f"run={run_id}/{i.base_name}": i.size for i in infos}
+    missing = [a.path for a in adds if present.get(a.path) != a.size]
+    if missing:
+        raise StorageError(_redact(f"cannot commit run {run_id} to {uri}: {len(missing)} of its {len(adds)} files "
+                                   f"are missing or changed (first {missing[0]}); nothing was committed"))
 
 
 def _replace(spark, table, uri: str, run_ids: set[str], settings: Mapping, run_id: str,

@@ -16,6 +16,7 @@ from ..io import is_s3
 from ..extract import ExtractSettings
 from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
+from ..lease import leased
 from ..runner import RunSummary
 from ..tables import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
@@ -54,6 +55,7 @@ def manifest_has_keys(input_uri: str, listing: pd.DataFrame) -> bool:
     return bool((labels != "").any())
 
 
+@leased("annotate")
 def run_annotate(
     spark: SparkSession,
     *,
@@ -74,6 +76,8 @@ def run_annotate(
     run killed between its two commits) go through the infer step over their chroma rows
     (:func:`~keylib.incremental.stale_tracks`). Each table gets one atomically committed
     run (chroma first, then keys, both ``run_id``); an unchanged catalogue writes nothing.
+    The whole run holds the output's lease (:mod:`keylib.lease`: another run on it raises
+    :class:`~keylib.errors.OutputBusyError`).
 
     Returns
     -------

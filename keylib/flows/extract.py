@@ -15,6 +15,7 @@ from ..catalogue import list_tracks
 from ..errors import STATUS_OK, STATUS_SILENT
 from ..extract import ExtractSettings
 from ..incremental import select_tracks
+from ..lease import leased
 from ..runner import RunSummary
 from ..tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
@@ -92,6 +93,7 @@ def commit_table_run(frame: DataFrame, table: str, *, run_id: str, s3_settings: 
     summary.failures = [(r.track_id, r.status, r.error) for r in failed.head(50).itertuples(index=False)]
 
 
+@leased("extract")
 def run_extract(
     spark: SparkSession,
     *,
@@ -102,7 +104,9 @@ def run_extract(
     run_id: str | None = None,
 ) -> RunSummary:
     """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``
-    (a local folder or ``s3://``; one committed run, see :mod:`keylib.tables`).
+    (a local folder or ``s3://``; one committed run, see :mod:`keylib.tables`), holding
+    the output's lease (:mod:`keylib.lease`: another run on it raises
+    :class:`~keylib.errors.OutputBusyError`).
 
     Returns
     -------

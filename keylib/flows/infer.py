@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 from ..errors import InputError
 from ..incremental import stale_tracks
 from ..inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
+from ..lease import leased
 from ..serving import model_info
 from ..runner import RunSummary
 from ..tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
@@ -69,6 +70,7 @@ def infer_rows(spark: SparkSession, chroma: DataFrame, *, n_rows: int, config: M
     return infer_dataframe(chroma.repartition(n_partitions), model_path=model_path, task_cpus=cpus)
 
 
+@leased("infer")
 def run_infer(
     spark: SparkSession,
     *,
@@ -82,7 +84,9 @@ def run_infer(
     """Predict keys for the current chroma rows that have no current keys row.
 
     Commits one run to the ``output/keys`` table (local or ``s3://``) with
-    :func:`keylib.tables.commit_run`: one current row per track.
+    :func:`keylib.tables.commit_run`: one current row per track, holding the output's
+    lease (:mod:`keylib.lease`: another run on it raises
+    :class:`~keylib.errors.OutputBusyError`).
 
     Returns
     -------

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from pyspark.sql import SparkSession
 
 from ..errors import InputError, StorageError
+from ..lease import leased
 from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
 from ..runner import EXIT_INPUT, EXIT_STORAGE, RunSummary
 from ..tables import new_run_id
@@ -23,6 +24,7 @@ __all__ = ["run_nightly"]
 log = logging.getLogger("keylib")
 
 
+@leased("nightly")
 def run_nightly(
     spark: SparkSession,
     *,
@@ -52,6 +54,9 @@ def run_nightly(
         the output (local or ``s3://``) cannot be read or written; nothing of the run is
         visible, and a manifest with ``status = "storage_error"`` is written when the
         store still takes it.
+    OutputBusyError
+        another run holds the output's lease (:mod:`keylib.lease`, held for the whole
+        run); this run wrote nothing, not even a manifest.
     """
     run_id = run_id or new_run_id()
     summary = RunSummary(job="nightly")

@@ -20,14 +20,19 @@ creates N+1:
 * on S3 with a conditional put (``If-None-Match: *``), refused with 412 when the key
   exists (AWS S3, MinIO and moto's server alike).
 
+A lease is free when released, expired, or held by a process of this machine that has
+ended (same host name, boot and pid namespace, and that pid no longer running the process
+that took it: Linux's ``/proc``), so a run killed here is followed at once by the next
+one; a holder on another machine can only be waited out.
+
 The holder renews its own file from a daemon thread every ``heartbeat_s``; it marks the
 lease lost when it sees a higher generation (another run took over) or could not renew
 it for ``ttl_s``, and :meth:`Lease.check` (called by :func:`keylib.tables.commit_run`
 right before each Delta commit and before staging files are deleted) then raises
 :class:`~keylib.errors.StorageError`. Release rewrites the file with ``released: true``;
 the highest generation is never deleted (it carries the count), older ones are pruned.
-A run killed while holding the lease stops renewing it, and the next run takes it over
-``ttl_s`` after the last heartbeat.
+A run killed while holding the lease stops renewing it, and a run on another machine
+takes it over ``ttl_s`` after the last heartbeat.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from .config import DEFAULTS
 from .errors import ConfigError, OutputBusyError, StorageError
+from .redact import redact
 from .tables import _storage_error, is_remote, new_run_id, resolve_output, write_text
 
 __all__ = ["LEASE_FOLDER", "Holder", "Lease", "acquire", "hold", "held", "leased", "lease_settings", "output_of"]
@@ -89,12 +95,6 @@ def _parse(text: str) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def _redact(text: Any) -> str:
-    from .s3 import redact
-
-    return redact(str(text))
-
-
 @dataclass
 class Holder:
     """One lease file as a contender reads it.
@@ -119,21 +119,75 @@ class Holder:
         return bool(self.record and self.record.get("released"))
 
     @property
+    def gone(self) -> bool:
+        """The holder ran on this machine and its process has ended (see :func:`_gone`)."""
+        return _gone(self.record)
+
+    @property
     def free(self) -> bool:
         """Another run may take the lease over."""
-        return self.released or self.expired
+        return self.released or self.expired or self.gone
 
     def describe(self) -> str:
         """``run R (job J, host H, pid P) since T``: who holds it, on one line."""
         r = self.record
         if not r:
             return f"an unreadable lease file (generation {self.generation})"
-        return f"run {r.get('run_id')} (job {r.get('job')}, host {r.get('host')}, pid {r.get('pid')}) since {r.get('since')}"
+        return (f"run {r.get('run_id')} (job {r.get('job')}, host {r.get('host')}, pid {r.get('pid')}) "
+                f"since {r.get('since')}")
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or ``None`` when there is no
+    such process or it has ended (a zombie not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def _identity() -> dict[str, Any]:
+    """This process, as its lease records it."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "boot_id": _boot_id(), "pid_ns": _pid_namespace(),
+            "pid_start": _process_start(pid)}
+
+
+def _gone(record: Mapping | None) -> bool:
+    """The holder ran on this machine and its process has ended.
+
+    Only when the host name, the boot and the pid namespace are all this process's can a
+    pid be looked up here (containers on one host may share a host name, not a pid
+    namespace); then a pid that is not running, or runs a process started at another time
+    (a reused pid), means the holder is gone. Anything unknown means it is not.
+    """
+    if not record or record.get("host") != socket.gethostname() or record.get("pid_start") is None:
+        return False
+    here = (_boot_id(), _pid_namespace())
+    if None in here or (record.get("boot_id"), record.get("pid_ns")) != here:
+        return False
+    return _process_start(int(record.get("pid", 0))) != record["pid_start"]
 
 
 def _busy(where: str, holder: Holder) -> OutputBusyError:
     expires = (holder.record or {}).get("expires", "unknown")
-    return OutputBusyError(_redact(f"{where} is held by {holder.describe()}; its lease expires at {expires} "
+    return OutputBusyError(redact(f"{where} is held by {holder.describe()}; its lease expires at {expires} "
                                    "unless renewed (one run at a time per output)"))
 
 
@@ -376,11 +430,11 @@ class Lease:
             self._beat()
         except StorageError as exc:
             if self._lost is None:
-                raise StorageError(_redact(f"cannot renew the lease on {self.output} before {before}: {exc}")) from None
+                raise StorageError(redact(f"cannot renew the lease on {self.output} before {before}: {exc}")) from None
         if self._lost is not None:
-            raise StorageError(_redact(f"lost the lease on {self.output} before {before}: {self._lost}"))
+            raise StorageError(redact(f"lost the lease on {self.output} before {before}: {self._lost}"))
         if self._released:
-            raise StorageError(_redact(f"the lease on {self.output} was released before {before}"))
+            raise StorageError(redact(f"the lease on {self.output} was released before {before}"))
 
     def release(self) -> None:
         """Stop the heartbeat and mark the lease released, so the next run need not wait
@@ -397,13 +451,13 @@ class Lease:
             try:
                 self._store.write(self.generation, json.dumps(self._record))
             except StorageError as exc:
-                log.warning("could not release the lease on %s (it lapses at %s): %s", _redact(self.output),
+                log.warning("could not release the lease on %s (it lapses at %s): %s", redact(self.output),
                             self._record.get("expires"), exc)
 
     def _lose(self, reason: str) -> None:
         self._lost = reason
         self._stop.set()
-        log.error("lost the lease on %s: %s", _redact(self.output), _redact(reason))
+        log.error("lost the lease on %s: %s", redact(self.output), redact(reason))
 
     def _beat(self) -> None:
         """One renewal: give up when past ``ttl_s`` or overtaken, else rewrite the file."""
@@ -430,7 +484,7 @@ class Lease:
             try:
                 self._beat()
             except StorageError as exc:  # tried again next beat, until the ttl runs out
-                log.warning("could not renew the lease on %s: %s", _redact(self.output), exc)
+                log.warning("could not renew the lease on %s: %s", redact(self.output), exc)
             if self._lost is not None:
                 return
 
@@ -481,9 +535,9 @@ def acquire(output: str | os.PathLike, *, run_id: str, job: str, s3_settings: Ma
         if current is not None and not current.free:
             raise _busy(root, current)
         started, now = time.monotonic(), time.time()
-        record = {"generation": top + 1, "token": token, "run_id": run_id, "job": job, "host": socket.gethostname(),
-                  "pid": os.getpid(), "since": _iso(now), "heartbeat": _iso(now), "expires": _iso(now + ttl_s),
-                  "ttl_s": float(ttl_s), "released": False}
+        record = {"generation": top + 1, "token": token, "run_id": run_id, "job": job, **_identity(),
+                  "since": _iso(now), "heartbeat": _iso(now), "expires": _iso(now + ttl_s), "ttl_s": float(ttl_s),
+                  "released": False}
         if not store.create(top + 1, json.dumps(record), token=token):
             continue  # another run created it first: the next look names it
         # A listing older than a prune could make this a re-created old generation below
@@ -492,8 +546,9 @@ def acquire(output: str | os.PathLike, *, run_id: str, job: str, s3_settings: Ma
             store.delete(top + 1)
             continue
         if current is not None and not current.released:
-            log.warning("took over the lease on %s from %s: it expired at %s without a heartbeat",
-                        _redact(root), _redact(current.describe()), (current.record or {}).get("expires"))
+            why = ("its process is gone" if current.gone else
+                   f"it expired at {(current.record or {}).get('expires')} without a heartbeat")
+            log.warning("took over the lease on %s from %s: %s", redact(root), redact(current.describe()), why)
         for old in generations[:-1]:  # keep the previous holder's file, for the record
             try:
                 store.delete(old)
@@ -502,7 +557,7 @@ def acquire(output: str | os.PathLike, *, run_id: str, job: str, s3_settings: Ma
         return Lease(store, output=root, record=record, ttl_s=float(ttl_s), heartbeat_s=float(heartbeat_s),
                      renewed=started)
     if current is None or current.free:
-        raise OutputBusyError(_redact(f"{root} is being taken by other runs ({_ACQUIRE_TRIES} tries)"))
+        raise OutputBusyError(redact(f"{root} is being taken by other runs ({_ACQUIRE_TRIES} tries)"))
     raise _busy(root, current)
 
 
@@ -548,7 +603,7 @@ def hold(output: str | os.PathLike, *, run_id: str, job: str, s3_settings: Mappi
     if outer is not None:
         try:
             if outer.lease.lost is not None:
-                raise StorageError(_redact(f"lost the lease on {root}: {outer.lease.lost}"))
+                raise StorageError(redact(f"lost the lease on {root}: {outer.lease.lost}"))
             yield outer.lease
         finally:
             with _held_lock:

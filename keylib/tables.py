@@ -618,7 +618,8 @@ def _commit_upsert(spark, uri: str, table, parts: list[Mapping], *, run_id: str,
     now_ms = int(time.time() * 1000)
 
     def add(file: Mapping) -> AddAction:
-        return AddAction(file["path"], int(file["size"]), {}, now_ms, True, json.dumps({"numRecords": int(file["rows"])}))
+        return AddAction(file["path"], int(file["size"]), {}, now_ms, True,
+                         json.dumps({"numRecords": int(file["rows"])}))
 
     properties = CommitProperties(custom_metadata={RUN_ID_KEY: run_id, "keylib.rows": len(ids)}, max_commit_retries=0)
     options = _delta_options(uri, settings)

@@ -238,11 +238,15 @@ def read_rows(uri: str, *, columns: Iterable[str] | None = None, s3_settings: Ma
     """The current rows of a table as pandas, on this machine (no Spark), or ``None``.
 
     Meant for small columns (keys rows, or a few bookkeeping columns of chroma): only
-    ``columns`` are read from the Parquet files.
+    ``columns`` are read from the Parquet files; those the table's schema does not have
+    (a column added after the table was written) are left out of the frame.
     """
     table = open_table(uri, s3_settings=s3_settings, version=version)
     if table is None:
         return None
+    if columns is not None:
+        present = {f.name for f in table.schema().fields}
+        columns = [c for c in columns if c in present]
     try:
         data = table.to_pyarrow_table(columns=list(columns) if columns is not None else None)
     except Exception as exc:  # noqa: BLE001
@@ -292,8 +296,10 @@ def read_current(spark, uri: str, *, columns: Iterable[str] | None = None,
         for batch in batches:
             for path in batch.column("path").to_pylist():
                 with fs.open_input_file(f"{root}/{path}") as f:
-                    for part in pq.ParquetFile(f).iter_batches(batch_size=256, columns=names):
-                        yield part.select(names).cast(arrow_target)
+                    parquet = pq.ParquetFile(f)
+                    present = [n for n in names if n in parquet.schema_arrow.names]
+                    for part in parquet.iter_batches(batch_size=256, columns=present):
+                        yield _conform(part, arrow_target)
 
     listing = spark.createDataFrame([(p,) for p in files] or [], "path string")
     n_tasks = max(1, min(len(files), -(-len(files) // files_per_task)))
@@ -406,6 +412,33 @@ _META_ARROW = pa.schema([
 ])
 
 
+def _conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table | pa.RecordBatch:
+    """``data`` with ``schema``'s columns in its order and types; a column that a file
+    written before it existed lacks (``attempts``, say) is null, as Delta readers see it."""
+    columns = [data.column(f.name) if f.name in data.schema.names else pa.nulls(data.num_rows, f.type)
+               for f in schema]
+    kind = pa.RecordBatch if isinstance(data, pa.RecordBatch) else pa.Table
+    return kind.from_arrays(columns, names=schema.names).cast(schema)
+
+
+def _add_columns(table, schema: pa.Schema, uri: str, settings: Mapping):
+    """``table`` with the columns of ``schema`` it lacks added (a Delta schema change of its
+    own, before the run's commit): a table written by an earlier keylib gains a new column,
+    null in its earlier rows, instead of refusing the run."""
+    from deltalake import Field
+
+    have = {f.name for f in table.schema().fields}
+    new = [Field.from_arrow(f) for f in schema if f.name not in have]
+    if not new:
+        return table
+    try:
+        table.alter.add_columns(new)
+    except Exception as exc:  # noqa: BLE001 - delta-rs: OSError, CommitFailedError, ...
+        raise _storage_error(f"cannot add columns {[f.name for f in new]} to {uri}", exc) from None
+    log.info("added columns %s to %s", ", ".join(f.name for f in new), _redact(uri))
+    return open_table(uri, s3_settings=settings)
+
+
 def _rewrite_files(uri: str, settings: Mapping, run_id: str, schema: pa.Schema):
     """The function that copies files without some tracks' rows (executor side)."""
 
@@ -422,7 +455,7 @@ def _rewrite_files(uri: str, settings: Mapping, run_id: str, schema: pa.Schema):
             name = f"run={run_id}/kept-{uuid.uuid4().hex}.parquet"
             fs.create_dir(f"{root}/run={run_id}", recursive=True)
             with fs.open_output_stream(f"{root}/{name}") as out:
-                pq.write_table(kept.select(schema.names).cast(schema), out, compression="zstd")
+                pq.write_table(_conform(kept, schema), out, compression="zstd")
             yield {"path": name, "size": fs.get_file_info(f"{root}/{name}").size, "rows": kept.num_rows}
 
     return rewrite
@@ -616,6 +649,9 @@ def _commit_upsert(spark, uri: str, table, parts: list[Mapping], *, run_id: str,
 
     ids = {t for p in parts for t in p["track_ids"]}
     now_ms = int(time.time() * 1000)
+    if table is not None:
+        check(before=f"adding columns to {uri}")
+        table = _add_columns(table, schema, uri, settings)
 
     def add(file: Mapping) -> AddAction:
         return AddAction(file["path"], int(file["size"]), {}, now_ms, True,

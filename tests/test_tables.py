@@ -171,3 +171,25 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
     assert cli.main(["keys", str(out), "--format", "parquet", "--out", str(tmp_path / "k.parquet")]) == 0
     assert list(pd.read_parquet(tmp_path / "k.parquet").columns) == cli.KEYS_EXPORT_COLUMNS
     assert cli.main(["keys", str(tmp_path / "nothing")]) == 3
+
+
+def test_a_table_written_before_a_column_existed_gains_it(spark, table):
+    """A table of an earlier keylib (no ``attempts`` column) takes a run with it: the column
+    is added (null in earlier rows), replaced files are copied with it, and the executors'
+    reader fills it in for files that lack it."""
+    from pyspark.sql import functions as F
+
+    from keylib import tables
+
+    uri, s3 = table
+    tables.commit_run(rows(spark, ["a", "b", "c"], n=1), uri, run_id="old", s3_settings=s3)
+    newer = rows(spark, ["b", "d"], n=2, status="crashed").withColumn("attempts", F.lit(2).cast("int"))
+    commit = tables.commit_run(newer, uri, run_id="new", s3_settings=s3)
+    assert commit.replaced == 1
+    current = tables.read_rows(uri, s3_settings=s3).set_index("track_id")
+    assert sorted(current.index) == ["a", "b", "c", "d"]
+    assert current.loc["b", "attempts"] == 2 and current.loc["d", "attempts"] == 2
+    assert current[["attempts"]].loc[["a", "c"]].isna().all().all()  # rows written before it existed
+    frame = tables.read_current(spark, uri, s3_settings=s3)
+    got = {r.track_id: r.attempts for r in frame.select("track_id", "attempts").collect()}
+    assert got == {"a": None, "b": 2, "c": None, "d": 2}

@@ -56,7 +56,8 @@ class ExtractPlan:
     summary: RunSummary
 
 
-_PLAN_COLUMNS = ["track_id", "fingerprint", "status", "feature_version", "extracted_at"]
+# "attempts" is absent from tables written before it existed (read_rows leaves it out).
+_PLAN_COLUMNS = ["track_id", "fingerprint", "status", "error", "attempts", "feature_version", "extracted_at"]
 
 
 def plan_extract(spark: SparkSession, *, input_uri: str, output: str | Path, config: Mapping[str, Any],
@@ -70,15 +71,32 @@ def plan_extract(spark: SparkSession, *, input_uri: str, output: str | Path, con
     # A few small columns of the current rows, read on the driver (no Spark job).
     previous_meta = read_rows(table, columns=_PLAN_COLUMNS, s3_settings=config["s3"])
     todo, skipped = select_tracks(
-        listing, previous_meta, versions={"feature_version": features.FEATURE_VERSION}, force=force
+        listing, previous_meta, versions={"feature_version": features.FEATURE_VERSION}, force=force,
+        max_attempts=config["nightly"]["max_attempts"],
     )
     summary.new, summary.skipped = len(todo), len(skipped)
     summary.extra["run_id"] = run_id
+    summary.extra["exhausted"] = _exhausted_failures(skipped, previous_meta)
+    if summary.extra["exhausted"]:
+        log.warning("%d track(s) failed the same way on %d runs in a row and are not retried (--force retries "
+                    "them; the run manifest lists them)", len(summary.extra["exhausted"]),
+                    config["nightly"]["max_attempts"])
     if todo.empty:
         log.info("nothing new to extract: all %d tracks are up to date", summary.listed)
     else:
         log.info("extracting %d tracks (%d up to date)", len(todo), len(skipped))
     return ExtractPlan(listing, todo, table, previous_meta, summary)
+
+
+def _exhausted_failures(skipped: pd.DataFrame, previous_meta: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """``track_id``, ``status``, ``attempts``, ``error`` of the skipped tracks whose retries
+    are spent (:func:`~keylib.incremental.select_tracks`), for the run manifest."""
+    ids = skipped.loc[skipped["exhausted"], "track_id"]
+    if ids.empty or previous_meta is None:
+        return []
+    rows = previous_meta.drop_duplicates("track_id", keep="last").set_index("track_id").loc[ids]
+    return [{"track_id": track_id, "status": r.status, "attempts": int(r.attempts), "error": r.error}
+            for track_id, r in zip(rows.index, rows.itertuples(index=False))]
 
 
 def commit_table_run(frame: DataFrame, table: str, *, run_id: str, s3_settings: Mapping[str, Any] | None,

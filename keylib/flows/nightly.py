@@ -34,10 +34,12 @@ def run_nightly(
     conf_path: str | None = None,
     run_id: str | None = None,
     with_keys: bool = True,
+    force: bool = False,
 ) -> RunSummary:
     """One nightly run: incremental chroma and keys in one pass, then the manifest.
 
-    ``with_keys=False`` stops after extraction (``--extract-only``: features for training).
+    ``with_keys=False`` stops after extraction (``--extract-only``: features for training);
+    ``force`` redoes every track, failures whose retries are spent included.
 
     Returns
     -------
@@ -72,12 +74,13 @@ def run_nightly(
             # chroma is current but whose keys are not (another model, a run killed between
             # its two commits).
             result = run_annotate(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
-                                  with_report=False)
+                                  with_report=False, force=force)
             extract, final = result["extract"], result["infer"]
             stages["extract"], stages["infer"] = stage_record(extract), stage_record(final)
             manifest["versions"]["model"] = final.extra.get("model_version")
         else:
-            extract = final = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id)
+            extract = final = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
+                                          force=force)
             stages["extract"] = stage_record(extract)
         summary.listed = extract.listed
         # What the night annotated: tracks new or changed at the last stage (a track
@@ -87,6 +90,10 @@ def run_nightly(
         summary.failed = max(extract.failed, final.failed)
         # Keys rows carry the extraction failures too: the last stage lists every failure once.
         summary.failures = final.failures[:50]
+        # Retryable failures whose attempts are spent: skipped tonight, listed for a person.
+        exhausted = extract.extra.get("exhausted", [])
+        manifest["exhausted"] = {"count": len(exhausted), "max_attempts": config["nightly"]["max_attempts"],
+                                 "tracks": [{**t, "error": redact_text(t["error"])} for t in exhausted[:1000]]}
         code = summary.exit_code(max_failed_share)
         status = "ok" if code == 0 else "too_many_failures"
     except (InputError, StorageError) as exc:

@@ -14,7 +14,8 @@ track: ``keylib.extract.extract_track`` (stat, hash, decode, chroma) and the shi
 key. The baseline, in the same run, is the decoding keylib had before bounded decoding: the
 analysis window read whole at the file's own rate and channel count, then mixed down and
 resampled (``soundfile.read`` + downmix + soxr) before the same chroma and model. Prints
-each process's peak resident memory (``ru_maxrss``), the ratio now / before, wall seconds
+each process's peak resident memory (``VmHWM``; ``ru_maxrss`` would carry the parent's
+across exec), the ratio now / before, wall seconds
 and the keys. Target: at most 1 GB each, the key of music192 unchanged (it is the key of
 music44 and of the truth).
 """
@@ -58,7 +59,7 @@ chroma = features.chroma(samples).reshape(-1)
 status, duration = ("silent" if audio.is_silent(samples) else "ok"), len(samples) / features.SAMPLE_RATE
 """
 _KEY = """
-import json, resource, numpy as np
+import json, re, numpy as np
 from keylib.keys import KEY_NAMES
 from keylib.serving import load_model
 key = None
@@ -66,7 +67,7 @@ if status == "ok":
     frame = np.asarray(chroma, dtype=np.float32).reshape(12, -1)
     key = KEY_NAMES[int(load_model(None, threads=1).predict_keys([frame])[0])]
 print("RESULT", json.dumps({"status": status, "key": key, "duration_s": duration,
-      "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+      "peak_mb": int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024}))
 """
 
 

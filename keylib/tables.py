@@ -650,7 +650,7 @@ def _commit_upsert(spark, uri: str, table, parts: list[Mapping], *, run_id: str,
     ids = {t for p in parts for t in p["track_ids"]}
     now_ms = int(time.time() * 1000)
     if table is not None:
-        check(before=f"adding columns to {uri}")
+        check(before=f"committing run {run_id} to {uri}")  # adding a column is a commit too
         table = _add_columns(table, schema, uri, settings)
 
     def add(file: Mapping) -> AddAction:

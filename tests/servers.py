@@ -12,6 +12,7 @@ Python workers inherit them through boto3's usual chain, as a real node would.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -124,6 +125,21 @@ class MotoServer:
     def env(self) -> dict[str, str]:
         """Environment for subprocesses: boto3's usual chain finds this server."""
         return {**os.environ, **CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+
+
+@contextlib.contextmanager
+def local_or_s3(kind: str, tmp_path: Path, *, local: Path, s3_uri: str):
+    """``(uri, [s3] settings)`` of a root in a local folder (``kind="local"``) or under a
+    bucket of a fresh moto server (``kind="s3"``, stopped on exit): the same test for both."""
+    if kind == "local":
+        yield str(local), {}
+        return
+    server = MotoServer(log_dir=tmp_path).start()
+    try:
+        server.client().create_bucket(Bucket=s3_uri[len("s3://"):].split("/", 1)[0])
+        yield s3_uri, {"endpoint_url": server.endpoint, "region": "us-east-1", "max_attempts": 2}
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -182,9 +182,9 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
     listing = list_tracks(str(manifest), s3_settings=s3conf)  # no InputError
     rows = listing.set_index("track_id")
     assert rows.loc["ok", "fingerprint"].endswith(f":{len(clip_bytes(0))}")
-    for track in ("denied", "denied-absent", "url"):
-        # a constant fingerprint: its unsupported_source row is not redone every night
-        assert rows.loc[track, "fingerprint"] == URL_FINGERPRINT and pd.isna(rows.loc[track, "size_bytes"]), track
+    for track in ("denied", "denied-absent"):  # no fingerprint: the worker's GET says why, every run
+        assert rows.loc[track, "fingerprint"] is None and pd.isna(rows.loc[track, "size_bytes"]), track
+    assert rows.loc["url", "fingerprint"] == URL_FINGERPRINT
     assert rows.loc["gone", "fingerprint"] == "missing"
 
     folder = tmp_path / "odd"

@@ -20,7 +20,7 @@ import pytest
 from pyarrow.fs import FileSelector
 
 from servers import (  # noqa: F401 - moto_server is a fixture
-    ACCESS_KEY_ID, REPO, SECRET_ACCESS_KEY, MotoServer, fill_bucket, kill_group, make_model, moto_server,
+    ACCESS_KEY_ID, REPO, SECRET_ACCESS_KEY, fill_bucket, local_or_s3, kill_group, make_model, moto_server,
     start_submit, submit, wait_for, write_conf,
 )
 
@@ -62,15 +62,8 @@ except OutputBusyError as exc:
 @pytest.fixture(params=["local", "s3"])
 def output(request, tmp_path):
     """An output root and the [s3] settings to reach it."""
-    if request.param == "local":
-        yield str(tmp_path / "out"), {}
-        return
-    server = MotoServer(log_dir=tmp_path).start()
-    try:
-        server.client().create_bucket(Bucket="out")
-        yield "s3://out/night", {"endpoint_url": server.endpoint, "region": "us-east-1", "max_attempts": 2}
-    finally:
-        server.stop()
+    with local_or_s3(request.param, tmp_path, local=tmp_path / "out", s3_uri="s3://out/night") as root:
+        yield root
 
 
 def store(out, s3):

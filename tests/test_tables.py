@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, moto_server  # noqa: F401 - fixture
+from servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, local_or_s3, moto_server  # noqa: F401 - fixture
 
 SCHEMA = ("track_id string, uri string, status string, error string, n long, "
           "chroma array<float>, extracted_at timestamp")
@@ -21,17 +21,8 @@ def rows(spark, ids, *, n=0, status="ok"):
 @pytest.fixture(params=["local", "s3"])
 def table(request, tmp_path):
     """A table URI and the [s3] settings to reach it."""
-    if request.param == "local":
-        yield str(tmp_path / "out" / "t"), {}
-        return
-    from servers import MotoServer
-
-    server = MotoServer(log_dir=tmp_path).start()
-    try:
-        server.client().create_bucket(Bucket="out")
-        yield "s3://out/prefix/t", {"endpoint_url": server.endpoint, "region": "us-east-1", "max_attempts": 2}
-    finally:
-        server.stop()
+    with local_or_s3(request.param, tmp_path, local=tmp_path / "out" / "t", s3_uri="s3://out/prefix/t") as root:
+        yield root
 
 
 def test_runs_upsert_one_current_row_per_track_and_keep_history(spark, table):

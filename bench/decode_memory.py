@@ -10,7 +10,7 @@ Files (made once under build/bench-hires/, block by block by keylib.synth.write_
   master is made in), and ``music44.flac``, the same music at 44.1 kHz 16-bit.
 
 Each file is analysed in a fresh Python process, as a worker's sandbox child analyses a
-track: ``keylib.extract.extract_track`` (stat, hash, decode, chroma) and the shipped model's
+track: ``keylib.track.extract_track`` (stat, hash, decode, chroma) and the shipped model's
 key. The baseline, in the same run, is the decoding keylib had before bounded decoding: the
 analysis window read whole at the file's own rate and channel count, then mixed down and
 resampled (``soundfile.read`` + downmix + soxr) before the same chroma and model. Prints
@@ -40,7 +40,7 @@ BUILD = ROOT / "build" / "bench-hires"
 KEY_INDEX = 21  # A minor (keylib.keys order: 12 majors, then 12 minors from C)
 
 _NOW = """
-from keylib.extract import ExtractSettings, extract_track
+from keylib.track import ExtractSettings, extract_track
 row = extract_track({"track_id": "t", "uri": PATH}, settings=ExtractSettings())
 chroma = row["chroma"]
 status, duration = row["status"], row["duration_s"]

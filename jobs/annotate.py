@@ -8,7 +8,8 @@ catalogue's keys (first 100) and, when the manifest has a ``key`` column, the re
 
 import sys
 
-from keylib.runner import EXIT_FAILED_TRACKS, EXIT_OK, job_main
+from keylib.outcome import EXIT_FAILED_TRACKS, EXIT_OK
+from keylib.runner import job_main
 
 
 def add_arguments(parser):

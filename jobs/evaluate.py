@@ -5,7 +5,8 @@
 
 import sys
 
-from keylib.runner import EXIT_OK, job_main
+from keylib.outcome import EXIT_OK
+from keylib.runner import job_main
 
 
 def add_arguments(parser):

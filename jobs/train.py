@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keylib.config import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
-from keylib.runner import EXIT_INPUT, report_error
+from keylib.outcome import EXIT_INPUT, report_error
 from keylib.train import TrainConfig, load_dataset, network_shape, split_dataset, train_model
 
 

@@ -41,7 +41,7 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
         ``tonal``, ``tuning_cents``, ``segments``, ``duration_s``, ``model_version``,
         ``feature_version``, ``status``, ``error``.
     """
-    from .extract import ExtractSettings, extract_track
+    from .track import ExtractSettings, extract_track
     from .inference import KEYS_COLUMNS, predict_records
     from .serving import load_model
 
@@ -136,6 +136,7 @@ def keys_command(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .errors import ConfigError, InputError, StorageError
+    from .outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, EXIT_STORAGE
     from .tables import filesystem
 
     try:
@@ -144,7 +145,7 @@ def keys_command(args: argparse.Namespace) -> int:
         if args.format == "parquet":
             if args.out is None and sys.stdout.isatty():
                 print("keylib keys: --format parquet needs --out FILE (or a pipe)", file=sys.stderr)
-                return 2
+                return EXIT_CONFIG
             buffer = io.BytesIO()
             frame.to_parquet(buffer, index=False)
             data = buffer.getvalue()
@@ -162,14 +163,14 @@ def keys_command(args: argparse.Namespace) -> int:
             print(f"keylib keys: {len(frame)} tracks -> {args.out}", file=sys.stderr)
     except ConfigError as exc:
         print(f"keylib keys: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     except InputError as exc:
         print(f"keylib keys: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_INPUT
     except StorageError as exc:
         print(f"keylib keys: storage error: {exc}", file=sys.stderr)
-        return 5
-    return 0
+        return EXIT_STORAGE
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from . import features
 from .config import config_hash
 from .redact import redact as redact_text  # the one redaction; None stays None
-from .runner import RunSummary
+from .outcome import RunSummary
 from .tables import resolve_output, table_uri, write_text
 
 __all__ = [

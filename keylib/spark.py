@@ -15,7 +15,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import types as T
 
 from .config import driver_java_options
-from .extract import CHROMA_COLUMNS
+from .track import CHROMA_COLUMNS
 
 __all__ = [
     "CHROMA_SCHEMA",

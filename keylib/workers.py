@@ -1,6 +1,6 @@
 """What runs in Spark's Python workers: the ``mapInPandas`` steps over catalogue and chroma rows.
 
-Each step ships only pure functions (:func:`keylib.extract.extract_track`,
+Each step ships only pure functions (:func:`keylib.track.extract_track`,
 :func:`keylib.inference.predict_frame`) to the executors; flows (:mod:`keylib.flows`)
 build the DataFrames and commit them.
 
@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from .errors import TrackError
-from .extract import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
+from .track import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
 from .sandbox import TrackSandbox
 from .inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, keys_schema, predict_frame
 from .spark import CHROMA_SCHEMA
@@ -102,7 +102,7 @@ def _listing_dataframe(spark: SparkSession, tracks: pd.DataFrame, *, tracks_per_
 
 
 def _chroma_rows(batch: pd.DataFrame, settings: ExtractSettings) -> pd.DataFrame:
-    """Chroma rows (:data:`~keylib.extract.CHROMA_COLUMNS`) of a batch of catalogue rows.
+    """Chroma rows (:data:`~keylib.track.CHROMA_COLUMNS`) of a batch of catalogue rows.
 
     Each track is read and decoded in this worker's sandbox (:func:`worker_sandbox`): a
     track that crashes its process, overruns ``audio.track_timeout_s`` or outgrows
@@ -147,7 +147,7 @@ def extract_dataframe(
     settings: ExtractSettings,
     tracks_per_partition: int,
 ) -> DataFrame:
-    """Distributed :func:`keylib.extract.extract_track` over catalogue rows.
+    """Distributed :func:`keylib.track.extract_track` over catalogue rows.
 
     The catalogue (paths only) goes to the executors; each one reads, decodes and
     computes the chroma of its own tracks.
@@ -172,7 +172,7 @@ def annotate_dataframe(
 ) -> DataFrame:
     """Audio to keys in one pass: decode, chroma and key of each track in the same task.
 
-    Each batch of catalogue rows becomes chroma rows (:func:`keylib.extract.extract_track`)
+    Each batch of catalogue rows becomes chroma rows (:func:`keylib.track.extract_track`)
     and, from the tensors still in memory, keys fields (:func:`keylib.inference.predict_frame`,
     the worker's model loaded once by :func:`worker_model`): the chroma is never read back.
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from keylib.extract import CHROMA_COLUMNS
+from keylib.track import CHROMA_COLUMNS
 from keylib.flows import read_keys, run_annotate, run_extract, run_infer
 from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot

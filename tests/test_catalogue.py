@@ -55,7 +55,7 @@ def test_manifest_relative_paths_truth_and_missing_files(tmp_path):
 def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
     """s3:// paths in a CSV manifest: fingerprints from HEAD (ETag:size), a deleted object is
     missing, and executors read the others; local rows in the same manifest work as usual."""
-    from keylib.extract import ExtractSettings
+    from keylib.track import ExtractSettings
     from keylib.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "m", 2)
@@ -163,7 +163,7 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
     read_error row; the odd folder entries and a URL get their own status rows."""
     import json
 
-    from keylib.extract import ExtractSettings
+    from keylib.track import ExtractSettings
     from keylib.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "m", 2)

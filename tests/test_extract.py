@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from keylib import features, synth
-from keylib.extract import CHROMA_COLUMNS
+from keylib.track import CHROMA_COLUMNS
 from keylib.flows import run_extract
 from keylib.tables import committed_runs, read_current, read_rows
 

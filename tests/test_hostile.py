@@ -19,7 +19,7 @@ from keylib import audio, io, synth
 from keylib.errors import (
     MissingTrackError, SpecialFileError, TrackCrashedError, TrackTimeoutError, UnsupportedSourceError,
 )
-from keylib.extract import ExtractSettings, extract_track
+from keylib.track import ExtractSettings, extract_track
 from keylib.incremental import select_tracks
 from keylib.sandbox import TrackSandbox
 
@@ -99,7 +99,7 @@ def hires_71(tmp_path_factory) -> Path:
 def test_a_file_that_decodes_to_gigabytes_is_decoded_in_bounded_memory(hires_71):
     assert hires_71.stat().st_size < 2 * 2**20
     peak, out = _peak_rss_mb_of(
-        "from keylib.extract import ExtractSettings, extract_track\n"
+        "from keylib.track import ExtractSettings, extract_track\n"
         f"row = extract_track({{'track_id': 't', 'uri': {str(hires_71)!r}}}, settings=ExtractSettings())\n"
         "print('ROW', row['status'], row['duration_s'], row['source_sample_rate'], row['n_frames'])"
     )

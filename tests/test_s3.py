@@ -59,7 +59,7 @@ def test_executors_read_s3_and_faults_become_error_rows(moto_server, spark, conf
     """Deleted between listing and reading, corrupt and empty objects end as error rows;
     the others are read by the executors and succeed."""
     from keylib.catalogue import list_tracks
-    from keylib.extract import ExtractSettings
+    from keylib.track import ExtractSettings
     from keylib.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "cat", 5)

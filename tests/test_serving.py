@@ -229,7 +229,7 @@ def test_serving_modules_never_import_tensorflow(cadences):
     proc = _python("""
         import json, sys
         import numpy as np
-        import keylib.serving, keylib.inference, keylib.cli, keylib.extract, keylib.features, keylib.evaluate
+        import keylib.serving, keylib.inference, keylib.cli, keylib.track, keylib.features, keylib.evaluate
         from keylib import features, synth
         from keylib.inference import predict_frame
         import pandas as pd

@@ -11,7 +11,7 @@ import pytest
 
 from keylib import features, io, synth
 from keylib.catalogue import list_tracks
-from keylib.extract import ExtractSettings, extract_track
+from keylib.track import ExtractSettings, extract_track
 from keylib.workers import extract_dataframe
 
 

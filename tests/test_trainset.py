@@ -85,7 +85,7 @@ def test_refresh_chroma_recomputes_the_cache_from_the_audio(tmp_path):
     import soundfile as sf
 
     from keylib import synth
-    from keylib.runner import EXIT_INPUT
+    from keylib.outcome import EXIT_INPUT
 
     sr = features.SAMPLE_RATE
     rows = []

@@ -13,11 +13,11 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from ..io import is_s3
-from ..extract import ExtractSettings
+from ..track import ExtractSettings
 from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
 from ..lease import leased
-from ..runner import RunSummary
+from ..outcome import RunSummary
 from ..tables import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
@@ -82,7 +82,7 @@ def run_annotate(
     Returns
     -------
     dict
-        ``extract`` and ``infer`` (:class:`~keylib.runner.RunSummary`, counted as
+        ``extract`` and ``infer`` (:class:`~keylib.outcome.RunSummary`, counted as
         :func:`~keylib.flows.run_extract` and :func:`~keylib.flows.run_infer` count them),
         ``listing`` (the catalogue, :data:`~keylib.catalogue.CATALOGUE_COLUMNS`), ``report``
         (path of ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation`

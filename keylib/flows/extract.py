@@ -13,10 +13,10 @@ from pyspark.sql import DataFrame, SparkSession
 from .. import features
 from ..catalogue import list_tracks
 from ..errors import STATUS_OK, STATUS_SILENT
-from ..extract import ExtractSettings
+from ..track import ExtractSettings
 from ..incremental import select_tracks
 from ..lease import leased
-from ..runner import RunSummary
+from ..outcome import RunSummary
 from ..tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
 

@@ -16,7 +16,7 @@ from ..incremental import stale_tracks
 from ..inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
 from ..lease import leased
 from ..serving import model_info
-from ..runner import RunSummary
+from ..outcome import RunSummary
 from ..tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
 from ..workers import infer_dataframe
 from .extract import commit_table_run

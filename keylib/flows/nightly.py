@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from ..errors import InputError, StorageError
 from ..lease import leased
 from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
-from ..runner import EXIT_INPUT, EXIT_STORAGE, RunSummary
+from ..outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
 from ..tables import new_run_id
 from .annotate import run_annotate
 from .extract import run_extract

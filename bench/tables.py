@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tables.py [--sizes 1000 10000] [--repeats 3]
 
-For each size: a keys table of N tracks is committed through :func:`keylib.tables.commit_run`
+For each size: a keys table of N tracks is committed through :func:`keylib.storage.tables.commit_run`
 (Spark local[2]: executors write the Parquet files to S3, the driver commits once), then a
 second run re-writes 1 % of the tracks (upsert: copy-on-write of the files holding them),
 then the current rows are read back without Spark (``keylib keys``' reader, Polars, DuckDB).
@@ -68,7 +68,7 @@ def main() -> None:
     from servers import CREDENTIALS, MotoServer  # the dummy credentials for boto3's chain
 
     os.environ.update(CREDENTIALS)
-    from keylib import tables
+    from keylib.storage import tables
     from keylib.cli import read_keys_table
     from keylib.config import load_config
     from keylib.inference import keys_schema

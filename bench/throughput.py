@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from clips import make_clips, make_songs, write_manifest  # noqa: E402
 from keylib import mirex  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
-from keylib.tables import open_table  # noqa: E402
+from keylib.storage.tables import open_table  # noqa: E402
 
 BUILD = ROOT / "build"
 

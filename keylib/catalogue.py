@@ -24,7 +24,7 @@ import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
-from .io import is_s3, is_url, local_path, stat_fingerprint
+from .storage.io import is_s3, is_url, local_path, stat_fingerprint
 from .redact import redact, strip_credentials
 
 __all__ = [
@@ -58,7 +58,7 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
         (its message is redacted).
     """
     if is_s3(input_uri):
-        from . import s3
+        from .storage import s3
 
         frame = s3.list_prefix(input_uri, settings=s3_settings or {})
     else:
@@ -112,7 +112,7 @@ def _text(name: str) -> str:
 
 def _local_uri(path: str) -> str:
     """The path itself, or for a name that is not valid UTF-8 a ``file://`` URI with its
-    bytes percent-encoded (:func:`keylib.io.local_path` decodes it back to the same bytes)."""
+    bytes percent-encoded (:func:`keylib.storage.io.local_path` decodes it back to the same bytes)."""
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:
@@ -193,7 +193,7 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
         })
     frame = pd.DataFrame(rows, columns=CATALOGUE_COLUMNS)
     if s3_uris:
-        from . import s3
+        from .storage import s3
 
         # Objects S3 answered for: fingerprint and size, or None for a refused HEAD;
         # the others do not exist.

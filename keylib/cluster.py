@@ -43,7 +43,7 @@ CODE_ALIAS = "keylib_code"
 # Distributions the cluster's own Spark provides to every Python worker.
 CLUSTER_PROVIDED = frozenset({"pyspark", "py4j"})
 # Distributions only the driver uses: report plots are drawn there (keylib.report), and
-# Delta commits and log reads happen there (keylib.tables; executors write and read the
+# Delta commits and log reads happen there (keylib.storage.tables; executors write and read the
 # Parquet files with pyarrow.fs alone).
 DRIVER_ONLY = frozenset({"matplotlib", "deltalake"})
 _PACKAGE_DIR = Path(__file__).resolve().parent

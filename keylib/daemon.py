@@ -27,7 +27,7 @@ try:
     import pyarrow  # noqa: F401
     import pyspark.worker  # noqa: F401
 
-    import keylib.tables  # noqa: F401  (the table writers' side)
+    import keylib.storage.tables  # noqa: F401  (the table writers' side)
     import keylib.workers  # noqa: F401  (extract, audio, features, inference)
 except ImportError:
     # An interpreter without keylib's environment (PYSPARK_PYTHON pointing elsewhere):

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .evaluate import EXCLUSION_REASONS, Evaluation
-from .io import atomic_write_text
+from .storage.io import atomic_write_text
 from .keys import KEY_NAMES
 from .mirex import CATEGORIES, WEIGHTS
 from .redact import redact

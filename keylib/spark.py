@@ -1,6 +1,6 @@
 """Spark glue: the session from configuration and the chroma table's Spark schema.
 
-Committed runs and current rows are :mod:`keylib.tables`; what runs in the Python
+Committed runs and current rows are :mod:`keylib.storage.tables`; what runs in the Python
 workers is :mod:`keylib.workers`.
 """
 

@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 
-from . import audio, features, io
+from . import audio, features
+from .storage import io
 from .errors import STATUS_OK, STATUS_SILENT, TrackError
 
 __all__ = ["CHROMA_COLUMNS", "ExtractSettings", "extract_track", "failed_row", "count_attempts"]

@@ -77,8 +77,8 @@ def _read_parquet_rows(path: str | Path):
     import pyarrow.parquet as pq
 
     p = Path(path)
-    if (p / "_delta_log").is_dir():  # a keylib table: its current rows only (keylib.tables)
-        from .tables import read_rows
+    if (p / "_delta_log").is_dir():  # a keylib table: its current rows only (keylib.storage.tables)
+        from .storage.tables import read_rows
 
         return read_rows(str(p))
     files = [str(p)] if p.is_file() else sorted(

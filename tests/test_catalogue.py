@@ -115,7 +115,7 @@ def test_folder_gives_every_odd_entry_a_row_that_arrow_can_write(tmp_path):
     import pyarrow as pa
 
     from keylib.catalogue import MISSING_FINGERPRINT
-    from keylib.io import local_path
+    from keylib.storage.io import local_path
 
     odd = _odd_folder(tmp_path)
     frame = _list_in_time(str(tmp_path))

@@ -20,7 +20,7 @@ RUN_TIMEOUT_S = 600
 
 def committed(table_root, columns=("track_id", "status")):
     """The rows a Delta reader sees in a table (its latest committed version), or None."""
-    from keylib.tables import read_rows
+    from keylib.storage.tables import read_rows
 
     return read_rows(str(table_root), columns=list(columns))
 
@@ -31,14 +31,14 @@ def files_written(table_root):
 
 
 def uncommitted_folders(table_root):
-    from keylib.tables import committed_runs
+    from keylib.storage.tables import committed_runs
 
     runs = set(committed_runs(str(table_root)))
     return [p for p in table_root.glob("run=*") if p.name[len("run="):] not in runs]
 
 
 def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
-    from keylib.tables import read_current
+    from keylib.storage.tables import read_current
     from keylib.synth import chord_progression, write_audio
 
     catalogue = tmp_path / "catalogue"
@@ -113,7 +113,7 @@ def test_s3_store_going_away_mid_run_then_rerun_completes(tmp_path, moto_server)
     assert sorted(current["track_id"]) == sorted(f"night/track{i:04d}.wav" for i in range(n))  # one row each
     assert set(current["status"]) == {"ok"}
     # Nothing the first run wrote is lost: its version of the table is still readable.
-    from keylib.tables import read_rows
+    from keylib.storage.tables import read_rows
 
     history = read_rows(str(out / "chroma"), columns=["track_id", "status"], version=0).set_index("track_id")
     assert history.sort_index()["status"].equals(first.sort_index()["status"])

@@ -133,7 +133,7 @@ def test_extraction_never_imports_librosa(tmp_path):
     # librosa pulls in numba and scipy: seconds of start-up in every Spark Python worker
     path = synth.write_audio(tmp_path / "a.mp3", synth.chord_progression(0, duration_s=3.0, sr=22050), sr=22050)
     code = (
-        "import sys; from pathlib import Path; from keylib import audio, features, extract; "
+        "import sys; from pathlib import Path; from keylib import audio, features, track; "
         f"t = features.chroma(audio.decode(Path({str(path)!r}).read_bytes(), ext='.mp3').samples); "
         "assert t.shape[0] == 12 and t.any(); print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('librosa', 'numba', 'scipy')))"

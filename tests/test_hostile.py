@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keylib import audio, io, synth
+from keylib import audio, synth
+from keylib.storage import io
 from keylib.errors import (
     MissingTrackError, SpecialFileError, TrackCrashedError, TrackTimeoutError, UnsupportedSourceError,
 )

@@ -92,7 +92,7 @@ def _run(hostile: Path, out: Path, conf: Path, log: Path) -> tuple[int, str, flo
 
 
 def _keys(out: Path):
-    from keylib.tables import read_rows
+    from keylib.storage.tables import read_rows
 
     return read_rows(str(out / "keys"), columns=["track_id", "status", "key", "error", "uri"])
 

@@ -31,7 +31,7 @@ SCHEMA = ("track_id string, uri string, status string, error string, n long, "
 # given a host name, it holds it as a run on that machine would.
 HOLDER = r"""
 import json, socket, sys, time
-from keylib import lease
+from keylib.storage import lease
 output, settings, ttl, beat = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 if len(sys.argv) > 5:  # as if on another machine
     socket.gethostname = lambda: sys.argv[5]
@@ -49,7 +49,7 @@ with lease.hold(output, run_id="child-run", job="child", s3_settings=settings, t
 # A process that tries to take the lease once.
 CONTENDER = r"""
 import json, sys
-from keylib import lease
+from keylib.storage import lease
 from keylib.errors import OutputBusyError
 try:
     with lease.hold(sys.argv[1], run_id="other-run", job="other", s3_settings=json.loads(sys.argv[2])) as held:
@@ -67,7 +67,7 @@ def output(request, tmp_path):
 
 
 def store(out, s3):
-    from keylib import lease
+    from keylib.storage import lease
 
     return lease._store(lease.resolve_output(out), s3)
 
@@ -94,7 +94,7 @@ def start_holder(tmp_path, out, s3, *, ttl_s, heartbeat_s, host=None):
 
 def try_acquire(out, s3, run_id="mine"):
     """The lease, taken as another run would take it (bypassing this process's re-entry)."""
-    from keylib import lease
+    from keylib.storage import lease
     from keylib.errors import OutputBusyError
 
     try:
@@ -104,7 +104,7 @@ def try_acquire(out, s3, run_id="mine"):
 
 
 def test_acquire_refuse_reenter_release(output):
-    from keylib import lease
+    from keylib.storage import lease
     from keylib.errors import OutputBusyError
 
     out, s3 = output
@@ -134,7 +134,7 @@ def test_acquire_refuse_reenter_release(output):
 
 
 def try_thread(out, s3):
-    from keylib import lease
+    from keylib.storage import lease
     from keylib.errors import OutputBusyError
 
     try:
@@ -145,7 +145,7 @@ def try_thread(out, s3):
 
 
 def test_heartbeat_keeps_the_lease_past_its_ttl(output):
-    from keylib import lease
+    from keylib.storage import lease
 
     out, s3 = output
     with lease.hold(out, run_id="r1", job="test", s3_settings=s3, ttl_s=1.0, heartbeat_s=0.2) as mine:
@@ -159,7 +159,7 @@ def test_heartbeat_keeps_the_lease_past_its_ttl(output):
 def test_holder_killed_on_this_machine_is_followed_at_once(tmp_path, output):
     """A run killed here frees the lease at once (its pid is gone, even as an unreaped
     zombie); until then its staging files are not touched."""
-    from keylib import tables
+    from keylib.storage import tables
     from keylib.errors import OutputBusyError
 
     out, s3 = output
@@ -235,7 +235,7 @@ def rows(spark, ids, *, n=0, status="ok"):
 
 
 def test_commit_refused_once_the_lease_is_lost(spark, tmp_path):
-    from keylib import lease, tables
+    from keylib.storage import lease, tables
     from keylib.errors import StorageError
 
     out = str(tmp_path / "out")
@@ -263,7 +263,7 @@ def test_racing_commits_leave_one_current_row_per_track(spark, output):
     """Two runs that read the table at the same version both add track c, new to it: the
     later one finds the table moved, reads it again and replaces the earlier one's row of c
     (delta-rs alone would rebase one append onto the other: two current rows of c)."""
-    from keylib import lease, tables
+    from keylib.storage import lease, tables
     from keylib.errors import StorageError
 
     out, s3 = output
@@ -317,7 +317,7 @@ def lease_conf(path: Path, *, ttl_s: float, heartbeat_s: float, **kwargs) -> Pat
 
 
 def one_row_per_track(out: str, s3: dict, expected: list[str]) -> None:
-    from keylib import tables
+    from keylib.storage import tables
 
     for table in ("chroma", "keys"):
         rows = tables.read_rows(tables.table_uri(out, table), columns=["track_id", "status"], s3_settings=s3)
@@ -331,7 +331,7 @@ def test_two_concurrent_nightly_runs_one_waits_its_turn(tmp_path, where, request
     """Two nightly runs started together on one output: one holds the lease and commits; the
     other exits 6 with one line naming it, having written nothing (or, had it started after
     the first finished, finds nothing new)."""
-    from keylib import tables
+    from keylib.storage import tables
 
     env, s3 = None, {}
     model = make_model(tmp_path)
@@ -386,7 +386,7 @@ def test_two_concurrent_nightly_runs_one_waits_its_turn(tmp_path, where, request
 
 @pytest.mark.slow
 def test_nightly_killed_holding_the_lease_then_a_new_run_completes(tmp_path):
-    from keylib import tables
+    from keylib.storage import tables
 
     out = tmp_path / "out"
     # A ttl far longer than the rerun's start: the rerun proceeds because the killed run's

@@ -85,9 +85,9 @@ def test_key_ids_userinfo_and_credential_variables_are_masked(monkeypatch):
 
 
 def test_one_redaction_behind_every_name():
-    from keylib import nightly, s3, tables
+    from keylib.storage import manifest, s3, tables
 
-    assert s3.redact is redact and tables._redact is redact and nightly.redact_text is redact
+    assert s3.redact is redact and tables._redact is redact and manifest.redact_text is redact
 
 
 def test_redacting_filter_masks_log_lines_and_tracebacks():
@@ -125,7 +125,8 @@ def test_a_presigned_url_reaches_no_row_manifest_or_log_of_a_nightly_run(tmp_pat
 
     import pandas as pd
 
-    from keylib import synth, tables
+    from keylib import synth
+    from keylib.storage import tables
     from servers import make_model, submit, write_conf
 
     token, signature = "IQoJb3JpZ2luEXAMPLETOKEN", "9f8e7d6c5bEXAMPLESIG"

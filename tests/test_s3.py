@@ -12,7 +12,7 @@ def settings(server, **extra):
 
 
 def test_listing_is_paginated_with_etag_size_and_last_modified(moto_server):
-    from keylib import s3
+    from keylib.storage import s3
     from keylib.catalogue import list_tracks
 
     client = moto_server.client()
@@ -30,7 +30,7 @@ def test_listing_is_paginated_with_etag_size_and_last_modified(moto_server):
 
 
 def test_read_errors_are_typed_and_carry_no_credentials(moto_server):
-    from keylib import s3
+    from keylib.storage import s3
     from keylib.errors import InputError, MissingTrackError, TooLargeError
 
     fill_bucket(moto_server, "bkt", "x", 1)
@@ -45,7 +45,7 @@ def test_read_errors_are_typed_and_carry_no_credentials(moto_server):
 
 
 def test_unreachable_endpoint_is_a_read_error_after_retries():
-    from keylib import s3
+    from keylib.storage import s3
     from keylib.errors import ReadError
     from servers import free_port
 
@@ -108,7 +108,7 @@ def _keys_cli(server, *args):
 
 
 def _table(server, uri):
-    from keylib import tables
+    from keylib.storage import tables
 
     return tables.read_rows(uri, s3_settings=settings(server))
 
@@ -198,7 +198,7 @@ def test_driver_killed_during_commit_to_s3_then_rerun(moto_server, tmp_path):
     assert sorted(current["track_id"]) == [f"cat/track{i:04d}.wav" for i in range(12)]  # one row each
     assert set(current["status"]) == {"ok"}
     # the killed run's files are gone: every file left is named by some commit
-    from keylib import tables
+    from keylib.storage import tables
 
     runs = set(tables.committed_runs("s3://out/o/chroma", s3_settings=settings(moto_server)))
     assert {k.split("/run=")[1].split("/")[0] for k in _part_files(moto_server, "out", "o/chroma/")} <= runs

@@ -15,7 +15,7 @@ def settings(proxy, **extra):
 
 
 def test_a_body_that_breaks_off_is_read_again(moto_server):
-    from keylib import s3
+    from keylib.storage import s3
 
     fill_bucket(moto_server, "bkt", "x", 2)
     with FaultyS3Proxy(moto_server.endpoint, break_bodies={"bkt/x/track0000.wav": 2}) as proxy:
@@ -27,7 +27,7 @@ def test_a_body_that_breaks_off_is_read_again(moto_server):
 
 
 def test_a_body_that_keeps_breaking_is_a_read_error_after_max_attempts(moto_server):
-    from keylib import s3
+    from keylib.storage import s3
     from keylib.errors import ReadError
 
     fill_bucket(moto_server, "bkt", "x", 1)

@@ -26,7 +26,7 @@ def table(request, tmp_path):
 
 
 def test_runs_upsert_one_current_row_per_track_and_keep_history(spark, table):
-    from keylib import tables
+    from keylib.storage import tables
 
     uri, s3 = table
     first = tables.commit_run(rows(spark, ["a", "b", "c", "d"], n=1), uri, run_id="r1", s3_settings=s3)
@@ -54,7 +54,7 @@ def test_runs_upsert_one_current_row_per_track_and_keep_history(spark, table):
 
 
 def test_uncommitted_files_are_invisible_and_cleared(spark, table):
-    from keylib import tables
+    from keylib.storage import tables
 
     uri, s3 = table
     tables.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
@@ -77,7 +77,7 @@ def test_uncommitted_files_are_invisible_and_cleared(spark, table):
 
 def test_readme_readers_pandas_duckdb_polars(spark, table):
     """The two-line reads shown in the README give one row per track."""
-    from keylib import tables
+    from keylib.storage import tables
 
     uri, s3 = table
     tables.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
@@ -98,7 +98,7 @@ def test_readme_readers_pandas_duckdb_polars(spark, table):
 
 
 def test_unreachable_store_is_a_storage_error_without_credentials(spark, tmp_path):
-    from keylib import tables
+    from keylib.storage import tables
     from keylib.errors import StorageError
     from servers import free_port
 
@@ -110,7 +110,7 @@ def test_unreachable_store_is_a_storage_error_without_credentials(spark, tmp_pat
 
 
 def test_text_files_local_and_s3(table):
-    from keylib import tables
+    from keylib.storage import tables
 
     uri, s3 = table
     tables.write_text(f"{uri}/_runs/b.json", '{"b": 2}', s3_settings=s3)
@@ -125,7 +125,8 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
 
     import pandas as pd
 
-    from keylib import cli, tables
+    from keylib import cli
+    from keylib.storage import tables
     from keylib.inference import keys_schema
 
     at = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
@@ -170,7 +171,7 @@ def test_a_table_written_before_a_column_existed_gains_it(spark, table):
     reader fills it in for files that lack it."""
     from pyspark.sql import functions as F
 
-    from keylib import tables
+    from keylib.storage import tables
 
     uri, s3 = table
     tables.commit_run(rows(spark, ["a", "b", "c"], n=1), uri, run_id="old", s3_settings=s3)

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keylib import features, io, synth
+from keylib import features, synth
+from keylib.storage import io
 from keylib.catalogue import list_tracks
 from keylib.track import ExtractSettings, extract_track
 from keylib.workers import extract_dataframe

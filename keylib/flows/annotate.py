@@ -12,13 +12,13 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from ..io import is_s3
+from ..storage.io import is_s3
 from ..track import ExtractSettings
 from ..incremental import stale_tracks
 from ..inference import KEYS_TABLE
-from ..lease import leased
+from ..storage.lease import leased
 from ..outcome import RunSummary
-from ..tables import new_run_id, table_uri
+from ..storage.tables import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
 from .extract import ExtractPlan, commit_table_run, plan_extract
@@ -76,7 +76,7 @@ def run_annotate(
     run killed between its two commits) go through the infer step over their chroma rows
     (:func:`~keylib.incremental.stale_tracks`). Each table gets one atomically committed
     run (chroma first, then keys, both ``run_id``); an unchanged catalogue writes nothing.
-    The whole run holds the output's lease (:mod:`keylib.lease`: another run on it raises
+    The whole run holds the output's lease (:mod:`keylib.storage.lease`: another run on it raises
     :class:`~keylib.errors.OutputBusyError`).
 
     Returns
@@ -139,7 +139,7 @@ def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, k
                 task_cpus=int(config["spark"]["task_cpus"]),
             )
             # Two tables from one pass: persist the pass once and write its two projections.
-            # Each table is committed by keylib.tables.commit_run (executors write its
+            # Each table is committed by keylib.storage.tables.commit_run (executors write its
             # Parquet parts, the driver commits once); not persisting would decode every
             # track twice; the persisted rows (chroma
             # ~7 KB per 30 s track) spill to local disk when memory is short. Should a lost

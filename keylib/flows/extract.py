@@ -15,9 +15,9 @@ from ..catalogue import list_tracks
 from ..errors import STATUS_OK, STATUS_SILENT
 from ..track import ExtractSettings
 from ..incremental import select_tracks
-from ..lease import leased
+from ..storage.lease import leased
 from ..outcome import RunSummary
-from ..tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
+from ..storage.tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]
@@ -44,7 +44,7 @@ class ExtractPlan:
     previous_meta : pd.DataFrame or None
         ``track_id``, ``fingerprint``, ``status``, ``feature_version``, ``extracted_at`` of
         the table's current rows before the run (``None``: no committed run yet). Read on
-        the driver without Spark (:func:`keylib.tables.read_rows`, these columns only).
+        the driver without Spark (:func:`keylib.storage.tables.read_rows`, these columns only).
     summary : RunSummary
         ``job="extract"`` with listed / new / skipped and ``extra["run_id"]``.
     """
@@ -101,7 +101,7 @@ def _exhausted_failures(skipped: pd.DataFrame, previous_meta: pd.DataFrame | Non
 
 def commit_table_run(frame: DataFrame, table: str, *, run_id: str, s3_settings: Mapping[str, Any] | None,
                      summary: RunSummary) -> None:
-    """Commit ``frame`` as one run of ``table`` (:func:`keylib.tables.commit_run`: an
+    """Commit ``frame`` as one run of ``table`` (:func:`keylib.storage.tables.commit_run`: an
     upsert on ``track_id``, atomic, local or ``s3://``) and count its statuses into
     ``summary`` (``failed``, ``failures``, ``extra["committed"]`` and ``["statuses"]``)."""
     commit = commit_run(frame, table, run_id=run_id, s3_settings=s3_settings, success=SUCCESS_STATUSES)
@@ -122,8 +122,8 @@ def run_extract(
     run_id: str | None = None,
 ) -> RunSummary:
     """Extract chroma for the new or changed tracks of a catalogue into ``output/chroma``
-    (a local folder or ``s3://``; one committed run, see :mod:`keylib.tables`), holding
-    the output's lease (:mod:`keylib.lease`: another run on it raises
+    (a local folder or ``s3://``; one committed run, see :mod:`keylib.storage.tables`), holding
+    the output's lease (:mod:`keylib.storage.lease`: another run on it raises
     :class:`~keylib.errors.OutputBusyError`).
 
     Returns

@@ -14,10 +14,10 @@ from pyspark.sql import functions as F
 from ..errors import InputError
 from ..incremental import stale_tracks
 from ..inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
-from ..lease import leased
+from ..storage.lease import leased
 from ..serving import model_info
 from ..outcome import RunSummary
-from ..tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
+from ..storage.tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
 from ..workers import infer_dataframe
 from .extract import commit_table_run
 
@@ -84,8 +84,8 @@ def run_infer(
     """Predict keys for the current chroma rows that have no current keys row.
 
     Commits one run to the ``output/keys`` table (local or ``s3://``) with
-    :func:`keylib.tables.commit_run`: one current row per track, holding the output's
-    lease (:mod:`keylib.lease`: another run on it raises
+    :func:`keylib.storage.tables.commit_run`: one current row per track, holding the output's
+    lease (:mod:`keylib.storage.lease`: another run on it raises
     :class:`~keylib.errors.OutputBusyError`).
 
     Returns

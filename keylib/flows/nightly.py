@@ -1,6 +1,6 @@
 """The nightly flow: incremental chroma and keys (one pass), then the run manifest.
 
-See :mod:`keylib.nightly` for the manifest and what "done" means.
+See :mod:`keylib.storage.manifest` for the manifest and what "done" means.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any, Mapping
 from pyspark.sql import SparkSession
 
 from ..errors import InputError, StorageError
-from ..lease import leased
-from ..nightly import finish_manifest, redact_text, stage_record, start_manifest
+from ..storage.lease import leased
+from ..storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
 from ..outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
-from ..tables import new_run_id
+from ..storage.tables import new_run_id
 from .annotate import run_annotate
 from .extract import run_extract
 
@@ -57,7 +57,7 @@ def run_nightly(
         visible, and a manifest with ``status = "storage_error"`` is written when the
         store still takes it.
     OutputBusyError
-        another run holds the output's lease (:mod:`keylib.lease`, held for the whole
+        another run holds the output's lease (:mod:`keylib.storage.lease`, held for the whole
         run); this run wrote nothing, not even a manifest.
     """
     run_id = run_id or new_run_id()

@@ -2,7 +2,7 @@
 
 Every flow that writes an output (:func:`keylib.flows.run_extract`, ``run_infer``,
 ``run_annotate``, ``run_nightly``) runs under :func:`hold` (through :func:`leased`), and
-:func:`keylib.tables.commit_run` and :func:`keylib.tables.clear_staging` take the lease
+:func:`keylib.storage.tables.commit_run` and :func:`keylib.storage.tables.clear_staging` take the lease
 themselves when their caller does not hold it. A second run on a held output stops at
 once with :class:`~keylib.errors.OutputBusyError` (exit code 6) naming the holder; it
 writes nothing.
@@ -27,7 +27,7 @@ one; a holder on another machine can only be waited out.
 
 The holder renews its own file from a daemon thread every ``heartbeat_s``; it marks the
 lease lost when it sees a higher generation (another run took over) or could not renew
-it for ``ttl_s``, and :meth:`Lease.check` (called by :func:`keylib.tables.commit_run`
+it for ``ttl_s``, and :meth:`Lease.check` (called by :func:`keylib.storage.tables.commit_run`
 right before each Delta commit and before staging files are deleted) then raises
 :class:`~keylib.errors.StorageError`. Release rewrites the file with ``released: true``;
 the highest generation is never deleted (it carries the count), older ones are pruned.
@@ -54,9 +54,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-from .config import DEFAULTS
-from .errors import ConfigError, OutputBusyError, StorageError
-from .redact import redact
+from ..config import DEFAULTS
+from ..errors import ConfigError, OutputBusyError, StorageError
+from ..redact import redact
 from .tables import _storage_error, is_remote, new_run_id, resolve_output, write_text
 
 __all__ = ["LEASE_FOLDER", "Holder", "Lease", "acquire", "hold", "held", "leased", "lease_settings", "output_of"]
@@ -263,7 +263,7 @@ class _LocalStore:
 
 
 class _S3Store:
-    """Lease objects under ``s3://bucket/prefix/_lease/`` (boto3, :func:`keylib.s3.client`).
+    """Lease objects under ``s3://bucket/prefix/_lease/`` (boto3, :func:`keylib.storage.s3.client`).
 
     Expiry is read from the store's own clock: the object's ``LastModified`` (set by the
     store at the holder's last heartbeat) against the ``Date`` header of the same GET
@@ -579,7 +579,7 @@ def hold(output: str | os.PathLike, *, run_id: str, job: str, s3_settings: Mappi
     renew it every ``heartbeat_s``, release it at the end.
 
     Re-entrant within one thread: a block inside another on the same output (``nightly``
-    calling ``annotate``, a flow calling :func:`keylib.tables.commit_run`) shares the
+    calling ``annotate``, a flow calling :func:`keylib.storage.tables.commit_run`) shares the
     outer lease. Another thread of this process is refused like another process.
 
     Yields

@@ -21,7 +21,7 @@ How a run is committed (:func:`commit_run`), the same way for a folder and for S
    the table is read again and the replaced files recomputed (:func:`_commit_upsert`).
 
 One run at a time writes an output: :func:`commit_run` and :func:`clear_staging` run
-under the output's lease (:mod:`keylib.lease`), which :func:`commit_run` checks and
+under the output's lease (:mod:`keylib.storage.lease`), which :func:`commit_run` checks and
 renews right before committing. Files of a run that never committed (driver killed,
 store unreachable) are referenced by no log entry, so every Delta reader ignores them;
 the next holder of the lease deletes them (:func:`clear_staging`).
@@ -51,8 +51,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from .errors import StorageError
-from .redact import redact as _redact
+from ..errors import StorageError
+from ..redact import redact as _redact
 
 __all__ = [
     "RUN_ID_KEY",
@@ -462,9 +462,9 @@ def _rewrite_files(uri: str, settings: Mapping, run_id: str, schema: pa.Schema):
 
 
 def _output_lease(uri: str, *, run_id: str, job: str, s3_settings: Mapping | None):
-    """The lease of the output holding the table ``uri`` (:func:`keylib.lease.hold`): the
+    """The lease of the output holding the table ``uri`` (:func:`keylib.storage.lease.hold`): the
     caller's when it holds it, else taken here with the default ``[lease]`` timings."""
-    from .config import DEFAULTS
+    from ..config import DEFAULTS
     from .lease import hold, output_of
 
     return hold(output_of(uri), run_id=run_id, job=job, s3_settings=s3_settings, **DEFAULTS["lease"])
@@ -474,7 +474,7 @@ def clear_staging(uri: str, *, s3_settings: Mapping | None = None, keep: Iterabl
     """Delete the files of runs that never committed (killed before their commit).
 
     Readers never see them (no log entry names them); this only frees the space. It runs
-    under the output's lease (:mod:`keylib.lease`; taken here when the caller does not
+    under the output's lease (:mod:`keylib.storage.lease`; taken here when the caller does not
     hold it), so the files of a run in progress elsewhere are never touched: that run
     holds the lease, and this raises :class:`~keylib.errors.OutputBusyError` instead. Runs
     named in ``keep`` (the caller's run) are left alone.
@@ -522,7 +522,7 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
 
     The run's rows replace the current rows of the same tracks (upsert on ``track_id``);
     the rows of all other tracks stay as they are. It runs under the output's lease
-    (:mod:`keylib.lease`; taken here when the caller does not hold it), checked and
+    (:mod:`keylib.storage.lease`; taken here when the caller does not hold it), checked and
     renewed right before the commit.
 
     Parameters
@@ -562,7 +562,7 @@ def commit_run(frame, uri: str, *, run_id: str, s3_settings: Mapping | None = No
 
 def _commit_leased(frame, uri: str, *, run_id: str, settings: Mapping, success: tuple[str, ...],
                    check: Callable[..., None]) -> Commit:
-    """:func:`commit_run` once the lease is held; ``check`` is :meth:`keylib.lease.Lease.check`."""
+    """:func:`commit_run` once the lease is held; ``check`` is :meth:`keylib.storage.lease.Lease.check`."""
     schema = _arrow_schema(frame.schema)
     clear_staging(uri, s3_settings=settings, keep=[run_id])
 
@@ -630,7 +630,7 @@ def _commit_upsert(spark, uri: str, table, parts: list[Mapping], *, run_id: str,
     settings : mapping
         The ``[s3]`` section.
     check : callable
-        :meth:`keylib.lease.Lease.check`, called right before each commit.
+        :meth:`keylib.storage.lease.Lease.check`, called right before each commit.
 
     Returns
     -------

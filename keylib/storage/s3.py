@@ -24,9 +24,9 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from .audio import AUDIO_EXTENSIONS, extension_of
-from .errors import InputError, MissingTrackError, ReadError, TooLargeError
-from .redact import redact
+from ..audio import AUDIO_EXTENSIONS, extension_of
+from ..errors import InputError, MissingTrackError, ReadError, TooLargeError
+from ..redact import redact
 
 __all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object", "redact"]
 

@@ -10,7 +10,7 @@
    reason worth retrying (missing, read_error); keys of another model version are redone
    from the committed chroma;
 3. commit the new rows as one atomic Delta commit per table (``OUT/chroma``, then
-   ``OUT/keys``; ``--extract-only``: chroma alone; :mod:`keylib.tables`): one current row
+   ``OUT/keys``; ``--extract-only``: chroma alone; :mod:`keylib.storage.tables`): one current row
    per track, earlier versions kept;
 4. write the run manifest ``OUT/_runs/<run_id>.json`` last (whole or not at all).
 
@@ -30,10 +30,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import features
-from .config import config_hash
-from .redact import redact as redact_text  # the one redaction; None stays None
-from .outcome import RunSummary
+from .. import features
+from ..config import config_hash
+from ..redact import redact as redact_text  # the one redaction; None stays None
+from ..outcome import RunSummary
 from .tables import resolve_output, table_uri, write_text
 
 __all__ = [

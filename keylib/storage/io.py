@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlparse
 
-from .errors import MissingTrackError, ReadError, SpecialFileError, TooLargeError, UnsupportedSourceError
+from ..errors import MissingTrackError, ReadError, SpecialFileError, TooLargeError, UnsupportedSourceError
 
 __all__ = ["atomic_write_text", "content_hash", "is_s3", "is_url", "local_path", "open_source", "stat_fingerprint"]
 

@@ -88,7 +88,7 @@ setup() {
   # A smoke check that serving imports and runs (keylib's own numpy chroma: no numba cache to warm).
   "$PY" -c 'import numpy as np; from keylib import features; features.chroma(np.ones(22050, dtype=np.float32))'
   say "writing the JVM class archive of Spark's classes (once per environment, about 30 s)"
-  "$PY" -m keylib.spark class-archive "$CLASS_ARCHIVE" ||
+  "$PY" -m keylib.spark.session class-archive "$CLASS_ARCHIVE" ||
     say "no JVM class archive (jobs work, each starting a few seconds slower)"
   sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1 >"$STAMP"
   say "setup done"
@@ -155,7 +155,7 @@ submit_job() {
     if [[ "$master" == spark://* ]]; then
       # Executors on a cluster get this project's packed environment (see README, cluster).
       local cluster_args=()
-      mapfile -t cluster_args < <("$PY" -m keylib.cluster submit-args --root "$ROOT") || exit 2
+      mapfile -t cluster_args < <("$PY" -m keylib.spark.cluster submit-args --root "$ROOT") || exit 2
       submit_args+=("${cluster_args[@]}")
     fi
   fi

@@ -179,8 +179,8 @@ def main() -> None:
     if args.loop_only:
         return
     # (c) the Spark job in local[2]: listing, scheduling, Arrow, Parquet included
-    from keylib.flows import run_extract
-    from keylib.spark import get_session
+    from keylib.spark.flows import run_extract
+    from keylib.spark.session import get_session
 
     config = load_config(None)
     spark = get_session(config, app_name="bench-extract")

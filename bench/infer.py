@@ -112,8 +112,8 @@ def main() -> None:
         print(f"  {key:<9} {1000 * value:7.1f} ms/track  ({100 * value / total:4.1f} %)")
     print(f"  model alone: {1 / per['model']:.0f} tracks/s on one core (target >= 1,000)")
 
-    from keylib.flows import run_annotate, run_extract, run_infer
-    from keylib.spark import get_session
+    from keylib.spark.flows import run_annotate, run_extract, run_infer
+    from keylib.spark.session import get_session
 
     config = load_config(None)
     spark = get_session(config, app_name="bench-infer")

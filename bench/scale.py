@@ -4,7 +4,7 @@
 
 Starts a real standalone master and N single-core workers on 127.0.0.1 (PySpark's own
 distribution), runs ``./submit.sh nightly --master spark://...`` (extract + infer; the
-executors get the lean packed environment of :mod:`keylib.cluster`) on a fresh output for
+executors get the lean packed environment of :mod:`keylib.spark.cluster`) on a fresh output for
 each N, and prints tracks per second, the speed-up ratio (target >= 1.7x), each
 executor's time before its first task (from Spark's event log: registration, archive
 fetch and unpack, Python start, imports), where the time goes when the ratio falls short,

@@ -71,8 +71,8 @@ def main() -> None:
     from keylib.storage import tables
     from keylib.cli import read_keys_table
     from keylib.config import load_config
-    from keylib.inference import keys_schema
-    from keylib.spark import get_session
+    from keylib.spark.schemas import keys_schema
+    from keylib.spark.session import get_session
 
     server = MotoServer().start()
     try:

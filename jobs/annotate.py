@@ -9,7 +9,7 @@ catalogue's keys (first 100) and, when the manifest has a ``key`` column, the re
 import sys
 
 from keylib.outcome import EXIT_FAILED_TRACKS, EXIT_OK
-from keylib.runner import job_main
+from keylib.spark.runner import job_main
 
 
 def add_arguments(parser):
@@ -21,7 +21,7 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.flows import read_keys, run_annotate, summarize_keys
+    from keylib.spark.flows import read_keys, run_annotate, summarize_keys
 
     result = run_annotate(spark, input_uri=args.input, output=args.output, config=config,
                           force=args.force, model_path=args.model)

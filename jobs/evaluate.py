@@ -6,7 +6,7 @@
 import sys
 
 from keylib.outcome import EXIT_OK
-from keylib.runner import job_main
+from keylib.spark.runner import job_main
 
 
 def add_arguments(parser):
@@ -16,7 +16,7 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.flows import run_evaluate
+    from keylib.spark.flows import run_evaluate
 
     result, report = run_evaluate(spark, keys=args.keys, truth=args.truth, output=args.output,
                                   s3_settings=config["s3"])

@@ -5,8 +5,8 @@
 
 import sys
 
-from keylib.flows import run_extract
-from keylib.runner import job_main
+from keylib.spark.flows import run_extract
+from keylib.spark.runner import job_main
 
 
 def add_arguments(parser):

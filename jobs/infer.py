@@ -5,7 +5,7 @@
 
 import sys
 
-from keylib.runner import job_main
+from keylib.spark.runner import job_main
 
 
 def add_arguments(parser):
@@ -16,7 +16,7 @@ def add_arguments(parser):
 
 
 def run(spark, args, config):
-    from keylib.flows import run_infer
+    from keylib.spark.flows import run_infer
 
     summary = run_infer(spark, features=args.features, output=args.output, config=config,
                         force=args.force, model_path=args.model)

@@ -13,9 +13,9 @@ Nothing it prints or logs carries a credential (:func:`keylib.redact.redact`).
 
 import sys
 
-from keylib.flows import run_nightly
+from keylib.spark.flows import run_nightly
 from keylib.redact import redact
-from keylib.runner import job_main
+from keylib.spark.runner import job_main
 
 
 def add_arguments(parser):

@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "task_cpus": 1,
         "driver_java_options": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
         "conf": {
-            "spark.python.daemon.module": "keylib.daemon",
+            "spark.python.daemon.module": "keylib.spark.daemon",
             "spark.ui.showConsoleProgress": "true",
             "spark.sql.shuffle.partitions": "8",
             "spark.ui.enabled": "false",
@@ -126,7 +126,21 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     ConfigError
         for a missing or malformed file, an unknown section or key, or a bad value.
     """
-    return _load(path, config=copy.deepcopy(DEFAULTS), default_file=DEFAULT_CONF, bounds=_BOUNDS)
+    config = _load(path, config=copy.deepcopy(DEFAULTS), default_file=DEFAULT_CONF, bounds=_BOUNDS)
+    _refuse_renamed_modules(config, where=str(path or DEFAULT_CONF))
+    return config
+
+
+# keylib modules a configuration names that have moved (issue 25): a file written before
+# would make every Spark Python worker fail on an import; say what to write instead.
+_RENAMED_MODULES = {"keylib.daemon": "keylib.spark.daemon"}
+
+
+def _refuse_renamed_modules(config: Mapping[str, Any], *, where: str) -> None:
+    for key, value in config["spark"]["conf"].items():
+        if value in _RENAMED_MODULES:
+            raise ConfigError(f"{where}: spark.conf {key!r} = {value!r}: that module is now "
+                              f"{_RENAMED_MODULES[value]!r}")
 
 
 def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
@@ -216,7 +230,7 @@ def config_hash(config: dict) -> str:
 
 
 # A JVM class-data archive of Spark's classes, written by ``./submit.sh setup`` (see
-# keylib.spark.write_class_archive): a driver JVM that maps it starts in half the time.
+# keylib.spark.session.write_class_archive): a driver JVM that maps it starts in half the time.
 CLASS_ARCHIVE_ENV = "KEYLIB_CLASS_ARCHIVE"
 
 

@@ -1,7 +1,7 @@
 """Join predicted keys with ground truth and score them (MIREX), with every exclusion counted.
 
 Pure pandas: :func:`read_truth` reads a manifest, :func:`evaluate_keys` joins and scores.
-The evaluate flow (:mod:`keylib.flows.evaluate`) only reads the current keys rows and calls these.
+The evaluate flow (:mod:`keylib.spark.flows.evaluate`) only reads the current keys rows and calls these.
 
 Joining
     A truth row matches a prediction by ``track_id``; a truth row whose ``track_id`` matches

@@ -1,10 +1,11 @@
-"""Key inference over chroma rows: the keys/ row and its schema.
+"""Key inference over chroma rows: the keys/ row (its Spark schema is
+:func:`keylib.spark.schemas.keys_schema`).
 
 Pure numpy (:func:`keys_fields`, :func:`predict_records`) with a pandas face
-(:func:`predict_frame`, what the Spark workers (:mod:`keylib.workers`) call), shared by
-the ``keylib analyze`` command and the tests. Nothing here imports pandas or pyspark at
-import time (:func:`predict_frame` and :func:`keys_schema` import them when called), so the
-console command starts without either: pandas alone took 0.6 of its 0.9 s.
+(:func:`predict_frame`, what the Spark workers (:mod:`keylib.spark.workers`) call), shared by
+the ``keylib analyze`` command and the tests. Nothing here imports pandas at import time
+(:func:`predict_frame` imports it when called) and nothing imports pyspark, so the console
+command starts without either: pandas alone took 0.6 of its 0.9 s.
 
 ``probs`` order
     The 24 probabilities of every row follow :mod:`keylib.keys` index order:
@@ -61,7 +62,6 @@ __all__ = [
     "describe_track",
     "predict_records",
     "predict_frame",
-    "keys_schema",
 ]
 
 KEYS_TABLE = "keys"
@@ -276,36 +276,3 @@ def _none_if_na(value):
     except (TypeError, ValueError):  # arrays, and values that do not compare
         pass
     return value
-
-
-def keys_schema():
-    """The Spark schema of the keys/ table (columns :data:`KEYS_COLUMNS`)."""
-    from pyspark.sql import types as T
-
-    return T.StructType([
-        T.StructField("track_id", T.StringType(), False),
-        T.StructField("uri", T.StringType(), True),
-        T.StructField("key", T.StringType(), True),
-        T.StructField("tonic", T.IntegerType(), True),
-        T.StructField("mode", T.StringType(), True),
-        T.StructField("confidence", T.DoubleType(), True),
-        T.StructField("margin", T.DoubleType(), True),
-        T.StructField("probs", T.ArrayType(T.FloatType(), containsNull=False), True),
-        T.StructField("camelot", T.StringType(), True),
-        T.StructField("open_key", T.StringType(), True),
-        T.StructField("tonal", T.BooleanType(), True),
-        T.StructField("tuning_cents", T.DoubleType(), True),
-        T.StructField("segments", T.ArrayType(T.StructType([
-            T.StructField("start_s", T.DoubleType(), False),
-            T.StructField("end_s", T.DoubleType(), False),
-            T.StructField("key", T.StringType(), False),
-            T.StructField("confidence", T.DoubleType(), False),
-        ]), containsNull=False), True),
-        T.StructField("model_version", T.StringType(), True),
-        T.StructField("feature_version", T.StringType(), True),
-        T.StructField("status", T.StringType(), False),
-        T.StructField("error", T.StringType(), True),
-        T.StructField("identity", T.StringType(), True),
-        T.StructField("extracted_at", T.TimestampType(), True),
-        T.StructField("inferred_at", T.TimestampType(), True),
-    ])

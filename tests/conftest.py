@@ -30,7 +30,7 @@ def config():
 @pytest.fixture(scope="session")
 def spark(config):
     """A real local[2] Spark session shared by the whole test run."""
-    from keylib.spark import get_session
+    from keylib.spark.session import get_session
 
     session = get_session(config, app_name="keylib-tests")
     yield session

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from keylib.track import CHROMA_COLUMNS
-from keylib.flows import read_keys, run_annotate, run_extract, run_infer
+from keylib.spark.flows import read_keys, run_annotate, run_extract, run_infer
 from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
 from keylib.model import load_model

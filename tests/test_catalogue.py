@@ -56,7 +56,7 @@ def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
     """s3:// paths in a CSV manifest: fingerprints from HEAD (ETag:size), a deleted object is
     missing, and executors read the others; local rows in the same manifest work as usual."""
     from keylib.track import ExtractSettings
-    from keylib.workers import extract_dataframe
+    from keylib.spark.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "m", 2)
     synth.write_audio(tmp_path / "local.wav", synth.chord_progression(21, duration_s=3.0, seed=2), sr=22050)
@@ -164,7 +164,7 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
     import json
 
     from keylib.track import ExtractSettings
-    from keylib.workers import extract_dataframe
+    from keylib.spark.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "m", 2)
     moto_server.client().put_bucket_policy(Bucket="music", Policy=json.dumps({
@@ -272,6 +272,7 @@ def test_config_defaults_and_validation(tmp_path):
         ("[spark]\narrow_batch_rows = 'many'\n", "must be int"),
         ("[nightly]\nmax_failed_share = 2.0\n", "within 0..1"),
         ("not toml [", "not valid TOML"),
+        ('[spark.conf]\n"spark.python.daemon.module" = "keylib.daemon"\n', "that module is now 'keylib.spark.daemon'"),
     ]:
         path = tmp_path / "c.toml"
         path.write_text(text)

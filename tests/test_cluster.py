@@ -27,7 +27,7 @@ def cluster(tmp_path_factory):
 
 
 def test_packed_environment_is_lean_and_built_once(tmp_path):
-    from keylib import cluster as kc
+    from keylib.spark import cluster as kc
     from keylib.serving import SHIPPED_MODEL
 
     first = kc.submit_args(REPO)

@@ -14,7 +14,7 @@ import pytest
 
 from keylib import features, synth
 from keylib.track import CHROMA_COLUMNS
-from keylib.flows import run_extract
+from keylib.spark.flows import run_extract
 from keylib.storage.tables import committed_runs, read_current, read_rows
 
 REPO = Path(__file__).resolve().parent.parent

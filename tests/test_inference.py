@@ -11,7 +11,8 @@ import pytest
 
 from keylib import features
 from keylib.incremental import stale_tracks
-from keylib.inference import KEYS_COLUMNS, keys_fields, keys_schema, predict_frame
+from keylib.inference import KEYS_COLUMNS, keys_fields, predict_frame
+from keylib.spark.schemas import keys_schema
 from keylib.keys import KEY_NAMES, camelot, open_key
 
 
@@ -115,8 +116,8 @@ def test_stale_tracks():
 
 
 def test_infer_dataframe_on_spark(spark, model):
-    from keylib.workers import infer_dataframe
-    from keylib.spark import CHROMA_SCHEMA
+    from keylib.spark.workers import infer_dataframe
+    from keylib.spark.schemas import CHROMA_SCHEMA
 
     rows = [_chroma_row(f"t{i}", 25 * (i + 1), seed=i) for i in range(6)]
     rows.append(_chroma_row("gone", 0, status="missing", error="file not found", tensor=False))
@@ -141,7 +142,7 @@ def test_infer_dataframe_on_spark(spark, model):
 
 def test_python_workers_fork_from_keylibs_daemon_with_imports_done(spark):
     """conf/local.toml's ``spark.python.daemon.module``: workers start with pandas, pyarrow
-    and keylib's worker modules already imported (keylib/daemon.py), not importing them
+    and keylib's worker modules already imported (keylib/spark/daemon.py), not importing them
     on their own."""
 
     def probe(_):
@@ -149,7 +150,7 @@ def test_python_workers_fork_from_keylibs_daemon_with_imports_done(spark):
 
         main = sys.modules["__main__"]
         yield (getattr(getattr(main, "__spec__", None), "name", None),
-               all(m in sys.modules for m in ("pandas", "pyarrow", "keylib.workers", "keylib.storage.tables")))
+               all(m in sys.modules for m in ("pandas", "pyarrow", "keylib.spark.workers", "keylib.storage.tables")))
 
     seen = set(spark.sparkContext.parallelize(range(4), 2).mapPartitions(probe).collect())
-    assert seen == {("keylib.daemon", True)}
+    assert seen == {("keylib.spark.daemon", True)}

@@ -60,7 +60,7 @@ def test_executors_read_s3_and_faults_become_error_rows(moto_server, spark, conf
     the others are read by the executors and succeed."""
     from keylib.catalogue import list_tracks
     from keylib.track import ExtractSettings
-    from keylib.workers import extract_dataframe
+    from keylib.spark.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "cat", 5)
     client = moto_server.client()

@@ -41,7 +41,7 @@ def test_a_body_that_keeps_breaking_is_a_read_error_after_max_attempts(moto_serv
 def test_executors_read_again_and_the_row_has_the_whole_object(moto_server, spark, config):
     from keylib.catalogue import list_tracks
     from keylib.track import ExtractSettings
-    from keylib.workers import extract_dataframe
+    from keylib.spark.workers import extract_dataframe
 
     fill_bucket(moto_server, "music", "cut", 3)
     with FaultyS3Proxy(moto_server.endpoint, break_bodies={"music/cut/track0001.wav": 1}) as proxy:

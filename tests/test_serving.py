@@ -271,8 +271,8 @@ def test_spark_job_never_imports_tensorflow(tmp_path):
         import numpy as np, pandas as pd
         from keylib import features, synth
         from keylib.config import load_config
-        from keylib.workers import infer_dataframe
-        from keylib.spark import get_session
+        from keylib.spark.workers import infer_dataframe
+        from keylib.spark.session import get_session
 
         config = load_config(None)
         config["spark"]["master"] = "local[1]"

@@ -127,7 +127,7 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
 
     from keylib import cli
     from keylib.storage import tables
-    from keylib.inference import keys_schema
+    from keylib.spark.schemas import keys_schema
 
     at = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
     base = dict(tonic=0, mode="major", margin=0.5, probs=[0.0] * 24, feature_version="f", identity=None,

@@ -13,7 +13,7 @@ from keylib import features, synth
 from keylib.storage import io
 from keylib.catalogue import list_tracks
 from keylib.track import ExtractSettings, extract_track
-from keylib.workers import extract_dataframe
+from keylib.spark.workers import extract_dataframe
 
 
 @pytest.fixture(scope="module")

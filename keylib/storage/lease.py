@@ -1,6 +1,6 @@
 """One run at a time per output: a lease in ``OUT/_lease/``.
 
-Every flow that writes an output (:func:`keylib.flows.run_extract`, ``run_infer``,
+Every flow that writes an output (:func:`keylib.spark.flows.run_extract`, ``run_infer``,
 ``run_annotate``, ``run_nightly``) runs under :func:`hold` (through :func:`leased`), and
 :func:`keylib.storage.tables.commit_run` and :func:`keylib.storage.tables.clear_staging` take the lease
 themselves when their caller does not hold it. A second run on a held output stops at

@@ -1,10 +1,10 @@
 """The nightly run manifest ``OUT/_runs/<run_id>.json``; the run itself is
-:func:`keylib.flows.nightly.run_nightly`.
+:func:`keylib.spark.flows.nightly.run_nightly`.
 
 ``./submit.sh nightly --input X --output OUT [--conf conf/nightly.toml]``:
 
 1. list the catalogue on the driver (S3: paginated, ETag + size + last-modified);
-2. annotate, in one pass from audio to keys (:func:`keylib.flows.run_annotate`), only
+2. annotate, in one pass from audio to keys (:func:`keylib.spark.flows.run_annotate`), only
    what is new or changed since the committed results (identity: ETag + size on S3, size +
    mtime or content hash locally), or written by another feature version, or failed for a
    reason worth retrying (missing, read_error); keys of another model version are redone

@@ -10,10 +10,10 @@ import logging
 import sys
 from typing import Any, Callable
 
-from .config import load_config
-from .errors import ConfigError, InputError, ModelError, OutputBusyError, StorageError
-from .outcome import EXIT_CONFIG, report_error
-from .redact import RedactingFilter
+from ..config import load_config
+from ..errors import ConfigError, InputError, ModelError, OutputBusyError, StorageError
+from ..outcome import EXIT_CONFIG, report_error
+from ..redact import RedactingFilter
 
 __all__ = ["job_main"]
 
@@ -53,7 +53,7 @@ def job_main(
     except ConfigError as exc:
         print(f"keylib {name}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from .spark import get_session  # imported late: --help needs no JVM
+    from .session import get_session  # imported late: --help needs no JVM
 
     spark = get_session(config, app_name=f"keylib-{name}")
     try:

@@ -11,13 +11,13 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ..errors import InputError
-from ..incremental import stale_tracks
-from ..inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
-from ..storage.lease import leased
-from ..serving import model_info
-from ..outcome import RunSummary
-from ..storage.tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
+from ...errors import InputError
+from ...incremental import stale_tracks
+from ...inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
+from ...storage.lease import leased
+from ...serving import model_info
+from ...outcome import RunSummary
+from ...storage.tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
 from ..workers import infer_dataframe
 from .extract import commit_table_run
 

@@ -11,11 +11,11 @@ from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
 
-from ..errors import InputError, StorageError
-from ..storage.lease import leased
-from ..storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
-from ..outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
-from ..storage.tables import new_run_id
+from ...errors import InputError, StorageError
+from ...storage.lease import leased
+from ...storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
+from ...outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
+from ...storage.tables import new_run_id
 from .annotate import run_annotate
 from .extract import run_extract
 

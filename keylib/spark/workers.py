@@ -1,7 +1,7 @@
 """What runs in Spark's Python workers: the ``mapInPandas`` steps over catalogue and chroma rows.
 
 Each step ships only pure functions (:func:`keylib.track.extract_track`,
-:func:`keylib.inference.predict_frame`) to the executors; flows (:mod:`keylib.flows`)
+:func:`keylib.inference.predict_frame`) to the executors; flows (:mod:`keylib.spark.flows`)
 build the DataFrames and commit them.
 
 - :func:`extract_dataframe`: catalogue rows -> chroma rows (the ``extract`` job)
@@ -22,11 +22,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .errors import TrackError
-from .track import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
-from .sandbox import TrackSandbox
-from .inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, keys_schema, predict_frame
-from .spark import CHROMA_SCHEMA
+from ..errors import TrackError
+from ..track import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
+from ..sandbox import TrackSandbox
+from ..inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, predict_frame
+from .schemas import CHROMA_SCHEMA, keys_schema
 
 __all__ = [
     "ANNOTATED_SCHEMA", "worker_model", "extract_dataframe", "infer_dataframe", "annotate_dataframe",
@@ -53,7 +53,7 @@ def worker_model(model_path: str | None, task_cpus: int):
     :func:`keylib.serving.load_model` caches it per process and path; ONNX Runtime's
     threads follow the task's cores (``spark.task.cpus``, else ``task_cpus``).
     """
-    from .serving import load_model
+    from ..serving import load_model
 
     return load_model(model_path or None, threads=_task_cpus(task_cpus))
 
@@ -197,7 +197,7 @@ def annotate_dataframe(
 
 
 def chroma_projection(annotated: DataFrame) -> DataFrame:
-    """The chroma table's rows (:data:`~keylib.spark.CHROMA_SCHEMA`) of one-pass rows."""
+    """The chroma table's rows (:data:`~keylib.spark.schemas.CHROMA_SCHEMA`) of one-pass rows."""
     return annotated.select(*CHROMA_COLUMNS)
 
 

@@ -12,19 +12,17 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from ..storage.io import is_s3
-from ..track import ExtractSettings
-from ..incremental import stale_tracks
-from ..inference import KEYS_TABLE
-from ..storage.lease import leased
-from ..outcome import RunSummary
-from ..storage.tables import new_run_id, table_uri
+from ...storage.io import is_s3
+from ...track import ExtractSettings
+from ...incremental import stale_tracks
+from ...inference import KEYS_TABLE
+from ...storage.lease import leased
+from ...outcome import RunSummary
+from ...storage.tables import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
 from .extract import ExtractPlan, commit_table_run, plan_extract
-from .infer import (
-    configured_model_path, driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma,
-)
+from .infer import configured_model_path, driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma
 
 __all__ = ["run_annotate", "summarize_keys", "manifest_has_keys"]
 
@@ -71,7 +69,7 @@ def run_annotate(
     manifest with a ``key`` column, ``with_report`` and ``report.enabled``) the MIREX report.
 
     New or changed tracks (the extraction rule, :func:`~keylib.incremental.select_tracks`)
-    go from audio to keys in one ``mapInPandas`` (:func:`keylib.workers.annotate_dataframe`);
+    go from audio to keys in one ``mapInPandas`` (:func:`keylib.spark.workers.annotate_dataframe`);
     tracks whose chroma is current but whose keys are stale (another model version, or a
     run killed between its two commits) go through the infer step over their chroma rows
     (:func:`~keylib.incremental.stale_tracks`). Each table gets one atomically committed
@@ -83,7 +81,7 @@ def run_annotate(
     -------
     dict
         ``extract`` and ``infer`` (:class:`~keylib.outcome.RunSummary`, counted as
-        :func:`~keylib.flows.run_extract` and :func:`~keylib.flows.run_infer` count them),
+        :func:`~keylib.spark.flows.run_extract` and :func:`~keylib.spark.flows.run_infer` count them),
         ``listing`` (the catalogue, :data:`~keylib.catalogue.CATALOGUE_COLUMNS`), ``report``
         (path of ``report.html`` or None), ``evaluation`` (:class:`~keylib.evaluate.Evaluation`
         or None).
@@ -125,7 +123,7 @@ def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, k
               config: Mapping[str, Any], model_path: str | None, run_id: str,
               extract: RunSummary, infer: RunSummary) -> None:
     """Commit the chroma run of ``plan.todo`` and the keys run of it and of ``stale_ids``
-    (two Delta commits, chroma first: :func:`~keylib.flows.extract.commit_table_run`)."""
+    (two Delta commits, chroma first: :func:`~keylib.spark.flows.extract.commit_table_run`)."""
     s3 = config["s3"]
     keys_parts: list[DataFrame] = []
     annotated = None

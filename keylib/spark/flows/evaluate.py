@@ -5,10 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..errors import InputError
-from ..evaluate import Evaluation, evaluate_keys, read_truth
-from ..report import write_report
-from ..storage.tables import is_remote, upload_folder
+from ...errors import InputError
+from ...evaluate import Evaluation, evaluate_keys, read_truth
+from ...report import write_report
+from ...storage.tables import is_remote, upload_folder
 from .infer import read_keys
 
 __all__ = ["run_evaluate"]

@@ -10,7 +10,7 @@ by its thin ``jobs/*.py`` entry point, by other flows and by the tests alike:
 - :func:`run_nightly` (:mod:`.nightly`): annotate incrementally, then the run manifest
 
 Below the flows, nothing imports them: the pure modules (rows, features, scoring,
-reports) and the worker steps (:mod:`keylib.workers`) know nothing of the jobs.
+reports) and the worker steps (:mod:`keylib.spark.workers`) know nothing of the jobs.
 """
 
 from .annotate import manifest_has_keys, run_annotate, summarize_keys

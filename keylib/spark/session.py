@@ -1,7 +1,6 @@
-"""Spark glue: the session from configuration and the chroma table's Spark schema.
+"""The Spark session from configuration, and the JVM class-data archive that starts it faster.
 
-Committed runs and current rows are :mod:`keylib.storage.tables`; what runs in the Python
-workers is :mod:`keylib.workers`.
+``python -m keylib.spark.session class-archive PATH`` writes the archive (``./submit.sh setup``).
 """
 
 from __future__ import annotations
@@ -12,41 +11,13 @@ import sys
 from typing import Any, Mapping
 
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
-from .config import driver_java_options
-from .track import CHROMA_COLUMNS
+from ..config import driver_java_options
 
 __all__ = [
-    "CHROMA_SCHEMA",
     "get_session",
     "write_class_archive",
 ]
-
-CHROMA_SCHEMA = T.StructType([
-    T.StructField("track_id", T.StringType(), False),
-    T.StructField("uri", T.StringType(), False),
-    T.StructField("fingerprint", T.StringType(), True),
-    T.StructField("identity", T.StringType(), True),
-    T.StructField("size_bytes", T.LongType(), True),
-    T.StructField("duration_s", T.DoubleType(), True),
-    T.StructField("offset_s", T.DoubleType(), True),
-    T.StructField("sample_rate", T.IntegerType(), True),
-    T.StructField("source_sample_rate", T.IntegerType(), True),
-    T.StructField("hop", T.IntegerType(), True),
-    T.StructField("n_frames", T.IntegerType(), True),
-    T.StructField("feature_version", T.StringType(), True),
-    T.StructField("chroma", T.ArrayType(T.FloatType(), containsNull=False), True),
-    T.StructField("tuning_cents", T.DoubleType(), True),
-    T.StructField("status", T.StringType(), False),
-    T.StructField("error", T.StringType(), True),
-    T.StructField("attempts", T.IntegerType(), True),
-    T.StructField("truth_key", T.StringType(), True),
-    T.StructField("source", T.StringType(), True),
-    T.StructField("extracted_at", T.TimestampType(), True),
-])
-assert [f.name for f in CHROMA_SCHEMA.fields] == CHROMA_COLUMNS
-
 
 def get_session(config: Mapping[str, Any], app_name: str = "keylib") -> SparkSession:
     """The Spark session for ``config`` (``[spark]`` section).
@@ -79,7 +50,7 @@ def write_class_archive(path: str | os.PathLike) -> bool:
     A JVM started with ``-XX:SharedArchiveFile=PATH`` maps those classes instead of loading
     and verifying them one by one from Spark's jars: a local session starts in about 4 s
     instead of 8 and its first job in 2 s instead of 4 (measured on the 2-core machine).
-    ``./submit.sh setup`` calls this once per environment (``python -m keylib.spark
+    ``./submit.sh setup`` calls this once per environment (``python -m keylib.spark.session
     class-archive PATH``); :func:`keylib.config.driver_java_options` adds the archive to
     every driver JVM while the file exists. A JVM dumps the archive as it exits, so the
     session runs in a child process; the archive is written next to ``path`` and renamed
@@ -97,7 +68,7 @@ def write_class_archive(path: str | os.PathLike) -> bool:
         if os.path.exists(stale):
             os.remove(stale)
     env = {**os.environ, "KEYLIB_CLASS_ARCHIVE": "", "KEYLIB_CLASS_ARCHIVE_DUMP": part}
-    done = subprocess.run([sys.executable, "-m", "keylib.spark", "class-archive-run"], env=env,
+    done = subprocess.run([sys.executable, "-m", "keylib.spark.session", "class-archive-run"], env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
     if done.returncode != 0 or not os.path.isfile(part) or os.path.getsize(part) == 0:
         if os.path.exists(part):
@@ -113,7 +84,7 @@ def _class_archive_run() -> None:
     its classes as it exits."""
     import pandas as pd
 
-    from .config import load_config
+    from ..config import load_config
 
     for name, value in (("PYSPARK_PYTHON", sys.executable), ("SPARK_LOCAL_IP", "127.0.0.1"),
                         ("OPENBLAS_NUM_THREADS", "1")):
@@ -142,5 +113,5 @@ if __name__ == "__main__":
     elif sys.argv[1:] == ["class-archive-run"]:
         _class_archive_run()
     else:
-        print("usage: python -m keylib.spark class-archive PATH", file=sys.stderr)
+        print("usage: python -m keylib.spark.session class-archive PATH", file=sys.stderr)
         sys.exit(2)

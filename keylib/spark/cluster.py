@@ -1,6 +1,6 @@
 """Ship what serving needs to the executors of a Spark cluster, and nothing else.
 
-``./submit.sh JOB --master spark://HOST:PORT ...`` calls ``python -m keylib.cluster
+``./submit.sh JOB --master spark://HOST:PORT ...`` calls ``python -m keylib.spark.cluster
 submit-args --root ROOT`` and appends what it prints (one spark-submit argument per line).
 
 * ``build/keylib-env-<hash>.tar``: the executors' Python packages, unpacked by every
@@ -43,10 +43,10 @@ CODE_ALIAS = "keylib_code"
 # Distributions the cluster's own Spark provides to every Python worker.
 CLUSTER_PROVIDED = frozenset({"pyspark", "py4j"})
 # Distributions only the driver uses: report plots are drawn there (keylib.report), and
-# Delta commits and log reads happen there (keylib.storage.tables; executors write and read the
+# Delta commits and log reads happen there (keylib.storage; executors write and read the
 # Parquet files with pyarrow.fs alone).
 DRIVER_ONLY = frozenset({"matplotlib", "deltalake"})
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # keylib/, this file being keylib/spark/cluster.py
 _LAYOUT = "serving-v2"  # bump when what goes into the archive changes
 
 
@@ -246,7 +246,7 @@ def submit_args(root: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m keylib.cluster")
+    parser = argparse.ArgumentParser(prog="python -m keylib.spark.cluster")
     sub = parser.add_subparsers(dest="command", required=True)
     args_parser = sub.add_parser("submit-args", help="print spark-submit arguments, one per line")
     args_parser.add_argument("--root", default=str(_PACKAGE_DIR.parent))

@@ -6,7 +6,7 @@ the table writer). PySpark's own daemon forks bare workers, so each worker impor
 pyarrow, soundfile and keylib on its own: about 2.5 s of CPU each, paid by every worker of
 every run, several times over on a two-core machine before the first track is decoded.
 This daemon imports them first; forked workers share them (copy-on-write) and start at
-once. Enabled by ``spark.python.daemon.module = "keylib.daemon"`` in the configuration.
+once. Enabled by ``spark.python.daemon.module = "keylib.spark.daemon"`` in the configuration.
 
 The imports start no thread that a fork could break: numpy's BLAS pool is one thread
 (``OPENBLAS_NUM_THREADS=1``, set by ``submit.sh`` and for executors), and the only thread
@@ -28,7 +28,7 @@ try:
     import pyspark.worker  # noqa: F401
 
     import keylib.storage.tables  # noqa: F401  (the table writers' side)
-    import keylib.workers  # noqa: F401  (extract, audio, features, inference)
+    import keylib.spark.workers  # noqa: F401  (extract, audio, features, inference)
 except ImportError:
     # An interpreter without keylib's environment (PYSPARK_PYTHON pointing elsewhere):
     # serve as PySpark's own daemon, so the task that needs the module says which is missing.

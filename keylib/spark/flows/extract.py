@@ -10,14 +10,14 @@ from typing import Any, Mapping
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
-from .. import features
-from ..catalogue import list_tracks
-from ..errors import STATUS_OK, STATUS_SILENT
-from ..track import ExtractSettings
-from ..incremental import select_tracks
-from ..storage.lease import leased
-from ..outcome import RunSummary
-from ..storage.tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
+from ... import features
+from ...catalogue import list_tracks
+from ...errors import STATUS_OK, STATUS_SILENT
+from ...track import ExtractSettings
+from ...incremental import select_tracks
+from ...storage.lease import leased
+from ...outcome import RunSummary
+from ...storage.tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]

@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import audio, features, segments  # noqa: E402
-from keylib.config import load_train_config  # noqa: E402
+from keylib.training.settings import load_train_config  # noqa: E402
 from keylib.keys import KEY_NAMES, parse_key  # noqa: E402
 from keylib.mirex import weighted_score  # noqa: E402
 from keylib.tensors import crop  # noqa: E402
@@ -197,7 +197,8 @@ def _pop909_modulations(root: Path, model, *, holdout_from: int) -> None:
 
     import soundfile as sf
 
-    from keylib.trainset import HELDOUT_BY_ROLE, HELDOUT_SOUNDFONTS, RENDER_SR, pop909_piece, render_midi, write_midi
+    from keylib.training.trainset import (HELDOUT_BY_ROLE, HELDOUT_SOUNDFONTS, RENDER_SR, pop909_piece, render_midi,
+                                          write_midi)
 
     songs = []
     for path in sorted(root.glob("*/key_audio.txt")):

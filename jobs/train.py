@@ -13,10 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from keylib.config import TRAIN_CONF, load_train_config
+from keylib.training.settings import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
 from keylib.outcome import EXIT_INPUT, report_error
-from keylib.train import TrainConfig, load_dataset, network_shape, split_dataset, train_model
+from keylib.training.settings import TrainConfig, network_shape
+from keylib.training.train import load_dataset, split_dataset, train_model
 
 
 def main(argv=None) -> int:
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     refit = None
     if args.refit:
         from keylib.errors import ModelError
-        from keylib.model import load_network
+        from keylib.training.networks import load_network
         from keylib.serving import card_path, read_card
 
         try:
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
 
 
 def _check_arch(cfg: TrainConfig) -> None:
-    from keylib.model import ARCHITECTURES
+    from keylib.training.networks import ARCHITECTURES
 
     if cfg.arch not in ARCHITECTURES:
         raise ConfigError(f"train.arch must be one of {', '.join(sorted(ARCHITECTURES))}, got {cfg.arch!r}")

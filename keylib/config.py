@@ -4,16 +4,16 @@
 and other files (``conf/nightly.toml``, ``conf/cluster.toml``) set only what differs.
 
 Settings live in TOML; run arguments (input, output, date, ``--force``) are flags of the
-jobs. ``conf/train.toml`` (training-set generation and training, no Spark) is read by
-:func:`load_train_config` with the same rules: unknown sections and keys and wrong types
-raise :class:`~keylib.errors.ConfigError` (exit code 2). ``python -m keylib.config submit-args FILE`` prints the spark-submit options that
-must be known before the JVM starts (master, memory), for ``submit.sh``.
+jobs. Unknown sections and keys and wrong types raise :class:`~keylib.errors.ConfigError`
+(exit code 2); ``conf/train.toml`` is read with the same rules (:func:`load_toml`) by
+:func:`keylib.training.settings.load_train_config`. ``python -m keylib.config submit-args
+FILE`` prints the spark-submit options that must be known before the JVM starts (master,
+memory), for ``submit.sh``.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import os
@@ -24,13 +24,9 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-__all__ = [
-    "DEFAULTS", "DEFAULT_CONF", "TRAINSET_DEFAULTS", "TRAIN_CONF", "load_config", "load_train_config",
-    "config_hash",
-]
+__all__ = ["DEFAULTS", "DEFAULT_CONF", "load_config", "load_toml", "config_hash"]
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.toml"
-TRAIN_CONF = DEFAULT_CONF.parent / "train.toml"
 _LOG4J = DEFAULT_CONF.parent / "log4j2.properties"
 
 DEFAULTS: dict[str, Any] = {
@@ -81,38 +77,6 @@ _CHECKS = {
     "share": (lambda value: 0.0 <= value <= 1.0, "must be within 0..1"),
 }
 
-# [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
-TRAINSET_DEFAULTS: dict[str, Any] = {
-    "pop909": "",  # POP909 folder; "" = none
-    "pop909_holdout_from": 800,
-    "pop909_renders": 1,
-    "procedural": 160,
-    "chorales": 150,
-    "transpositions": 1,
-    "folk": 150,
-    "heldout_folk": 120,
-    "heldout_classical": 24,
-    "atonal": 200,
-    "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
-    "workers": 2,
-    "seed": 11,
-}
-
-# The [train] defaults are keylib.train.TrainConfig's.
-_TRAIN_BOUNDS = {
-    **dict.fromkeys([("trainset", "pop909_renders"), ("trainset", "transpositions"), ("trainset", "workers"),
-                     ("train", "epochs"), ("train", "batch_size"), ("train", "learning_rate"),
-                     ("train", "batches_per_epoch")], "positive"),
-    **dict.fromkeys([("trainset", "procedural"), ("trainset", "chorales"), ("trainset", "folk"),
-                     ("trainset", "heldout_folk"), ("trainset", "heldout_classical"), ("trainset", "atonal"),
-                     ("trainset", "pop909_holdout_from"), ("train", "patience"), ("train", "filters"),
-                     ("train", "mix"), ("train", "head"), ("train", "context")], "not negative"),
-    **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
-                     ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
-                     ("train", "whole_share"), ("train", "ema")], "share"),
-}
-
-
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """Read a TOML file over :data:`DEFAULTS` and validate it.
 
@@ -126,7 +90,7 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     ConfigError
         for a missing or malformed file, an unknown section or key, or a bad value.
     """
-    config = _load(path, config=copy.deepcopy(DEFAULTS), default_file=DEFAULT_CONF, bounds=_BOUNDS)
+    config = load_toml(path, config=copy.deepcopy(DEFAULTS), default_file=DEFAULT_CONF, bounds=_BOUNDS)
     _refuse_renamed_modules(config, where=str(path or DEFAULT_CONF))
     return config
 
@@ -143,33 +107,12 @@ def _refuse_renamed_modules(config: Mapping[str, Any], *, where: str) -> None:
                               f"{_RENAMED_MODULES[value]!r}")
 
 
-def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
-    """Read ``conf/train.toml`` (or ``path``) over the training defaults and validate it.
+def load_toml(path: str | Path | None, *, config: dict, default_file: Path, bounds: dict) -> dict[str, Any]:
+    """``config`` (the defaults) updated from ``path`` (or ``default_file`` when it exists), checked.
 
-    Parameters
-    ----------
-    path : str or Path or None
-        The TOML file; ``None`` reads ``conf/train.toml`` when it exists, else defaults.
-
-    Returns
-    -------
-    dict
-        ``{"trainset": {...}, "train": {...}}``: ``trainset`` has the keys of
-        :data:`TRAINSET_DEFAULTS`; ``train`` has the fields of
-        :class:`keylib.train.TrainConfig` that have a plain default (``name``, ``version``,
-        ``threads`` and ``max_steps_per_epoch`` are flags of the job).
-
-    Raises
-    ------
-    ConfigError
-        for a missing or malformed file, an unknown section or key, or a bad value.
+    ``bounds`` maps ``(section, key)`` to ``"positive"``, ``"not negative"`` or ``"share"``.
+    Unknown sections and keys and wrong types raise :class:`~keylib.errors.ConfigError`.
     """
-    config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
-    return _load(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
-
-
-def _load(path: str | Path | None, *, config: dict, default_file: Path, bounds: dict) -> dict[str, Any]:
-    """``config`` (the defaults) updated from ``path`` (or ``default_file`` when it exists), checked."""
     if path is None:
         path = default_file if default_file.exists() else None
     if path is not None:
@@ -179,15 +122,6 @@ def _load(path: str | Path | None, *, config: dict, default_file: Path, bounds: 
         if not holds(config[section][key]):
             raise ConfigError(f"{section}.{key} {requirement}, got {config[section][key]!r}")
     return config
-
-
-def _train_defaults() -> dict[str, Any]:
-    from .train import TrainConfig  # the training settings and their defaults live there
-
-    return {
-        field.name: field.default for field in dataclasses.fields(TrainConfig)
-        if isinstance(field.default, (bool, int, float, str)) and field.name not in ("name", "version")
-    }
 
 
 def _read_toml(path: str | Path) -> dict[str, Any]:

@@ -4,8 +4,8 @@ Everything inference needs from the model lives here: reading the model card, th
 step layout of the input, batching by length, calibration, and the ONNX Runtime session,
 loaded once per Python worker. Importing this module costs numpy only; ``onnxruntime``
 is imported when the first model is loaded (0.2 s, against ~9 s for TensorFlow).
-Training (:mod:`keylib.model`, :mod:`keylib.train`) stays in Keras and writes the ``.onnx``
-next to the ``.keras`` with :func:`keylib.model.export_onnx`; both sides share
+Training (:mod:`keylib.training.networks`, :mod:`keylib.training.train`) stays in Keras and writes the ``.onnx``
+next to the ``.keras`` with :func:`keylib.training.networks.export_onnx`; both sides share
 :func:`to_steps`, :func:`predict_by_length` and :func:`calibrate`, so the served model
 gives the Keras model's probabilities (within 1e-4, tested).
 
@@ -277,7 +277,7 @@ def model_info(path: str | Path | None = None) -> ModelInfo:
     if not onnx_path.is_file():
         if given.suffix == ".keras" and given.is_file():
             raise ModelError(f"no served model next to {given}: export {onnx_path.name} with "
-                             "keylib.model.export_onnx (needs the train extra)")
+                             "keylib.training.networks.export_onnx (needs the train extra)")
         raise ModelError(f"model file not found: {onnx_path if given.suffix != '.onnx' else given}")
     info = ModelInfo(onnx_path, json_path, read_card(json_path))
     if info.feature_version != FEATURE_VERSION:

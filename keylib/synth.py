@@ -3,7 +3,7 @@
 Additive synthesis of short tonal pieces (a I-IV-V-I style progression with bass and
 melody from the scale) in any of the 24 keys, plus the bad inputs a catalogue meets in
 practice. No FluidSynth needed: this runs anywhere numpy does. The training-set generator
-(:mod:`keylib.trainset`) renders real MIDI with FluidSynth instead.
+(:mod:`keylib.training.trainset`) renders real MIDI with FluidSynth instead.
 """
 
 from __future__ import annotations

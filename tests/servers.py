@@ -192,7 +192,7 @@ def fill_bucket(server: MotoServer, bucket: str, prefix: str, n: int, *, start: 
 def make_model(folder: Path) -> Path:
     """The shipped model when there is one, else a small untrained network with a valid card
     (keys are arbitrary, but every row goes through the real inference path)."""
-    from keylib import model as km
+    from keylib.training import networks as km
     from keylib.features import FEATURE_VERSION
 
     if km.SHIPPED_MODEL.is_file():

@@ -19,7 +19,7 @@ from keylib.track import CHROMA_COLUMNS
 from keylib.spark.flows import read_keys, run_annotate, run_extract, run_infer
 from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
-from keylib.model import load_model
+from keylib.training.networks import load_model
 from keylib.report import REPORT_FILES
 from keylib.storage.tables import committed_runs, read_current
 

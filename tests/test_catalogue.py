@@ -13,7 +13,8 @@ import pytest
 
 from keylib import synth
 from keylib.catalogue import URL_FINGERPRINT, list_tracks
-from keylib.config import TRAINSET_DEFAULTS, load_config, load_train_config
+from keylib.training.settings import TRAINSET_DEFAULTS, load_train_config
+from keylib.config import load_config
 from keylib.errors import ConfigError, InputError
 from keylib.incremental import select_tracks
 from servers import clip_bytes, fill_bucket, moto_server  # noqa: F401 - moto_server is a fixture
@@ -285,7 +286,7 @@ def test_config_defaults_and_validation(tmp_path):
 # ---------------------------------------------------------------- conf/train.toml
 
 def test_train_conf_loads_and_feeds_the_training_code():
-    from keylib.train import TrainConfig
+    from keylib.training.settings import TrainConfig
 
     config = load_train_config(REPO / "conf" / "train.toml")
     assert set(config) == {"trainset", "train"} and set(config["trainset"]) == set(TRAINSET_DEFAULTS)

@@ -21,7 +21,7 @@ def make_untrained_model(folder):
     not the accuracy."""
     import keras
 
-    from keylib.model import build_keynet_eq, export_onnx
+    from keylib.training.networks import build_keynet_eq, export_onnx
 
     keras.utils.set_random_seed(0)
     path = folder / "untrained.keras"

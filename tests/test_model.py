@@ -11,7 +11,8 @@ import pytest
 
 from keylib import audio, features, keys, mirex, synth
 from keylib.errors import ModelError
-from keylib.model import SHIPPED_MODEL, KeyModel, load_model, to_steps
+from keylib.serving import to_steps
+from keylib.training.networks import SHIPPED_MODEL, KeyModel, load_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -54,7 +55,7 @@ def test_shipped_model_files(model, card):
 
 
 def test_card_identity_matches_the_file_and_the_code(model, card):
-    from keylib.model import ARCHITECTURES
+    from keylib.training.networks import ARCHITECTURES
 
     assert card["feature_version"] == features.FEATURE_VERSION
     assert card["name"] == SHIPPED_MODEL.stem  # keynet-eq.keras <-> "keynet-eq"

@@ -27,7 +27,7 @@ def served():
 
 @pytest.fixture(scope="module")
 def keras_model():
-    from keylib import model as km
+    from keylib.training import networks as km
 
     return km.load_model()
 
@@ -70,7 +70,7 @@ def test_served_equals_keras_on_the_24_cadences(served, keras_model, cadences):
 
 
 def test_served_equals_keras_on_random_chroma_of_any_length():
-    from keylib import model as km
+    from keylib.training import networks as km
 
     served = serving.load_model(serving.MODELS_DIR / "keynet-eq.onnx")
     trained = km.load_model(serving.MODELS_DIR / "keynet-eq.keras")
@@ -88,7 +88,7 @@ def test_export_onnx_of_a_fresh_network(tmp_path, arch):
     itself in Keras."""
     import keras
 
-    from keylib import model as km
+    from keylib.training import networks as km
 
     keras.utils.set_random_seed(7)
     net = km.build_keynet_eq(filters=8, mix=8, head=8) if arch == "keynet_eq" else km.build_keycnn_ref(filters=8)

@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from keylib import features, keys, serving, synth
-from keylib.model import load_model
-from keylib.train import (TrainConfig, WeightAverage, fit_calibration, load_dataset, mirex_summary, split_dataset,
-                          train_model)
+from keylib.training.networks import load_model
+from keylib.training.settings import TrainConfig
+from keylib.training.train import (WeightAverage, fit_calibration, load_dataset, mirex_summary, split_dataset,
+                                   train_model)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
     import sys
     from pathlib import Path
 
-    from keylib.model import load_network
+    from keylib.training.networks import load_network
 
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
@@ -98,7 +99,7 @@ def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
 
 
 def test_network_shape_comes_from_the_config(small_set):
-    from keylib.model import build_keynet_eq
+    from keylib.training.networks import build_keynet_eq
 
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
@@ -192,8 +193,8 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     steps to expect a lower loss.)"""
     import keras
 
-    from keylib.model import ARCHITECTURES
-    from keylib.train import predict_exact
+    from keylib.training.networks import ARCHITECTURES
+    from keylib.training.train import predict_exact
 
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     train, val, held = split_dataset(df, val_fraction=0.5, seed=1)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keylib import audio, features, keys, templates, trainset
+from keylib import audio, features, keys, templates
+from keylib.training import trainset
 
 
 @pytest.fixture

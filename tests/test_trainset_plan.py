@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from keylib import keys, trainset
+from keylib import keys
+from keylib.training import trainset
 
 NOTHING_ELSE = {"n_procedural": 0, "n_chorales": 0, "n_folk": 0, "n_heldout_folk": 0}
 
@@ -119,7 +120,7 @@ def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from keylib.trainset.jobs import _other_splits, write_chroma_cache
+    from keylib.training.trainset.jobs import _other_splits, write_chroma_cache
 
     def row(track_id, split, frames):
         return {"path": f"audio/{split}/{track_id}.flac", "track_id": track_id, "key": "C major", "source": "s",
@@ -143,8 +144,8 @@ def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
 
 def test_training_soundfonts_replace_the_defaults_but_never_a_held_out_one(pop909, tmp_path):
     from keylib.errors import ConfigError
-    from keylib.trainset.jobs import _with_soundfonts
-    from keylib.trainset.render import HELDOUT_SOUNDFONTS
+    from keylib.training.trainset.jobs import _with_soundfonts
+    from keylib.training.trainset.render import HELDOUT_SOUNDFONTS
 
     font = tmp_path / "other.sf2"
     font.write_bytes(b"RIFF")

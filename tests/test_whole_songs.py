@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from keylib import trainset
+from keylib.training import trainset
 from keylib.cli import analyze_files
 from keylib.keys import KEY_NAMES, parse_key
 

@@ -1,6 +1,6 @@
 """Key networks over chroma, the shipped model, and fast batched prediction.
 
-Two networks (both built here, trained by :mod:`keylib.train`):
+Two networks (both built here, trained by :mod:`keylib.training.train`):
 
 ``keynet_eq`` (shipped): a transposition-equivariant network. The chroma is averaged into
 steps of ``frames_per_step`` frames (1 s). A local layer looks at all 12 pitch classes x 3
@@ -33,9 +33,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ModelError
-from .serving import (MODELS_DIR, calibrate, card_path, check_calibration, predict_by_length, read_card, temperatures,
-                      to_steps, track_seconds)
+from ..errors import ModelError
+from ..serving import (MODELS_DIR, calibrate, card_path, check_calibration, predict_by_length, read_card,
+                       temperatures, to_steps, track_seconds)
 
 __all__ = [
     "SHIPPED_MODEL",
@@ -45,7 +45,6 @@ __all__ = [
     "export_onnx",
     "build_keynet_eq",
     "build_keycnn_ref",
-    "to_steps",
     "configure_tensorflow",
 ]
 
@@ -207,7 +206,7 @@ class KeyModel:
     """A trained key network with its card; :meth:`predict_probs` is the one way to use it."""
 
     def __init__(self, keras_model, card: dict, *, path: Path | None = None):
-        from .features import FEATURE_VERSION
+        from ..features import FEATURE_VERSION
 
         self.keras_model = keras_model
         self.card = dict(card)

@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 
-from ..errors import ConfigError
-from ..keys import KEY_NAMES, transpose_index
+from ...errors import ConfigError
+from ...keys import KEY_NAMES, transpose_index
 from .atonal import ATONAL_KINDS, atonal_clip
 from .instruments import programs_for
 from .midi import DRUM_CHANNEL, Note, Piece, write_midi
@@ -133,7 +133,7 @@ def track_id_of(piece: Piece, i: int) -> str:
 
 def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: float = 1.0) -> list[dict]:
     """Render the pieces of ``job``; returns manifest rows (plus ``chroma`` when asked)."""
-    from .. import audio, features
+    from ... import audio, features
 
     out = Path(out_dir)
     if job.kind == "atonal":
@@ -182,7 +182,7 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
 def _run_atonal(job: Job, out: Path, *, with_chroma: bool) -> list[dict]:
     """Clips without a key (``key`` empty, ``split`` = ``atonal``): the negatives of the
     tonality classifier."""
-    from .. import audio, features
+    from ... import audio, features
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
@@ -384,7 +384,7 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     no manifest or a listed file cannot be decoded (a training set is rendered whole, so a
     missing file means a broken folder, not a track to skip).
     """
-    from ..errors import InputError
+    from ...errors import InputError
 
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
@@ -425,8 +425,8 @@ def _pool_map(fn, items: list, *, workers: int, ordered: bool):
 
 
 def _chroma_of_file(rel: str, root: str) -> np.ndarray:
-    from .. import audio, features
-    from ..errors import InputError, TrackError
+    from ... import audio, features
+    from ...errors import InputError, TrackError
 
     path = Path(root) / rel
     try:
@@ -453,7 +453,7 @@ def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_spli
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..features import FEATURE_VERSION
+    from ...features import FEATURE_VERSION
 
     table = pa.table({
         "track_id": [r["track_id"] for r in rows],

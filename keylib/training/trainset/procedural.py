@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..keys import tonic_mode
+from ...keys import tonic_mode
 from .midi import DRUM_CHANNEL, Note, Piece
 
 _MAJOR = (0, 2, 4, 5, 7, 9, 11)

@@ -1,5 +1,5 @@
 """Corpus readers: POP909 songs, music21 scores (Bach chorales, string quartets) and ABC
-folk tunes, each turned into labelled :class:`~keylib.trainset.midi.Note` lists.
+folk tunes, each turned into labelled :class:`~keylib.training.trainset.midi.Note` lists.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..keys import key_index, parse_key, transpose_index
+from ...keys import key_index, parse_key, transpose_index
 from .midi import Note, Piece, read_midi_tracks
 from .procedural import drum_part
 

@@ -13,20 +13,19 @@ import glob
 import json
 import time
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .features import FRAME_RATE
-from .keys import N_KEYS, try_parse_key
-from .mirex import calibration_error
-from .serving import CALIBRATION_RANGE_S, calibrate, temperatures, track_seconds
-from .tensors import compress, crop, excerpt, linear
+from ..features import FRAME_RATE
+from ..keys import N_KEYS, try_parse_key
+from ..mirex import calibration_error
+from ..serving import CALIBRATION_RANGE_S, calibrate, temperatures, track_seconds
+from ..tensors import compress, crop, excerpt, linear
+from .settings import TrainConfig, network_shape
 
 __all__ = [
-    "TrainConfig",
     "load_dataset",
     "split_dataset",
     "mirex_summary",
@@ -34,40 +33,7 @@ __all__ = [
     "predict_exact",
     "fit_calibration",
     "WeightAverage",
-    "network_shape",
 ]
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "keynet_eq"
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    learning_rate_decay: float = 1.0  # on a plateau of plateau_epochs, multiply the rate by this
-    plateau_epochs: int = 4
-    patience: int = 10
-    val_fraction: float = 0.12
-    label_smoothing: float = 0.05
-    seed: int = 7  # the weights' initialisation and the batches
-    split_seed: int = 7  # the validation split, kept when seeds are compared
-    excerpt_s: tuple[int, int] = (8, 40)  # short crops (s), uniform: what excerpts look like
-    long_s: tuple[int, int] = (40, 600)  # long crops (s), log-uniform: what whole songs look like
-    long_share: float = 0.35  # share of batches with long crops
-    whole_share: float = 0.25  # share of batches of whole tracks (of similar lengths)
-    batches_per_epoch: int = 60
-    max_steps_per_epoch: int | None = None
-    timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
-    loudness_aug: float = 0.5  # share of crops with section loudness changes and fades (see _loudness)
-    ema: float = 0.0  # moving average of the weights (0 = off): what validation scores and the model keeps
-    # The keynet_eq networks' shape (keylib.model.build_keynet_eq); 0 = the architecture's own.
-    filters: int = 0  # local filters (48)
-    mix: int = 0  # channels of the 1x1 mixing layer (48)
-    head: int = 0  # channels of the circular head (64)
-    context: int = 0  # steps (seconds) the local layer sees (3)
-    threads: int | None = None
-    name: str = "keynet-eq"
-    version: str = ""
 
 
 # --------------------------------------------------------------------------- data
@@ -78,7 +44,7 @@ def _read_parquet_rows(path: str | Path):
 
     p = Path(path)
     if (p / "_delta_log").is_dir():  # a keylib table: its current rows only (keylib.storage.tables)
-        from .storage.tables import read_rows
+        from ..storage.tables import read_rows
 
         return read_rows(str(p))
     files = [str(p)] if p.is_file() else sorted(
@@ -103,7 +69,7 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
     """
     import pandas as pd
 
-    from .features import FEATURE_VERSION
+    from ..features import FEATURE_VERSION
 
     df = pd.concat([_read_parquet_rows(f) for f in features], ignore_index=True)
     if "status" in df:
@@ -154,7 +120,7 @@ def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
 def mirex_summary(refs: Sequence[int], ests: Sequence[int]) -> dict:
     """Weighted MIREX scores under both fifth conventions, category counts and the confusion
     matrix (from :mod:`keylib.mirex`), in the layout the model card uses."""
-    from . import mirex
+    from .. import mirex
 
     refs = [int(r) for r in refs]
     ests = [int(e) for e in ests]
@@ -242,7 +208,7 @@ def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator)
 def _batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
     """One epoch of (x, y) batches: crops of 8 s to whole tracks (re-normalised, with
     loudness and timbre changes) and random transpositions (chroma rolled, tonic moved)."""
-    from .serving import to_steps
+    from ..serving import to_steps
 
     lengths = np.array([c.shape[1] for c in chromas])
     for _ in range(cfg.batches_per_epoch):
@@ -278,7 +244,7 @@ def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: i
     -------
     np.ndarray, shape (n, 24)
     """
-    from .serving import predict_by_length, to_steps
+    from ..serving import predict_by_length, to_steps
 
     return predict_by_length([to_steps(c, fps) for c in chromas],
                              lambda x: np.asarray(net(x, training=False)), batch_size=batch_size)
@@ -364,8 +330,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     Returns (keras model, card). When ``out_dir`` is given, writes ``<name>.keras``, its
     served export ``<name>.onnx`` and the card ``<name>.json`` there.
     """
-    from .features import FEATURE_VERSION
-    from .model import ARCHITECTURES, FRAMES_PER_STEP, configure_tensorflow, export_onnx
+    from ..features import FEATURE_VERSION
+    from .networks import ARCHITECTURES, FRAMES_PER_STEP, configure_tensorflow, export_onnx
 
     configure_tensorflow(cfg.threads)
     import keras
@@ -489,14 +455,6 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     return net, card
 
 
-NETWORK_SHAPE = ("filters", "mix", "head", "context")
-
-
-def network_shape(cfg: TrainConfig) -> dict:
-    """The shape settings of ``cfg`` that differ from the architecture's own (non-zero ones)."""
-    return {k: int(getattr(cfg, k)) for k in NETWORK_SHAPE if getattr(cfg, k)}
-
-
 class WeightAverage:
     """An exponential moving average of a network's weights, updated after each step.
 
@@ -521,7 +479,7 @@ class WeightAverage:
 def _fit_tonality(net, fps: int, val_sets: dict, val_raw: dict, atonal_df, calibration: dict) -> dict:
     """The tonality classifier: tonal validation music (whole and excerpts; ``val_raw`` their
     uncalibrated probabilities) against the generated atonal clips, on calibrated probabilities."""
-    from .tonality import fit_tonality, tonality_features
+    from ..tonality import fit_tonality, tonality_features
 
     def feats(chromas, raw):
         probs = calibrate(raw, temperatures(track_seconds(chromas), calibration))
@@ -558,7 +516,7 @@ def evaluate_heldout(net, df, fps: int, *, calibration: dict | None = None, tona
     out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}
     out["calibration"] = calibration_error(probs.max(1), ests == refs)
     if tonality:
-        from .tonality import tonal_score, tonality_features
+        from ..tonality import tonal_score, tonality_features
 
         feats = np.array([tonality_features(c, p) for c, p in zip(df["chroma"], probs)])
         out["tonal_kept"] = float((tonal_score(feats, tonality) >= tonality["threshold"]).mean())

@@ -1,0 +1,124 @@
+"""Training settings: ``conf/train.toml`` (``[trainset]``: what the training set renders;
+``[train]``: :class:`TrainConfig`), validated like the Spark configuration
+(:func:`keylib.config.load_toml`: an unknown key or a wrong type is exit code 2)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import DEFAULT_CONF, load_toml
+
+__all__ = ["TRAIN_CONF", "TRAINSET_DEFAULTS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
+
+TRAIN_CONF = DEFAULT_CONF.parent / "train.toml"
+
+
+@dataclass
+class TrainConfig:
+    """The ``[train]`` settings: architecture, schedule, crops and augmentation, seeds, the
+    network's shape; ``threads``, ``name`` and ``version`` come from the job's flags."""
+
+    arch: str = "keynet_eq"
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    learning_rate_decay: float = 1.0  # on a plateau of plateau_epochs, multiply the rate by this
+    plateau_epochs: int = 4
+    patience: int = 10
+    val_fraction: float = 0.12
+    label_smoothing: float = 0.05
+    seed: int = 7  # the weights' initialisation and the batches
+    split_seed: int = 7  # the validation split, kept when seeds are compared
+    excerpt_s: tuple[int, int] = (8, 40)  # short crops (s), uniform: what excerpts look like
+    long_s: tuple[int, int] = (40, 600)  # long crops (s), log-uniform: what whole songs look like
+    long_share: float = 0.35  # share of batches with long crops
+    whole_share: float = 0.25  # share of batches of whole tracks (of similar lengths)
+    batches_per_epoch: int = 60
+    max_steps_per_epoch: int | None = None
+    timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
+    loudness_aug: float = 0.5  # share of crops with section loudness changes and fades (see _loudness)
+    ema: float = 0.0  # moving average of the weights (0 = off): what validation scores and the model keeps
+    # The keynet_eq networks' shape (keylib.training.networks.build_keynet_eq); 0 = the architecture's own.
+    filters: int = 0  # local filters (48)
+    mix: int = 0  # channels of the 1x1 mixing layer (48)
+    head: int = 0  # channels of the circular head (64)
+    context: int = 0  # steps (seconds) the local layer sees (3)
+    threads: int | None = None
+    name: str = "keynet-eq"
+    version: str = ""
+
+
+NETWORK_SHAPE = ("filters", "mix", "head", "context")
+
+
+def network_shape(cfg: TrainConfig) -> dict:
+    """The shape settings of ``cfg`` that differ from the architecture's own (non-zero ones)."""
+    return {k: int(getattr(cfg, k)) for k in NETWORK_SHAPE if getattr(cfg, k)}
+
+
+# [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
+TRAINSET_DEFAULTS: dict[str, Any] = {
+    "pop909": "",  # POP909 folder; "" = none
+    "pop909_holdout_from": 800,
+    "pop909_renders": 1,
+    "procedural": 160,
+    "chorales": 150,
+    "transpositions": 1,
+    "folk": 150,
+    "heldout_folk": 120,
+    "heldout_classical": 24,
+    "atonal": 200,
+    "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
+    "workers": 2,
+    "seed": 11,
+}
+
+# The [train] defaults are TrainConfig's.
+_TRAIN_BOUNDS = {
+    **dict.fromkeys([("trainset", "pop909_renders"), ("trainset", "transpositions"), ("trainset", "workers"),
+                     ("train", "epochs"), ("train", "batch_size"), ("train", "learning_rate"),
+                     ("train", "batches_per_epoch")], "positive"),
+    **dict.fromkeys([("trainset", "procedural"), ("trainset", "chorales"), ("trainset", "folk"),
+                     ("trainset", "heldout_folk"), ("trainset", "heldout_classical"), ("trainset", "atonal"),
+                     ("trainset", "pop909_holdout_from"), ("train", "patience"), ("train", "filters"),
+                     ("train", "mix"), ("train", "head"), ("train", "context")], "not negative"),
+    **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
+                     ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
+                     ("train", "whole_share"), ("train", "ema")], "share"),
+}
+
+
+def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Read ``conf/train.toml`` (or ``path``) over the training defaults and validate it.
+
+    Parameters
+    ----------
+    path : str or Path or None
+        The TOML file; ``None`` reads ``conf/train.toml`` when it exists, else defaults.
+
+    Returns
+    -------
+    dict
+        ``{"trainset": {...}, "train": {...}}``: ``trainset`` has the keys of
+        :data:`TRAINSET_DEFAULTS`; ``train`` has the fields of
+        :class:`TrainConfig` that have a plain default (``name``, ``version``,
+        ``threads`` and ``max_steps_per_epoch`` are flags of the job).
+
+    Raises
+    ------
+    ConfigError
+        for a missing or malformed file, an unknown section or key, or a bad value.
+    """
+    config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
+    return load_toml(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
+
+
+def _train_defaults() -> dict[str, Any]:
+    return {
+        field.name: field.default for field in dataclasses.fields(TrainConfig)
+        if isinstance(field.default, (bool, int, float, str)) and field.name not in ("name", "version")
+    }

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/tables.py [--sizes 1000 10000] [--repeats 3]
 
-For each size: a keys table of N tracks is committed through :func:`keylib.storage.tables.commit_run`
+For each size: a keys table of N tracks is committed through :func:`keylib.spark.frames.commit_run`
 (Spark local[2]: executors write the Parquet files to S3, the driver commits once), then a
 second run re-writes 1 % of the tracks (upsert: copy-on-write of the files holding them),
 then the current rows are read back without Spark (``keylib keys``' reader, Polars, DuckDB).
@@ -68,7 +68,8 @@ def main() -> None:
     from servers import CREDENTIALS, MotoServer  # the dummy credentials for boto3's chain
 
     os.environ.update(CREDENTIALS)
-    from keylib.storage import tables
+    from keylib.spark import frames
+    from keylib.storage import locations
     from keylib.cli import read_keys_table
     from keylib.config import load_config
     from keylib.spark.schemas import keys_schema
@@ -88,9 +89,9 @@ def main() -> None:
         print(header)
         for n in args.sizes:
             pdf = keys_rows(n)
-            schema = tables._arrow_schema(keys_schema())
+            schema = frames.arrow_schema(keys_schema())
             arrow = pa.Table.from_pandas(pdf, schema=schema, preserve_index=False)
-            fs, _ = tables.filesystem("s3://bench/x", s3)
+            fs, _ = locations.filesystem("s3://bench/x", s3)
 
             def baseline(counter=iter(range(10**6))):
                 with fs.open_output_stream(f"bench/plain-{n}-{next(counter)}.parquet") as out:
@@ -108,13 +109,13 @@ def main() -> None:
             def commit():
                 uri = f"s3://bench/keys-{n}-{next(counter)}"
                 uris.append(uri)
-                return tables.commit_run(frame, uri, run_id=tables.new_run_id(), s3_settings=s3)
+                return frames.commit_run(frame, uri, run_id=locations.new_run_id(), s3_settings=s3)
 
             commit_s, result = timed(commit, args.repeats)
             assert result.rows == n
-            upsert_s, result = timed(lambda: tables.commit_run(changed, uris[-1], run_id=tables.new_run_id(),
+            upsert_s, result = timed(lambda: frames.commit_run(changed, uris[-1], run_id=locations.new_run_id(),
                                                                s3_settings=s3), args.repeats)
-            options = tables.storage_options(uris[-1], s3)
+            options = locations.storage_options(uris[-1], s3)
             read_s, keys = timed(lambda: read_keys_table(uris[-1], s3_settings=s3), args.repeats)
             assert len(keys) == n and keys["track_id"].is_unique
 

@@ -109,7 +109,8 @@ def read_keys_table(output: str, *, s3_settings=None):
         there is no keys table there. StorageError: the store cannot be reached.
     """
     from .errors import InputError
-    from .storage.tables import read_rows, resolve_output, table_exists, table_uri
+    from .storage.tables import read_rows, table_exists
+    from .storage.locations import resolve_output, table_uri
 
     root = table_uri(output, "keys")
     if not table_exists(root, s3_settings=s3_settings):
@@ -137,7 +138,7 @@ def keys_command(args: argparse.Namespace) -> int:
     from .config import load_config
     from .errors import ConfigError, InputError, StorageError
     from .outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, EXIT_STORAGE
-    from .storage.tables import filesystem
+    from .storage.locations import filesystem
 
     try:
         s3_settings = load_config(args.conf)["s3"] if args.conf else {}

@@ -21,7 +21,8 @@ from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
 from keylib.training.networks import load_model
 from keylib.report import REPORT_FILES
-from keylib.storage.tables import committed_runs, read_current
+from keylib.storage.tables import committed_runs
+from keylib.spark.frames import read_current
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_inference import make_untrained_model  # noqa: E402

@@ -38,7 +38,7 @@ def uncommitted_folders(table_root):
 
 
 def test_sigkill_mid_write_then_rerun_gives_one_row_per_track(tmp_path, spark):
-    from keylib.storage.tables import read_current
+    from keylib.spark.frames import read_current
     from keylib.synth import chord_progression, write_audio
 
     catalogue = tmp_path / "catalogue"

@@ -15,7 +15,8 @@ import pytest
 from keylib import features, synth
 from keylib.track import CHROMA_COLUMNS
 from keylib.spark.flows import run_extract
-from keylib.storage.tables import committed_runs, read_current, read_rows
+from keylib.storage.tables import committed_runs, read_rows
+from keylib.spark.frames import read_current
 
 REPO = Path(__file__).resolve().parent.parent
 

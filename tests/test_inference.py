@@ -150,7 +150,7 @@ def test_python_workers_fork_from_keylibs_daemon_with_imports_done(spark):
 
         main = sys.modules["__main__"]
         yield (getattr(getattr(main, "__spec__", None), "name", None),
-               all(m in sys.modules for m in ("pandas", "pyarrow", "keylib.spark.workers", "keylib.storage.tables")))
+               all(m in sys.modules for m in ("pandas", "pyarrow", "keylib.spark.workers", "keylib.storage.commit")))
 
     seen = set(spark.sparkContext.parallelize(range(4), 2).mapPartitions(probe).collect())
     assert seen == {("keylib.spark.daemon", True)}

@@ -67,9 +67,9 @@ def output(request, tmp_path):
 
 
 def store(out, s3):
-    from keylib.storage import lease
+    from keylib.storage import lease_store, locations
 
-    return lease._store(lease.resolve_output(out), s3)
+    return lease_store.open_store(locations.resolve_output(out), s3)
 
 
 def spawn(script, *args, log):
@@ -159,12 +159,12 @@ def test_heartbeat_keeps_the_lease_past_its_ttl(output):
 def test_holder_killed_on_this_machine_is_followed_at_once(tmp_path, output):
     """A run killed here frees the lease at once (its pid is gone, even as an unreaped
     zombie); until then its staging files are not touched."""
-    from keylib.storage import tables
+    from keylib.storage import locations, staging
     from keylib.errors import OutputBusyError
 
     out, s3 = output
-    uri = tables.table_uri(out, "chroma")
-    fs, root = tables.filesystem(uri, s3)
+    uri = locations.table_uri(out, "chroma")
+    fs, root = locations.filesystem(uri, s3)
     fs.create_dir(f"{root}/run=child-run", recursive=True)
     with fs.open_output_stream(f"{root}/run=child-run/part-0.parquet") as f:  # what the live run is writing
         f.write(b"PAR1")
@@ -172,7 +172,7 @@ def test_holder_killed_on_this_machine_is_followed_at_once(tmp_path, output):
     child, log = start_holder(tmp_path, out, s3, ttl_s=60, heartbeat_s=10)
     try:
         with pytest.raises(OutputBusyError, match=rf"held by run child-run \(job child, host .*, pid {child.pid}\)"):
-            tables.clear_staging(uri, s3_settings=s3)
+            staging.clear_staging(uri, s3_settings=s3)
         assert fs.get_file_info(f"{root}/run=child-run/part-0.parquet").size == 4  # untouched
         os.kill(child.pid, signal.SIGKILL)
         wait_for(lambda: open(f"/proc/{child.pid}/stat").read().split(") ")[1][0] == "Z", timeout=10,
@@ -184,7 +184,7 @@ def test_holder_killed_on_this_machine_is_followed_at_once(tmp_path, output):
         child.wait(timeout=10)
     assert mine is not None and mine.generation == 2
     mine.release()
-    assert tables.clear_staging(uri, s3_settings=s3) == ["run=child-run"]
+    assert staging.clear_staging(uri, s3_settings=s3) == ["run=child-run"]
     assert fs.get_file_info(f"{root}/run=child-run").type.name == "NotFound"
 
 
@@ -235,13 +235,14 @@ def rows(spark, ids, *, n=0, status="ok"):
 
 
 def test_commit_refused_once_the_lease_is_lost(spark, tmp_path):
-    from keylib.storage import lease, tables
+    from keylib.spark import frames
+    from keylib.storage import lease, locations, tables
     from keylib.errors import StorageError
 
     out = str(tmp_path / "out")
-    uri = tables.table_uri(out, "keys")
+    uri = locations.table_uri(out, "keys")
     with lease.hold(out, run_id="r1", job="test", ttl_s=30, heartbeat_s=10) as mine:
-        tables.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1")
+        frames.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1")
         # Another run found this lease expired (this process paused past its ttl, say) and
         # took it over, as lease.acquire does: by creating the next generation.
         rival = {"generation": mine.generation + 1, "run_id": "rival-run", "job": "nightly", "host": "elsewhere",
@@ -249,7 +250,7 @@ def test_commit_refused_once_the_lease_is_lost(spark, tmp_path):
                  "released": False}
         assert store(out, {}).create(mine.generation + 1, json.dumps(rival), token="rival")
         with pytest.raises(StorageError) as info:
-            tables.commit_run(rows(spark, ["b", "c"], n=2), uri, run_id="r2")
+            frames.commit_run(rows(spark, ["b", "c"], n=2), uri, run_id="r2")
         assert str(info.value).startswith(f"lost the lease on {out} before committing run r2 to {uri}: taken over by "
                                           "run rival-run (job nightly, host elsewhere, pid 4242)"), info.value
         assert mine.lost
@@ -263,31 +264,32 @@ def test_racing_commits_leave_one_current_row_per_track(spark, output):
     """Two runs that read the table at the same version both add track c, new to it: the
     later one finds the table moved, reads it again and replaces the earlier one's row of c
     (delta-rs alone would rebase one append onto the other: two current rows of c)."""
-    from keylib.storage import lease, tables
+    from keylib.spark import frames
+    from keylib.storage import commit, lease, locations, tables
     from keylib.errors import StorageError
 
     out, s3 = output
-    uri = tables.table_uri(out, "keys")
-    tables.commit_run(rows(spark, ["a", "b"], n=0), uri, run_id="r0", s3_settings=s3)
+    uri = locations.table_uri(out, "keys")
+    frames.commit_run(rows(spark, ["a", "b"], n=0), uri, run_id="r0", s3_settings=s3)
     first, second = tables.open_table(uri, s3_settings=s3), tables.open_table(uri, s3_settings=s3)
     assert first.version() == second.version() == 0
-    schema = tables._arrow_schema(rows(spark, ["x"]).schema)
+    schema = frames.arrow_schema(rows(spark, ["x"]).schema)
 
     def stage(run_id, ids, n):
-        writer = tables._part_writer(uri, s3, run_id, schema)
-        return [m.asDict() for m in rows(spark, ids, n=n).mapInArrow(writer, tables._FILE_META).collect()]
+        writer = commit.part_writer(uri, s3, run_id, schema)
+        return [m.asDict() for m in rows(spark, ids, n=n).mapInArrow(writer, commit.FILE_META).collect()]
 
     with lease.hold(out, run_id="race", job="test", s3_settings=s3) as held:
-        args = dict(schema=schema, settings=s3, check=held.check)
-        one = tables._commit_upsert(spark, uri, first, stage("r1", ["c", "e"], 1), run_id="r1", **args)
-        two = tables._commit_upsert(spark, uri, second, stage("r2", ["c", "d"], 2), run_id="r2", **args)
+        args = dict(schema=schema, settings=s3, check=held.check, run_tasks=frames.executor_tasks(spark))
+        one = commit.commit_files(uri, first, stage("r1", ["c", "e"], 1), run_id="r1", **args)
+        two = commit.commit_files(uri, second, stage("r2", ["c", "d"], 2), run_id="r2", **args)
         assert (one[0], one[1]) == (1, 0) and (two[0], two[1]) == (2, 1)  # r2 replaced r1's row of c
 
         parts = stage("r3", ["e"], 3)
-        fs, root = tables.filesystem(uri, s3)
+        fs, root = locations.filesystem(uri, s3)
         fs.delete_file(f"{root}/{parts[0]['path']}")
         with pytest.raises(StorageError, match="files are missing or changed"):
-            tables._commit_upsert(spark, uri, tables.open_table(uri, s3_settings=s3), parts, run_id="r3", **args)
+            commit.commit_files(uri, tables.open_table(uri, s3_settings=s3), parts, run_id="r3", **args)
 
     current = tables.read_rows(uri, s3_settings=s3)
     assert sorted(current["track_id"]) == ["a", "b", "c", "d", "e"]  # one current row each
@@ -317,10 +319,10 @@ def lease_conf(path: Path, *, ttl_s: float, heartbeat_s: float, **kwargs) -> Pat
 
 
 def one_row_per_track(out: str, s3: dict, expected: list[str]) -> None:
-    from keylib.storage import tables
+    from keylib.storage import locations, tables
 
     for table in ("chroma", "keys"):
-        rows = tables.read_rows(tables.table_uri(out, table), columns=["track_id", "status"], s3_settings=s3)
+        rows = tables.read_rows(locations.table_uri(out, table), columns=["track_id", "status"], s3_settings=s3)
         assert sorted(rows["track_id"]) == sorted(expected), table
         assert set(rows["status"]) == {"ok"}, table
 
@@ -331,7 +333,7 @@ def test_two_concurrent_nightly_runs_one_waits_its_turn(tmp_path, where, request
     """Two nightly runs started together on one output: one holds the lease and commits; the
     other exits 6 with one line naming it, having written nothing (or, had it started after
     the first finished, finds nothing new)."""
-    from keylib.storage import tables
+    from keylib.storage import files, locations, tables
 
     env, s3 = None, {}
     model = make_model(tmp_path)
@@ -367,17 +369,17 @@ def test_two_concurrent_nightly_runs_one_waits_its_turn(tmp_path, where, request
         loser = texts[codes.index(6)]
         busy = [line for line in loser.splitlines() if "output busy" in line]
         assert len(busy) == 1 and "Traceback" not in loser, loser
-        assert busy[0].startswith(f"keylib nightly: output busy: {tables.resolve_output(out)} is held by run "
+        assert busy[0].startswith(f"keylib nightly: output busy: {locations.resolve_output(out)} is held by run "
                                   f"{winner_run} (job nightly, host {socket.gethostname()}, pid "), busy[0]
         assert " since " in busy[0] and "its lease expires at " in busy[0]
-        manifests = tables.read_texts(f"{tables.resolve_output(out)}/_runs", s3_settings=s3)
+        manifests = files.read_texts(f"{locations.resolve_output(out)}/_runs", s3_settings=s3)
         assert [json.loads(m)["run_id"] for m in manifests] == [winner_run]  # the busy run wrote nothing
     else:  # the second started after the first had finished
         assert f"listed {N_TRACKS}, new 0, skipped {N_TRACKS}" in texts[1 - codes.index(0)]
     one_row_per_track(out, s3, expected)
     for table in ("chroma", "keys"):
-        uri = tables.table_uri(out, table)
-        fs, root = tables.filesystem(uri, s3)
+        uri = locations.table_uri(out, table)
+        fs, root = locations.filesystem(uri, s3)
         folders = {i.base_name for i in fs.get_file_info(FileSelector(root)) if i.base_name.startswith("run=")}
         assert folders == {f"run={r}" for r in tables.committed_runs(uri, s3_settings=s3)}, table
     for text in texts:

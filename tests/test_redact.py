@@ -85,9 +85,9 @@ def test_key_ids_userinfo_and_credential_variables_are_masked(monkeypatch):
 
 
 def test_one_redaction_behind_every_name():
-    from keylib.storage import manifest, s3, tables
+    from keylib.storage import commit, manifest, s3
 
-    assert s3.redact is redact and tables._redact is redact and manifest.redact_text is redact
+    assert s3.redact is redact and commit.redact is redact and manifest.redact_text is redact
 
 
 def test_redacting_filter_masks_log_lines_and_tracebacks():

@@ -26,12 +26,13 @@ def table(request, tmp_path):
 
 
 def test_runs_upsert_one_current_row_per_track_and_keep_history(spark, table):
+    from keylib.spark import frames
     from keylib.storage import tables
 
     uri, s3 = table
-    first = tables.commit_run(rows(spark, ["a", "b", "c", "d"], n=1), uri, run_id="r1", s3_settings=s3)
+    first = frames.commit_run(rows(spark, ["a", "b", "c", "d"], n=1), uri, run_id="r1", s3_settings=s3)
     assert first.rows == 4 and first.statuses == {"ok": 4} and first.failed.empty and first.version == 0
-    second = tables.commit_run(rows(spark, ["c", "e"], n=2, status="read_error"), uri, run_id="r2", s3_settings=s3)
+    second = frames.commit_run(rows(spark, ["c", "e"], n=2, status="read_error"), uri, run_id="r2", s3_settings=s3)
     assert second.rows == 2 and second.replaced == 1 and second.version == 1
     assert sorted(second.failed["track_id"]) == ["c", "e"] and set(second.failed["error"]) == {"boom"}
 
@@ -45,44 +46,46 @@ def test_runs_upsert_one_current_row_per_track_and_keep_history(spark, table):
     assert tables.committed_runs(uri, s3_settings=s3) == ["r1", "r2"]
     assert tables.count_rows(uri, s3_settings=s3) == 5
 
-    frame = tables.read_current(spark, uri, s3_settings=s3)  # through the executors, no S3 connector
+    frame = frames.read_current(spark, uri, s3_settings=s3)  # through the executors, no S3 connector
     got = {r.track_id: r.n for r in frame.select("track_id", "n").collect()}
     assert got == {"a": 1, "b": 1, "c": 2, "d": 1, "e": 2}
     assert frame.schema["chroma"].dataType.simpleString() == "array<float>"
-    assert tables.read_current(spark, uri + "-missing", s3_settings=s3) is None
+    assert frames.read_current(spark, uri + "-missing", s3_settings=s3) is None
     assert tables.read_rows(uri + "-missing", s3_settings=s3) is None
 
 
 def test_uncommitted_files_are_invisible_and_cleared(spark, table):
-    from keylib.storage import tables
+    from keylib.spark import frames
+    from keylib.storage import commit, locations, staging, tables
 
     uri, s3 = table
-    tables.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
+    frames.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
     # A run killed after writing its files and before its commit:
-    fs, root = tables.filesystem(uri, s3)
+    fs, root = locations.filesystem(uri, s3)
     meta = rows(spark, ["a", "z"], n=9).mapInArrow(
-        tables._part_writer(uri, s3, "dead", tables._arrow_schema(rows(spark, ["x"]).schema)),
-        tables._FILE_META).collect()
+        commit.part_writer(uri, s3, "dead", frames.arrow_schema(rows(spark, ["x"]).schema)),
+        commit.FILE_META).collect()
     assert meta and fs.get_file_info(f"{root}/{meta[0]['path']}").size > 0
     current = tables.read_rows(uri, s3_settings=s3)
     assert sorted(current["track_id"]) == ["a", "b"] and set(current["n"]) == {1}  # invisible
 
     import polars as pl
 
-    assert pl.read_delta(uri, storage_options=tables.storage_options(uri, s3)).height == 2
-    assert tables.clear_staging(uri, s3_settings=s3) == ["run=dead"]
+    assert pl.read_delta(uri, storage_options=locations.storage_options(uri, s3)).height == 2
+    assert staging.clear_staging(uri, s3_settings=s3) == ["run=dead"]
     assert fs.get_file_info(f"{root}/run=dead").type.name == "NotFound"
     assert sorted(tables.read_rows(uri, s3_settings=s3)["track_id"]) == ["a", "b"]
 
 
 def test_readme_readers_pandas_duckdb_polars(spark, table):
     """The two-line reads shown in the README give one row per track."""
-    from keylib.storage import tables
+    from keylib.spark import frames
+    from keylib.storage import locations
 
     uri, s3 = table
-    tables.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
-    tables.commit_run(rows(spark, ["b"], n=2), uri, run_id="r2", s3_settings=s3)
-    options = tables.storage_options(uri, s3)
+    frames.commit_run(rows(spark, ["a", "b"], n=1), uri, run_id="r1", s3_settings=s3)
+    frames.commit_run(rows(spark, ["b"], n=2), uri, run_id="r2", s3_settings=s3)
+    options = locations.storage_options(uri, s3)
 
     from deltalake import DeltaTable
     keys = DeltaTable(uri, storage_options=options).to_pandas()
@@ -98,25 +101,25 @@ def test_readme_readers_pandas_duckdb_polars(spark, table):
 
 
 def test_unreachable_store_is_a_storage_error_without_credentials(spark, tmp_path):
-    from keylib.storage import tables
+    from keylib.spark import frames
     from keylib.errors import StorageError
     from servers import free_port
 
     dead = {"endpoint_url": f"http://127.0.0.1:{free_port()}", "max_attempts": 1}
     with pytest.raises(StorageError) as info:
-        tables.commit_run(rows(spark, ["a"]), "s3://out/t", run_id="r1", s3_settings=dead)
+        frames.commit_run(rows(spark, ["a"]), "s3://out/t", run_id="r1", s3_settings=dead)
     text = str(info.value)
     assert "s3://out/t" in text and ACCESS_KEY_ID not in text and SECRET_ACCESS_KEY not in text
 
 
 def test_text_files_local_and_s3(table):
-    from keylib.storage import tables
+    from keylib.storage import files
 
     uri, s3 = table
-    tables.write_text(f"{uri}/_runs/b.json", '{"b": 2}', s3_settings=s3)
-    tables.write_text(f"{uri}/_runs/a.json", '{"a": 1}', s3_settings=s3)
-    assert tables.read_texts(f"{uri}/_runs", s3_settings=s3) == ['{"a": 1}', '{"b": 2}']
-    assert tables.read_texts(f"{uri}/_none", s3_settings=s3) == []
+    files.write_text(f"{uri}/_runs/b.json", '{"b": 2}', s3_settings=s3)
+    files.write_text(f"{uri}/_runs/a.json", '{"a": 1}', s3_settings=s3)
+    assert files.read_texts(f"{uri}/_runs", s3_settings=s3) == ['{"a": 1}', '{"b": 2}']
+    assert files.read_texts(f"{uri}/_none", s3_settings=s3) == []
 
 
 def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
@@ -126,7 +129,8 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
     import pandas as pd
 
     from keylib import cli
-    from keylib.storage import tables
+    from keylib.spark import frames
+    from keylib.storage import locations, tables
     from keylib.spark.schemas import keys_schema
 
     at = datetime(2026, 11, 28, 2, 30, tzinfo=timezone.utc)
@@ -142,10 +146,10 @@ def test_keys_command_reads_a_local_output(spark, tmp_path, capsysbinary):
                     "segments": None})]
     frame = spark.createDataFrame(pd.DataFrame(data)[[f.name for f in keys_schema().fields]], keys_schema())
     out = tmp_path / "out"
-    tables.commit_run(frame, tables.table_uri(out, "keys"), run_id="r1")
+    frames.commit_run(frame, locations.table_uri(out, "keys"), run_id="r1")
     # the nested segments column round-trips through Delta, without Spark and through the executors
-    for current in (tables.read_rows(tables.table_uri(out, "keys")),
-                    tables.read_current(spark, tables.table_uri(out, "keys")).toPandas()):
+    for current in (tables.read_rows(locations.table_uri(out, "keys")),
+                    frames.read_current(spark, locations.table_uri(out, "keys")).toPandas()):
         current = current.set_index("track_id")
         segments = [s.asDict() if hasattr(s, "asDict") else dict(s) for s in current.loc["b.wav", "segments"]]
         assert segments == base["segments"]
@@ -171,17 +175,19 @@ def test_a_table_written_before_a_column_existed_gains_it(spark, table):
     reader fills it in for files that lack it."""
     from pyspark.sql import functions as F
 
+    from keylib.spark import frames
+
     from keylib.storage import tables
 
     uri, s3 = table
-    tables.commit_run(rows(spark, ["a", "b", "c"], n=1), uri, run_id="old", s3_settings=s3)
+    frames.commit_run(rows(spark, ["a", "b", "c"], n=1), uri, run_id="old", s3_settings=s3)
     newer = rows(spark, ["b", "d"], n=2, status="crashed").withColumn("attempts", F.lit(2).cast("int"))
-    commit = tables.commit_run(newer, uri, run_id="new", s3_settings=s3)
+    commit = frames.commit_run(newer, uri, run_id="new", s3_settings=s3)
     assert commit.replaced == 1
     current = tables.read_rows(uri, s3_settings=s3).set_index("track_id")
     assert sorted(current.index) == ["a", "b", "c", "d"]
     assert current.loc["b", "attempts"] == 2 and current.loc["d", "attempts"] == 2
     assert current[["attempts"]].loc[["a", "c"]].isna().all().all()  # rows written before it existed
-    frame = tables.read_current(spark, uri, s3_settings=s3)
+    frame = frames.read_current(spark, uri, s3_settings=s3)
     got = {r.track_id: r.attempts for r in frame.select("track_id", "attempts").collect()}
     assert got == {"a": None, "b": 2, "c": None, "d": 2}

@@ -27,7 +27,7 @@ try:
     import pyarrow  # noqa: F401
     import pyspark.worker  # noqa: F401
 
-    import keylib.storage.tables  # noqa: F401  (the table writers' side)
+    import keylib.spark.frames  # noqa: F401  (the tables' writers and readers: keylib.storage.commit)
     import keylib.spark.workers  # noqa: F401  (extract, audio, features, inference)
 except ImportError:
     # An interpreter without keylib's environment (PYSPARK_PYTHON pointing elsewhere):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
-from ..inference import KEYS_COLUMNS
 from ..track import CHROMA_COLUMNS
 
 __all__ = ["CHROMA_SCHEMA", "keys_schema"]

@@ -34,7 +34,8 @@ from .. import features
 from ..config import config_hash
 from ..redact import redact as redact_text  # the one redaction; None stays None
 from ..outcome import RunSummary
-from .tables import resolve_output, table_uri, write_text
+from .locations import resolve_output, table_uri
+from .files import write_text
 
 __all__ = [
     "MANIFEST_DIR", "start_manifest", "stage_record", "finish_manifest", "write_manifest",

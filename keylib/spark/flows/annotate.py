@@ -18,7 +18,7 @@ from ...incremental import stale_tracks
 from ...inference import KEYS_TABLE
 from ...storage.lease import leased
 from ...outcome import RunSummary
-from ...storage.tables import new_run_id, table_uri
+from ...storage.locations import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
 from .extract import ExtractPlan, commit_table_run, plan_extract
@@ -137,7 +137,7 @@ def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, k
                 task_cpus=int(config["spark"]["task_cpus"]),
             )
             # Two tables from one pass: persist the pass once and write its two projections.
-            # Each table is committed by keylib.storage.tables.commit_run (executors write its
+            # Each table is committed by keylib.spark.frames.commit_run (executors write its
             # Parquet parts, the driver commits once); not persisting would decode every
             # track twice; the persisted rows (chroma
             # ~7 KB per 30 s track) spill to local disk when memory is short. Should a lost

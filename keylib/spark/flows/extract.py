@@ -17,7 +17,10 @@ from ...track import ExtractSettings
 from ...incremental import select_tracks
 from ...storage.lease import leased
 from ...outcome import RunSummary
-from ...storage.tables import commit_run, new_run_id, read_rows, run_statuses, table_uri
+from ..frames import commit_run
+from ...storage.locations import new_run_id, table_uri
+from ...storage.tables import read_rows
+from ...storage.commit import run_statuses
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]
@@ -101,7 +104,7 @@ def _exhausted_failures(skipped: pd.DataFrame, previous_meta: pd.DataFrame | Non
 
 def commit_table_run(frame: DataFrame, table: str, *, run_id: str, s3_settings: Mapping[str, Any] | None,
                      summary: RunSummary) -> None:
-    """Commit ``frame`` as one run of ``table`` (:func:`keylib.storage.tables.commit_run`: an
+    """Commit ``frame`` as one run of ``table`` (:func:`keylib.spark.frames.commit_run`: an
     upsert on ``track_id``, atomic, local or ``s3://``) and count its statuses into
     ``summary`` (``failed``, ``failures``, ``extra["committed"]`` and ``["statuses"]``)."""
     commit = commit_run(frame, table, run_id=run_id, s3_settings=s3_settings, success=SUCCESS_STATUSES)

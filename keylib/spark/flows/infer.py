@@ -17,7 +17,9 @@ from ...inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
 from ...storage.lease import leased
 from ...serving import model_info
 from ...outcome import RunSummary
-from ...storage.tables import count_rows, new_run_id, read_current, read_rows, resolve_output, table_exists, table_uri
+from ...storage.tables import count_rows, read_rows, table_exists
+from ...storage.locations import new_run_id, resolve_output, table_uri
+from ..frames import read_current
 from ..workers import infer_dataframe
 from .extract import commit_table_run
 
@@ -84,7 +86,7 @@ def run_infer(
     """Predict keys for the current chroma rows that have no current keys row.
 
     Commits one run to the ``output/keys`` table (local or ``s3://``) with
-    :func:`keylib.storage.tables.commit_run`: one current row per track, holding the output's
+    :func:`keylib.spark.frames.commit_run`: one current row per track, holding the output's
     lease (:mod:`keylib.storage.lease`: another run on it raises
     :class:`~keylib.errors.OutputBusyError`).
 

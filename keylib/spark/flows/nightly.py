@@ -15,7 +15,7 @@ from ...errors import InputError, StorageError
 from ...storage.lease import leased
 from ...storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
 from ...outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
-from ...storage.tables import new_run_id
+from ...storage.locations import new_run_id
 from .annotate import run_annotate
 from .extract import run_extract
 

@@ -46,7 +46,7 @@ from keylib.keys import parse_key  # noqa: E402
 from keylib.mirex import calibration_error  # noqa: E402
 from keylib.report import plot_reliability  # noqa: E402
 from keylib.serving import track_seconds  # noqa: E402
-from keylib.training.train import LENGTH_BUCKETS, length_bucket, mirex_summary  # noqa: E402
+from keylib.training.scores import LENGTH_BUCKETS, length_bucket, mirex_summary  # noqa: E402
 from heldout import load_heldout  # noqa: E402
 
 DEFAULT_PROFILES = ("bgate", "edma", "temperley", "krumhansl", "shaath")

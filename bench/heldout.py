@@ -17,7 +17,7 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keylib.training.train import load_dataset  # noqa: E402
+from keylib.training.data import load_dataset  # noqa: E402
 
 
 def load_heldout(roots: Sequence[Path]):

@@ -17,7 +17,8 @@ from keylib.training.settings import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
 from keylib.outcome import EXIT_INPUT, report_error
 from keylib.training.settings import TrainConfig, network_shape
-from keylib.training.train import load_dataset, split_dataset, train_model
+from keylib.training.data import load_dataset, split_dataset
+from keylib.training.train import train_model
 
 
 def main(argv=None) -> int:

@@ -13,8 +13,10 @@ import pytest
 from keylib import features, keys, serving, synth
 from keylib.training.networks import load_model
 from keylib.training.settings import TrainConfig
-from keylib.training.train import (WeightAverage, fit_calibration, load_dataset, mirex_summary, split_dataset,
-                                   train_model)
+from keylib.training.train import WeightAverage, train_model
+from keylib.training.calibration import fit_calibration
+from keylib.training.data import load_dataset, split_dataset
+from keylib.training.scores import mirex_summary
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     import keras
 
     from keylib.training.networks import ARCHITECTURES
-    from keylib.training.train import predict_exact
+    from keylib.training.scores import predict_exact
 
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     train, val, held = split_dataset(df, val_fraction=0.5, seed=1)

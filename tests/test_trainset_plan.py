@@ -120,7 +120,8 @@ def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from keylib.training.trainset.jobs import _other_splits, write_chroma_cache
+    from keylib.training.trainset.make import _other_splits
+    from keylib.training.trainset.chroma_cache import write_chroma_cache
 
     def row(track_id, split, frames):
         return {"path": f"audio/{split}/{track_id}.flac", "track_id": track_id, "key": "C major", "source": "s",
@@ -144,7 +145,7 @@ def test_rendering_one_split_keeps_the_other_splits_rows(tmp_path):
 
 def test_training_soundfonts_replace_the_defaults_but_never_a_held_out_one(pop909, tmp_path):
     from keylib.errors import ConfigError
-    from keylib.training.trainset.jobs import _with_soundfonts
+    from keylib.training.trainset.plan import _with_soundfonts
     from keylib.training.trainset.render import HELDOUT_SOUNDFONTS
 
     font = tmp_path / "other.sf2"

@@ -32,14 +32,18 @@ Modules, one concern each:
 - :mod:`.procedural`: the procedural composer and drum parts.
 - :mod:`.sources`: POP909, music21 scores (chorales, quartets) and ABC tunes.
 - :mod:`.atonal`: clips without a key.
-- :mod:`.jobs`: planning, running, the process pool and the manifest and chroma writers.
+- :mod:`.plan`: which pieces, keys, transpositions, splits and soundfonts; a job's pieces.
+- :mod:`.make`: rendering a job into clips, the whole set and its ``manifest.csv``.
+- :mod:`.chroma_cache`: ``chroma_cache.parquet``, written or recomputed.
+- :mod:`.pool`: the local process pool.
 """
 
 from .atonal import ATONAL_KINDS, atonal_clip
+from .chroma_cache import refresh_chroma_cache, write_chroma_cache
 from .instruments import HELDOUT_BY_ROLE, HELDOUT_PROGRAMS, TRAIN_PROGRAMS
-from .jobs import (HELDOUT_EXCERPT_S, Job, make_training_set, plan_jobs, refresh_chroma_cache, run_job, track_id_of,
-                   write_chroma_cache)
+from .make import HELDOUT_EXCERPT_S, make_training_set, run_job, track_id_of
 from .midi import DRUM_CHANNEL, Note, Piece, read_midi_tracks, write_midi
+from .plan import Job, plan_jobs
 from .procedural import procedural_piece
 from .render import HELDOUT_SOUNDFONTS, RENDER_SR, SOUNDFONT, TRAIN_SOUNDFONTS, augment, render_midi
 from .sources import POP909_RENDER_S, abc_tunes, chorale_key, pop909_piece, pop909_songs, score_notes

@@ -143,6 +143,19 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
     Evaluation
     """
     keys = keys.drop_duplicates("track_id", keep="last").reset_index(drop=True)
+    scored, excluded, used = _match(keys, truth)
+    scored_df = pd.DataFrame(scored, columns=[
+        "track_id", "source", "reference", "estimate", "ref_index", "est_index", "confidence",
+        "category", "score", "score_both_fifths",
+    ])
+    excluded_df = pd.DataFrame(excluded, columns=["track_id", "reason", "detail", "source"])
+    summary = _summarize(scored_df, excluded_df, keys=keys, truth_rows=len(truth), used=len(used))
+    return Evaluation(scored=scored_df, excluded=excluded_df, summary=summary)
+
+
+def _match(keys: pd.DataFrame, truth: pd.DataFrame) -> tuple[list[dict], list[tuple], set[int]]:
+    """Each truth row's keys row (by ``track_id``, else by ``uri``), scored or excluded with
+    its reason; also the keys rows used."""
     by_id = {t: i for i, t in enumerate(keys["track_id"])}
     by_uri = {u: i for i, u in enumerate(keys["uri"]) if isinstance(u, str)}
     used: set[int] = set()
@@ -189,18 +202,20 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
             "score": mirex.WEIGHTS[category],
             "score_both_fifths": mirex.weighted_score(ref, est, descending_fifths=True),
         })
-    scored_df = pd.DataFrame(scored, columns=[
-        "track_id", "source", "reference", "estimate", "ref_index", "est_index", "confidence",
-        "category", "score", "score_both_fifths",
-    ])
-    excluded_df = pd.DataFrame(excluded, columns=["track_id", "reason", "detail", "source"])
+    return scored, excluded, used
+
+
+def _summarize(scored_df: pd.DataFrame, excluded_df: pd.DataFrame, *, keys: pd.DataFrame, truth_rows: int,
+               used: int) -> dict:
+    """The evaluation's summary: MIREX scores overall and per source, exclusions, key
+    distributions, the calibration of the confidence, what the rows say beyond the key."""
     summary = mirex.summarize(scored_df["ref_index"].astype(np.int64).to_numpy(),
                               scored_df["est_index"].astype(np.int64).to_numpy())
     summary["scored"] = int(len(scored_df))
     summary["excluded"] = {r: int((excluded_df["reason"] == r).sum()) for r in EXCLUSION_REASONS}
     summary["excluded_total"] = int(len(excluded_df))
-    summary["truth_rows"] = int(len(truth))
-    summary["unmatched_predictions"] = int(len(keys) - len(used))
+    summary["truth_rows"] = int(truth_rows)
+    summary["unmatched_predictions"] = int(len(keys) - used)
     summary["reference_distribution"] = np.bincount(scored_df["ref_index"].astype(int), minlength=24).tolist()
     summary["estimate_distribution"] = np.bincount(scored_df["est_index"].astype(int), minlength=24).tolist()
     summary["catalogue_distribution"] = np.bincount(
@@ -220,4 +235,4 @@ def evaluate_keys(keys: pd.DataFrame, truth: pd.DataFrame) -> Evaluation:
         scored_df.loc[confident, "confidence"].to_numpy(dtype=float),
         (scored_df.loc[confident, "ref_index"] == scored_df.loc[confident, "est_index"]).to_numpy())
     summary["beyond_key"] = _beyond_key(keys)
-    return Evaluation(scored=scored_df, excluded=excluded_df, summary=summary)
+    return summary

@@ -69,27 +69,9 @@ def run_nightly(
     stages: dict[str, Any] = {}
     max_failed_share = config["nightly"]["max_failed_share"]
     try:
-        if with_keys:
-            # One pass for tonight's new or changed tracks; the infer step for any track whose
-            # chroma is current but whose keys are not (another model, a run killed between
-            # its two commits).
-            result = run_annotate(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
-                                  with_report=False, force=force)
-            extract, final = result["extract"], result["infer"]
-            stages["extract"], stages["infer"] = stage_record(extract), stage_record(final)
-            manifest["versions"]["model"] = final.extra.get("model_version")
-        else:
-            extract = final = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
-                                          force=force)
-            stages["extract"] = stage_record(extract)
-        summary.listed = extract.listed
-        # What the night annotated: tracks new or changed at the last stage (a track
-        # whose chroma was fresh but whose key row was missing counts once, as new).
-        summary.new = max(extract.new, final.new)
-        summary.skipped = summary.listed - summary.new
-        summary.failed = max(extract.failed, final.failed)
-        # Keys rows carry the extraction failures too: the last stage lists every failure once.
-        summary.failures = final.failures[:50]
+        extract, final = _stages(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
+                                 with_keys=with_keys, force=force, manifest=manifest, stages=stages)
+        _count(summary, extract, final)
         # Retryable failures whose attempts are spent: skipped tonight, listed for a person.
         exhausted = extract.extra.get("exhausted", [])
         manifest["exhausted"] = {"count": len(exhausted), "max_attempts": config["nightly"]["max_attempts"],
@@ -109,3 +91,35 @@ def run_nightly(
     summary.extra["exit_code"] = code
     summary.extra["manifest"] = str(finish_manifest(manifest, summary, stages, output, s3_settings=config["s3"]))
     return summary
+
+
+def _stages(spark: SparkSession, *, input_uri: str, output: str | Path, config: Mapping[str, Any], run_id: str,
+            with_keys: bool, force: bool, manifest: dict, stages: dict) -> tuple[RunSummary, RunSummary]:
+    """The night's extraction and its last stage (inference, or extraction again with
+    ``with_keys=False``), each recorded in ``stages``."""
+    if with_keys:
+        # One pass for tonight's new or changed tracks; the infer step for any track whose
+        # chroma is current but whose keys are not (another model, a run killed between
+        # its two commits).
+        result = run_annotate(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
+                              with_report=False, force=force)
+        extract, final = result["extract"], result["infer"]
+        stages["extract"], stages["infer"] = stage_record(extract), stage_record(final)
+        manifest["versions"]["model"] = final.extra.get("model_version")
+    else:
+        extract = final = run_extract(spark, input_uri=input_uri, output=output, config=config, run_id=run_id,
+                                      force=force)
+        stages["extract"] = stage_record(extract)
+    return extract, final
+
+
+def _count(summary: RunSummary, extract: RunSummary, final: RunSummary) -> None:
+    """The night's counts in ``summary``, from its two stages."""
+    summary.listed = extract.listed
+    # What the night annotated: tracks new or changed at the last stage (a track
+    # whose chroma was fresh but whose key row was missing counts once, as new).
+    summary.new = max(extract.new, final.new)
+    summary.skipped = summary.listed - summary.new
+    summary.failed = max(extract.failed, final.failed)
+    # Keys rows carry the extraction failures too: the last stage lists every failure once.
+    summary.failures = final.failures[:50]

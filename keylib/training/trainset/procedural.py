@@ -57,6 +57,40 @@ def procedural_piece(key: int, rng: np.random.Generator, *, piece: str, programs
     n_bars = max(4, int(duration / bar))
     chords_per_bar = int(rng.choice([1, 1, 2]))
     n_chords = n_bars * chords_per_bar
+    seq = _progression(n_chords, mode, rng)
+    chord_len = bar / chords_per_bar
+    notes: list[Note] = []
+    register = int(rng.integers(52, 62))
+    harmony_style = rng.choice(["block", "arp", "pulse"])
+    use_bass = rng.random() < 0.85
+    use_melody = rng.random() < 0.8
+    use_harmony = (not use_melody) or rng.random() < 0.9
+    use_drums = rng.random() < 0.5
+    mel_pitch = tonic + 12 * ((register + 12) // 12)
+    for i, deg in enumerate(seq):
+        t0 = i * chord_len
+        pcs = _triad(tonic, mode, deg)
+        if deg == 4 and rng.random() < 0.4:  # dominant seventh
+            pcs = pcs + [(pcs[0] + 10) % 12]
+        chord = sorted(register + ((pc - register) % 12) for pc in pcs)
+        if use_harmony:
+            notes += _harmony(chord, t0, chord_len, beat, harmony_style, rng)
+        if use_bass:
+            notes += _bass(pcs, t0, chord_len, beat, rng)
+        if use_melody:
+            melody, mel_pitch = _melody(_scale_pc(tonic, mode, leading=deg in (4, 6)), pcs, t0, chord_len, beat,
+                                        mel_pitch, rng)
+            notes += melody
+    end = n_chords * chord_len
+    # final tonic chord held
+    if use_drums:
+        notes += drum_part(np.arange(0, end, beat), beats_per_bar, rng)
+    programs = {ch: int(rng.choice(programs_by_role[role])) for ch, role in ((0, "harmony"), (1, "bass"), (2, "melody"))}
+    return Piece(notes, key, "procedural", piece, programs, split, end)
+
+
+def _progression(n_chords: int, mode: str, rng: np.random.Generator) -> list[int]:
+    """Scale degrees (0-based) of ``n_chords`` chords from the tonic, with cadences."""
     seq = [0]
     while len(seq) < n_chords:
         remaining = n_chords - len(seq)
@@ -70,76 +104,74 @@ def procedural_piece(key: int, rng: np.random.Generator, *, piece: str, programs
     if mode == "minor" and rng.random() < 0.3:
         # occasionally a Picardy-free plagal ending
         seq[-2] = 3
-    chord_len = bar / chords_per_bar
-    notes: list[Note] = []
-    register = int(rng.integers(52, 62))
-    harmony_style = rng.choice(["block", "arp", "pulse"])
-    use_bass = rng.random() < 0.85
-    use_melody = rng.random() < 0.8
-    use_harmony = (not use_melody) or rng.random() < 0.9
-    use_drums = rng.random() < 0.5
+    return seq
+
+
+def _harmony(chord: list[int], t0: float, chord_len: float, beat: float, style: str,
+             rng: np.random.Generator) -> list[Note]:
+    """One chord on channel 0: held (``block``), arpeggiated (``arp``) or struck each beat (``pulse``)."""
+    notes = []
     sub = beat / 2
-    mel_pitch = tonic + 12 * ((register + 12) // 12)
-    for i, deg in enumerate(seq):
-        t0 = i * chord_len
-        pcs = _triad(tonic, mode, deg)
-        if deg == 4 and rng.random() < 0.4:  # dominant seventh
-            pcs = pcs + [(pcs[0] + 10) % 12]
-        chord = sorted(register + ((pc - register) % 12) for pc in pcs)
-        if use_harmony:
-            vel = int(rng.integers(55, 90))
-            if harmony_style == "block":
-                for p in chord:
-                    notes.append(Note(t0, t0 + chord_len * 0.95, p, vel, 0))
-            elif harmony_style == "arp":
-                k = 0
-                t = t0
-                while t < t0 + chord_len - 1e-6:
-                    notes.append(Note(t, min(t0 + chord_len, t + sub * 1.5), chord[k % len(chord)] + 12 * (k // len(chord) % 2), vel, 0))
-                    k += 1
-                    t += sub
-            else:
-                t = t0
-                while t < t0 + chord_len - 1e-6:
-                    for p in chord:
-                        notes.append(Note(t, t + beat * 0.8, p, vel, 0))
-                    t += beat
-        if use_bass:
-            root = 36 + (pcs[0] - 36) % 12
-            vel = int(rng.integers(70, 100))
-            if rng.random() < 0.5:
-                notes.append(Note(t0, t0 + chord_len * 0.95, root, vel, 1))
-            else:
-                t, k = t0, 0
-                while t < t0 + chord_len - 1e-6:
-                    p = root if k % 2 == 0 else 36 + (pcs[2] - 36) % 12
-                    notes.append(Note(t, t + beat * 0.9, p, vel, 1))
-                    t += beat
-                    k += 1
-        if use_melody:
-            scale = _scale_pc(tonic, mode, leading=deg in (4, 6))
-            t = t0
-            while t < t0 + chord_len - 1e-6:
-                d = float(rng.choice([sub, beat, beat, 2 * beat]))
-                d = min(d, t0 + chord_len - t)
-                on_beat = abs(((t - t0) / beat) - round((t - t0) / beat)) < 1e-6
-                if on_beat and rng.random() < 0.7:
-                    cands = [p for p in range(mel_pitch - 7, mel_pitch + 8) if p % 12 in pcs]
-                else:
-                    cands = [p for p in range(mel_pitch - 4, mel_pitch + 5) if p % 12 in scale]
-                cands = [p for p in cands if 60 <= p <= 88]
-                if not cands:  # out of range: jump an octave towards the middle
-                    mel_pitch += 12 if mel_pitch < 60 else -12
-                else:
-                    mel_pitch = int(rng.choice(cands))
-                    notes.append(Note(t, t + d * 0.9, mel_pitch, int(rng.integers(70, 110)), 2))
-                t += d
-    end = n_chords * chord_len
-    # final tonic chord held
-    if use_drums:
-        notes += drum_part(np.arange(0, end, beat), beats_per_bar, rng)
-    programs = {ch: int(rng.choice(programs_by_role[role])) for ch, role in ((0, "harmony"), (1, "bass"), (2, "melody"))}
-    return Piece(notes, key, "procedural", piece, programs, split, end)
+    vel = int(rng.integers(55, 90))
+    if style == "block":
+        for p in chord:
+            notes.append(Note(t0, t0 + chord_len * 0.95, p, vel, 0))
+    elif style == "arp":
+        k = 0
+        t = t0
+        while t < t0 + chord_len - 1e-6:
+            notes.append(Note(t, min(t0 + chord_len, t + sub * 1.5), chord[k % len(chord)] + 12 * (k // len(chord) % 2), vel, 0))
+            k += 1
+            t += sub
+    else:
+        t = t0
+        while t < t0 + chord_len - 1e-6:
+            for p in chord:
+                notes.append(Note(t, t + beat * 0.8, p, vel, 0))
+            t += beat
+    return notes
+
+
+def _bass(pcs: list[int], t0: float, chord_len: float, beat: float, rng: np.random.Generator) -> list[Note]:
+    """The chord's bass on channel 1: its root held, or root and fifth alternating each beat."""
+    notes = []
+    root = 36 + (pcs[0] - 36) % 12
+    vel = int(rng.integers(70, 100))
+    if rng.random() < 0.5:
+        notes.append(Note(t0, t0 + chord_len * 0.95, root, vel, 1))
+    else:
+        t, k = t0, 0
+        while t < t0 + chord_len - 1e-6:
+            p = root if k % 2 == 0 else 36 + (pcs[2] - 36) % 12
+            notes.append(Note(t, t + beat * 0.9, p, vel, 1))
+            t += beat
+            k += 1
+    return notes
+
+
+def _melody(scale: list[int], pcs: list[int], t0: float, chord_len: float, beat: float, mel_pitch: int,
+            rng: np.random.Generator) -> tuple[list[Note], int]:
+    """The melody over one chord on channel 2 (chord tones on the beat, mostly; scale steps
+    between), from ``mel_pitch``; returns the notes and the pitch it ends on."""
+    notes = []
+    sub = beat / 2
+    t = t0
+    while t < t0 + chord_len - 1e-6:
+        d = float(rng.choice([sub, beat, beat, 2 * beat]))
+        d = min(d, t0 + chord_len - t)
+        on_beat = abs(((t - t0) / beat) - round((t - t0) / beat)) < 1e-6
+        if on_beat and rng.random() < 0.7:
+            cands = [p for p in range(mel_pitch - 7, mel_pitch + 8) if p % 12 in pcs]
+        else:
+            cands = [p for p in range(mel_pitch - 4, mel_pitch + 5) if p % 12 in scale]
+        cands = [p for p in cands if 60 <= p <= 88]
+        if not cands:  # out of range: jump an octave towards the middle
+            mel_pitch += 12 if mel_pitch < 60 else -12
+        else:
+            mel_pitch = int(rng.choice(cands))
+            notes.append(Note(t, t + d * 0.9, mel_pitch, int(rng.integers(70, 110)), 2))
+        t += d
+    return notes, mel_pitch
 
 
 def drum_part(beats: np.ndarray, per_bar: int, rng: np.random.Generator) -> list[Note]:

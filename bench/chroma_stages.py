@@ -1,6 +1,6 @@
 """Benchmark: decode + chroma, stage by stage, today's code against the v1 code it replaced.
 
-    .venv/bin/python bench/extract.py [--tracks 60] [--loop-only]
+    .venv/bin/python bench/chroma_stages.py [--tracks 60] [--loop-only]
 
 On 30 s, 44.1 kHz stereo, 192 kbps mp3 clips in all 24 keys with tunings spread over
 +-50 cents (bench/clips.py; cached in build/bench-clips), prints

@@ -56,10 +56,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import audio, features, segments  # noqa: E402
-from keylib.training.settings import load_train_config  # noqa: E402
 from keylib.keys import KEY_NAMES, parse_key  # noqa: E402
 from keylib.mirex import weighted_score  # noqa: E402
 from keylib.tensors import crop  # noqa: E402
+from keylib.training.settings import load_train_config  # noqa: E402
 from heldout import load_heldout  # noqa: E402
 
 HALF_S = 30.0

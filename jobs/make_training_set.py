@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from keylib.training.settings import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
 from keylib.errors import ConfigError, InputError
 from keylib.features import FEATURE_VERSION
 from keylib.outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, report_error
+from keylib.training.settings import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
 from keylib.training.trainset import make_training_set, refresh_chroma_cache
 
 

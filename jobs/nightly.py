@@ -13,8 +13,8 @@ Nothing it prints or logs carries a credential (:func:`keylib.redact.redact`).
 
 import sys
 
-from keylib.spark.flows import run_nightly
 from keylib.redact import redact
+from keylib.spark.flows import run_nightly
 from keylib.spark.runner import job_main
 
 

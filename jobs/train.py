@@ -13,11 +13,10 @@ import json
 import sys
 from pathlib import Path
 
-from keylib.training.settings import TRAIN_CONF, load_train_config
 from keylib.errors import ConfigError
 from keylib.outcome import EXIT_INPUT, report_error
-from keylib.training.settings import TrainConfig, network_shape
 from keylib.training.data import load_dataset, split_dataset
+from keylib.training.settings import TRAIN_CONF, TrainConfig, load_train_config, network_shape
 from keylib.training.train import train_model
 
 

@@ -24,8 +24,8 @@ import pandas as pd
 
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
-from .storage.io import is_s3, is_url, local_path, stat_fingerprint
 from .redact import redact, strip_credentials
+from .storage.io import is_s3, is_url, local_path, stat_fingerprint
 
 __all__ = [
     "CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest", "read_csv_table", "resolve_uri",

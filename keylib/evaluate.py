@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from . import mirex
-from .errors import InputError
 from .catalogue import read_csv_table, resolve_uri
-from .redact import strip_credentials
+from .errors import InputError
 from .keys import KEY_NAMES, try_parse_key
+from .redact import strip_credentials
 
 __all__ = ["EXCLUSION_REASONS", "Evaluation", "read_truth", "evaluate_keys"]
 

@@ -31,10 +31,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from .evaluate import EXCLUSION_REASONS, Evaluation
-from .storage.io import atomic_write_text
 from .keys import KEY_NAMES
 from .mirex import CATEGORIES, WEIGHTS
 from .redact import redact
+from .storage.io import atomic_write_text
 
 __all__ = ["REPORT_FILES", "write_report", "plot_confusion", "plot_distribution"]
 

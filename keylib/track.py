@@ -12,8 +12,8 @@ from typing import Any, Mapping
 
 
 from . import audio, features
-from .storage import io
 from .errors import STATUS_OK, STATUS_SILENT, TrackError
+from .storage import io
 
 __all__ = ["CHROMA_COLUMNS", "ExtractSettings", "extract_track", "failed_row", "count_attempts"]
 

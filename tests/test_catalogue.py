@@ -13,10 +13,10 @@ import pytest
 
 from keylib import synth
 from keylib.catalogue import URL_FINGERPRINT, list_tracks
-from keylib.training.settings import TRAINSET_DEFAULTS, load_train_config
 from keylib.config import load_config
 from keylib.errors import ConfigError, InputError
 from keylib.incremental import select_tracks
+from keylib.training.settings import TRAINSET_DEFAULTS, load_train_config
 from servers import clip_bytes, fill_bucket, moto_server  # noqa: F401 - moto_server is a fixture
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from keylib import features, synth
-from keylib.track import CHROMA_COLUMNS
 from keylib.spark.flows import run_extract
-from keylib.storage.tables import committed_runs, read_rows
 from keylib.spark.frames import read_current
+from keylib.storage.tables import committed_runs, read_rows
+from keylib.track import CHROMA_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from keylib import audio, synth
-from keylib.storage import io
 from keylib.errors import (
     MissingTrackError, SpecialFileError, TrackCrashedError, TrackTimeoutError, UnsupportedSourceError,
 )
-from keylib.track import ExtractSettings, extract_track
 from keylib.incremental import select_tracks
 from keylib.sandbox import TrackSandbox, _resident_mb
+from keylib.storage import io
+from keylib.track import ExtractSettings, extract_track
 
 SETTINGS = ExtractSettings()
 

@@ -12,8 +12,8 @@ import pytest
 from keylib import features
 from keylib.incremental import stale_tracks
 from keylib.inference import KEYS_COLUMNS, keys_fields, predict_frame
-from keylib.spark.schemas import keys_schema
 from keylib.keys import KEY_NAMES, camelot, open_key
+from keylib.spark.schemas import keys_schema
 
 
 def make_untrained_model(folder):

@@ -48,7 +48,8 @@ def _long_functions(path: Path) -> list[str]:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
             if node.end_lineno - start + 1 > MAX_FUNCTION_LINES:
-                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - start + 1} lines)")
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} "
+                             f"({node.end_lineno - start + 1} lines)")
     return found
 
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from keylib import features, synth
-from keylib.storage import io
 from keylib.catalogue import list_tracks
-from keylib.track import ExtractSettings, extract_track
 from keylib.spark.workers import extract_dataframe
+from keylib.storage import io
+from keylib.track import ExtractSettings, extract_track
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from keylib import features, keys, serving, synth
-from keylib.training.networks import load_model
-from keylib.training.settings import TrainConfig
-from keylib.training.train import WeightAverage, train_model
 from keylib.training.calibration import fit_calibration
 from keylib.training.data import load_dataset, split_dataset
+from keylib.training.networks import load_model
 from keylib.training.scores import mirex_summary
+from keylib.training.settings import TrainConfig
+from keylib.training.train import WeightAverage, train_model
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 import soxr
 
-from keylib.training import trainset
 from keylib.cli import analyze_files
 from keylib.keys import KEY_NAMES, parse_key
+from keylib.training import trainset
 
 SR = trainset.RENDER_SR
 HELDOUT_FONT = trainset.HELDOUT_SOUNDFONTS[0]  # TimGM6mb: never used for training

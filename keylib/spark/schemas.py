@@ -36,7 +36,7 @@ assert [f.name for f in CHROMA_SCHEMA.fields] == CHROMA_COLUMNS
 
 
 def keys_schema():
-    """The Spark schema of the keys/ table (columns :data:`KEYS_COLUMNS`)."""
+    """The Spark schema of the keys/ table (columns :data:`keylib.inference.KEYS_COLUMNS`)."""
     return T.StructType([
         T.StructField("track_id", T.StringType(), False),
         T.StructField("uri", T.StringType(), True),

@@ -23,9 +23,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from ..errors import TrackError
-from ..track import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
-from ..sandbox import TrackSandbox
 from ..inference import CHROMA_INPUT_COLUMNS, KEYS_COLUMNS, predict_frame
+from ..sandbox import TrackSandbox
+from ..track import CHROMA_COLUMNS, ExtractSettings, extract_track, failed_row
 from .schemas import CHROMA_SCHEMA, keys_schema
 
 __all__ = [

@@ -50,6 +50,7 @@ def upload_folder(folder: str | os.PathLike, uri: str, *, s3_settings: Mapping |
     fs, root = filesystem(uri, s3_settings)
     try:
         fs.create_dir(root, recursive=True)
-        pafs.copy_files(str(Path(folder).resolve()), root, source_filesystem=local_filesystem(), destination_filesystem=fs)
+        pafs.copy_files(str(Path(folder).resolve()), root, source_filesystem=local_filesystem(),
+                        destination_filesystem=fs)
     except Exception as exc:  # noqa: BLE001
         raise storage_error(f"cannot write {uri}", exc) from None

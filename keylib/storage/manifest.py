@@ -32,10 +32,10 @@ from typing import Any, Mapping
 
 from .. import features
 from ..config import config_hash
-from ..redact import redact as redact_text  # the one redaction; None stays None
 from ..outcome import RunSummary
-from .locations import resolve_output, table_uri
+from ..redact import redact as redact_text  # the one redaction; None stays None
 from .files import write_text
+from .locations import resolve_output, table_uri
 
 __all__ = [
     "MANIFEST_DIR", "start_manifest", "stage_record", "finish_manifest", "write_manifest",

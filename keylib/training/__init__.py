@@ -4,6 +4,10 @@ exported ``.onnx`` with ONNX Runtime and imports nothing from here.
 
 - :mod:`.settings`: ``conf/train.toml`` (``[trainset]``, ``[train]``)
 - :mod:`.networks`: the Keras networks, the Keras model with its card, ONNX export
-- :mod:`.train`: training, calibration and the held-out scores of the model card
+- :mod:`.train`: training, and the model card it writes
+- :mod:`.data`: the training data and its validation split
+- :mod:`.batches`: crops, augmentation and transposition, batch by batch
+- :mod:`.scores`: predictions at each track's length, MIREX summaries, held-out scores
+- :mod:`.calibration`: the temperature and the tonality classifier fitted on validation
 - :mod:`.trainset`: the training set, rendered from MIDI with FluidSynth
 """

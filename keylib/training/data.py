@@ -89,7 +89,7 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
 def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
     """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source.
 
-    Rows of ``split == 'atonal'`` (no key) are in none of them: see :func:`train_model`.
+    Rows of ``split == 'atonal'`` (no key) are in none of them: see :func:`keylib.training.train.train_model`.
     """
     held = df[df["split"] == "heldout"]
     rest = df[~df["split"].isin(("heldout", "atonal"))]

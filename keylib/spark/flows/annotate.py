@@ -12,13 +12,13 @@ import pandas as pd
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from ...storage.io import is_s3
-from ...track import ExtractSettings
 from ...incremental import stale_tracks
 from ...inference import KEYS_TABLE
-from ...storage.lease import leased
 from ...outcome import RunSummary
+from ...storage.io import is_s3
+from ...storage.lease import leased
 from ...storage.locations import new_run_id, table_uri
+from ...track import ExtractSettings
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
 from .extract import ExtractPlan, commit_table_run, plan_extract

@@ -8,8 +8,8 @@ from pathlib import Path
 from ...errors import InputError
 from ...evaluate import Evaluation, evaluate_keys, read_truth
 from ...report import write_report
-from ...storage.locations import is_remote
 from ...storage.files import upload_folder
+from ...storage.locations import is_remote
 from .infer import read_keys
 
 __all__ = ["run_evaluate"]

@@ -13,14 +13,14 @@ from pyspark.sql import DataFrame, SparkSession
 from ... import features
 from ...catalogue import list_tracks
 from ...errors import STATUS_OK, STATUS_SILENT
-from ...track import ExtractSettings
 from ...incremental import select_tracks
-from ...storage.lease import leased
 from ...outcome import RunSummary
-from ..frames import commit_run
+from ...storage.commit import run_statuses
+from ...storage.lease import leased
 from ...storage.locations import new_run_id, table_uri
 from ...storage.tables import read_rows
-from ...storage.commit import run_statuses
+from ...track import ExtractSettings
+from ..frames import commit_run
 from ..workers import extract_dataframe
 
 __all__ = ["CHROMA_TABLE", "SUCCESS_STATUSES", "ExtractPlan", "plan_extract", "commit_table_run", "run_extract"]

@@ -14,11 +14,11 @@ from pyspark.sql import functions as F
 from ...errors import InputError
 from ...incremental import stale_tracks
 from ...inference import CHROMA_INPUT_COLUMNS, KEYS_TABLE
-from ...storage.lease import leased
-from ...serving import model_info
 from ...outcome import RunSummary
-from ...storage.tables import count_rows, read_rows, table_exists
+from ...serving import model_info
+from ...storage.lease import leased
 from ...storage.locations import new_run_id, resolve_output, table_uri
+from ...storage.tables import count_rows, read_rows, table_exists
 from ..frames import read_current
 from ..workers import infer_dataframe
 from .extract import commit_table_run

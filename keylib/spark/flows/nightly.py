@@ -12,10 +12,10 @@ from typing import Any, Mapping
 from pyspark.sql import SparkSession
 
 from ...errors import InputError, StorageError
-from ...storage.lease import leased
-from ...storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
 from ...outcome import EXIT_INPUT, EXIT_STORAGE, RunSummary
+from ...storage.lease import leased
 from ...storage.locations import new_run_id
+from ...storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
 from .annotate import run_annotate
 from .extract import run_extract
 

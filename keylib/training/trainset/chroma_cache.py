@@ -19,7 +19,7 @@ __all__ = ["write_chroma_cache", "refresh_chroma_cache"]
 def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = True) -> Path:
     """Recompute ``chroma_cache.parquet`` from a training-set folder's audio with this
     keylib's features (after a :data:`keylib.features.FEATURE_VERSION` change): the
-    manifest's rows, each decoded and folded as :func:`run_job` does. Renders nothing.
+    manifest's rows, each decoded and folded as :func:`keylib.training.trainset.make.run_job` does. Renders nothing.
 
     Returns the cache's path. Raises :class:`~keylib.errors.InputError` when the folder has
     no manifest or a listed file cannot be decoded (a training set is rendered whole, so a

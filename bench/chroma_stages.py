@@ -13,7 +13,7 @@ On 30 s, 44.1 kHz stereo, 192 kbps mp3 clips in all 24 keys with tunings spread 
   (b) the cost of a filterbank for a new tuning, v1 against now, and the first chroma in a
       fresh Python process (what every Spark Python worker pays once);
   (c) the Spark extraction job in local[2] (skipped with --loop-only).
-Target (issue 2): at least 10 tracks/s per core for decode + chroma.
+Target: at least 10 tracks/s per core for decode + chroma.
 """
 
 from __future__ import annotations

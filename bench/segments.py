@@ -26,7 +26,7 @@ test), it prints
 
 with 90% intervals (the score's mean: normal; the two shares: Wilson).
 
-Targets (issue 12): time-weighted score >= 0.85, boundary within 3 s in >= 80% of medleys,
+Targets: time-weighted score >= 0.85, boundary within 3 s in >= 80% of medleys,
 one segment for >= 90% of one-key tracks.
 
 With ``--pop909 DIR`` (default: ``conf/train.toml``'s POP909 folder) it also scores the

@@ -25,7 +25,7 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
 from .redact import redact, strip_credentials
-from .storage.io import is_s3, is_url, local_path, stat_fingerprint
+from .storage.io import is_remote, is_url, local_path, stat_fingerprint
 
 __all__ = [
     "CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest", "read_csv_table", "resolve_uri",
@@ -57,7 +57,7 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
         when the input does not exist or cannot be listed, or a manifest is malformed
         (its message is redacted).
     """
-    if is_s3(input_uri):
+    if is_remote(input_uri):
         from .storage import s3
 
         frame = s3.list_prefix(input_uri, settings=s3_settings or {})
@@ -136,7 +136,7 @@ def resolve_uri(raw: str, *, base: Path) -> str:
     as is but without its credential parameters, local paths absolute (relative to the
     manifest's folder ``base``)."""
     raw = raw.strip()
-    if is_s3(raw):
+    if is_remote(raw):
         return raw
     if is_url(raw):
         return strip_credentials(raw)
@@ -172,7 +172,7 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     for record in table.to_dict("records"):
         uri = resolve_uri(record["path"], base=base)
         size, fingerprint = None, None
-        if is_s3(uri):
+        if is_remote(uri):
             s3_uris.append(uri)
         elif is_url(uri):
             fingerprint = URL_FINGERPRINT
@@ -201,7 +201,7 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
         answered = frame["uri"].isin(stats.index)
         for column in ("fingerprint", "size_bytes"):
             frame.loc[answered, column] = frame.loc[answered, "uri"].map(stats[column])
-        frame.loc[frame["uri"].map(is_s3) & ~answered, "fingerprint"] = MISSING_FINGERPRINT
+        frame.loc[frame["uri"].map(is_remote) & ~answered, "fingerprint"] = MISSING_FINGERPRINT
         frame["fingerprint"] = frame["fingerprint"].astype(object).where(frame["fingerprint"].notna(), None)
     frame["size_bytes"] = frame["size_bytes"].astype("Int64")
     return frame

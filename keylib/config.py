@@ -95,8 +95,8 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     return config
 
 
-# keylib modules a configuration names that have moved (issue 25): a file written before
-# would make every Spark Python worker fail on an import; say what to write instead.
+# keylib modules a configuration may name by an old path: such a file would make every Spark
+# Python worker fail on an import, so say what to write instead.
 _RENAMED_MODULES = {"keylib.daemon": "keylib.spark.daemon"}
 
 

@@ -66,9 +66,7 @@ _TUNING_FRAMES = 50
 # constant-tuning music). A block departing by more than TUNING_CHANGE_CENTS is folded with
 # its own tuning, so a clip 30 cents off in a medley keeps its notes in their bins; smaller
 # departures keep the track's tuning, so a track tuned alike throughout gets the same
-# tensor as with one tuning. Two-key medleys of held-out renders joined at different
-# tunings (bench/segments.py): 20% of their halves sat > 15 cents from the medley's one
-# tuning and were named right 0.48 of the time (0.82 alone); followed, 0.79.
+# tensor as with one tuning. tests/test_features.py checks both (no benchmark measures it).
 TUNING_BLOCK_S = 10.0
 TUNING_CHANGE_CENTS = 8
 _BLOCK_FRAMES = int(TUNING_BLOCK_S * FRAME_RATE)

@@ -68,7 +68,8 @@ KEYS_TABLE = "keys"
 STATUS_FEATURE_MISMATCH = "feature_mismatch"
 STATUS_MODEL_ERROR = "model_error"
 
-# The keys/ Parquet contract (DESIGN.md) plus three bookkeeping columns:
+# The keys/ table's columns (types: keylib.spark.schemas.keys_schema, checked against
+# this list there; meanings: docs/tables.md) with three bookkeeping columns:
 # identity and extracted_at of the chroma row the prediction was made from (so that an
 # incremental run knows which predictions are stale) and inferred_at (newest row wins).
 KEYS_COLUMNS = [

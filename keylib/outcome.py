@@ -6,13 +6,15 @@ Shared by the Spark jobs (:func:`keylib.spark.runner.job_main`), the training jo
 Exit codes (documented in the README):
 
 ====  =======================================================================
-0     every track succeeded (silent tracks count as success)
-1     unexpected internal error (a bug: the traceback is printed)
-2     bad configuration or command-line usage
+0     the run completed and failures (if any) stayed within ``nightly.max_failed_share``
+1     internal error (a bug; the traceback is printed)
+2     bad configuration, command-line usage, or an unusable model file
 3     the input cannot be listed (missing folder or manifest, unreachable S3)
 4     more tracks failed than ``nightly.max_failed_share`` allows
-5     the output cannot be read or written (store unreachable); the run left nothing visible
-6     another run holds the output (its lease has not expired); this run wrote nothing
+5     the output cannot be read or written (store unreachable, commit refused); the run left
+      nothing visible
+6     another run holds the output's lease; this run wrote nothing and prints one line
+      naming the holder
 ====  =======================================================================
 """
 

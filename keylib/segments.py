@@ -32,32 +32,27 @@ __all__ = ["WINDOW_S", "HOP_S", "SWITCH_PENALTY", "MIN_SEGMENT_S", "REFINE_WINDO
 
 WINDOW_S = 16.0
 HOP_S = 2.0
-# Tuned on two-key medleys of held-out music (bench/segments.py): lower splits one-key
-# tracks at passing tonicisations, higher misses short sections. In units of the windows'
-# calibrated log-probabilities. 26 kept 2026.12-3's decisions under the length-following
-# calibration; with the split test (split_point) finding the close-key changes a sticky
-# Viterbi misses, 32 keeps more one-key songs whole (94.4% against 92.5% of 160) and
-# scores POP909's modulating songs 0.906 against 0.882, the medleys alike (+-0.004).
+# The cost of a key change between windows in the Viterbi path, in units of the windows'
+# calibrated log-probabilities: lower splits one-key tracks at passing tonicisations, higher
+# misses short sections. Measured by bench/segments.py (--penalties compares values: the
+# medleys' time-weighted score, one-key tracks kept whole, and with --pop909 POP909's
+# modulating songs).
 SWITCH_PENALTY = 32.0
 # Shorter segments join a neighbour: a key is a stretch of music, not a passing chord.
 MIN_SEGMENT_S = 12.0
 # Placing a change point again: windows this long, every step (1 s), within this reach of
-# where Viterbi put it. Short windows see one side of the change only. On 60 two-key
-# medleys of held-out music (bench/segments.py) 70% of changes land within 3 s (66.7%
-# without this step); in a trial on 40 of them 4-6 s windows placed changes better than
-# 8-12 s ones (80% against 72%).
+# where Viterbi put it. Short windows see one side of the change only. bench/segments.py
+# reports the share of the medleys' changes placed within 3 s.
 REFINE_WINDOW_S = 5.0
 REFINE_REACH_S = 8.0
 # Testing a one-key track for a change the windows missed (split_guess, split_point).
 # Evidence in nats of the calibrated probabilities, each side weighted by its share of the
-# track; sides at least MIN_SPLIT_S long (a section, not a phrase: 12-15 s sides split 30 s
-# of one key in two); cuts every 1 s within SPLIT_REACH_S of the windows' guess. Tuned on
-# 150 two-key medleys of held-out music (bench/segments.py --from-s 15) and checked on five
-# other sets of 150 (--seed 0, 1, 2; from each clip's start and from 15 s): time-weighted
-# score +0.012 to +0.028 on each (penalty 26), one-key tracks in one segment unchanged. Only a track left in one segment is tested (and the
-# windows' guess spares most one-key tracks the network's test): on POP909's modulating
-# songs, testing every segment split segments between found changes at passing chords
-# (time-weighted 0.882 -> 0.871).
+# track; sides at least MIN_SPLIT_S long (a section, not a phrase: shorter sides split one
+# key in two); cuts every 1 s within SPLIT_REACH_S of the windows' guess. Only a track left
+# in one segment is tested (and the windows' guess spares most one-key tracks the network's
+# test), so segments between found changes are not split again at passing chords. Measured
+# by bench/segments.py (--split-evidence compares values; --from-s and --seed draw other
+# medley sets; --pop909 adds POP909's modulating songs).
 SPLIT_EVIDENCE = 1.0
 MIN_SPLIT_S = 20.0
 SPLIT_REACH_S = 6.0

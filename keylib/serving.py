@@ -7,7 +7,9 @@ is imported when the first model is loaded (0.2 s, against ~9 s for TensorFlow).
 Training (:mod:`keylib.training.networks`, :mod:`keylib.training.train`) stays in Keras and writes the ``.onnx``
 next to the ``.keras`` with :func:`keylib.training.networks.export_onnx`; both sides share
 :func:`to_steps`, :func:`predict_by_length` and :func:`calibrate`, so the served model
-gives the Keras model's probabilities (within 1e-4, tested).
+gives the Keras model's probabilities (within 1e-4, tested). This module is the one reader of
+a model's files and card for both sides (:func:`model_path`, :func:`model_card`,
+:func:`check_card`, :data:`SHIPPED_MODEL`).
 
 Model files
     ``<name>.onnx`` (the network; dynamic batch and time axes), ``<name>.json`` (its card:
@@ -46,31 +48,22 @@ import numpy as np
 
 from .errors import ModelError
 from .features import FRAME_RATE
+from .keys import N_KEYS
 
-__all__ = [
-    "MODELS_DIR",
-    "SHIPPED_MODEL",
-    "CALIBRATION_RANGE_S",
-    "ModelInfo",
-    "ServedModel",
-    "model_info",
-    "read_card",
-    "load_model",
-    "to_steps",
-    "predict_by_length",
-    "calibrate",
-    "temperatures",
-    "track_seconds",
-    "check_calibration",
-    "card_path",
-]
+__all__ = ["MODELS_DIR", "SHIPPED_MODEL", "CALIBRATION_RANGE_S", "REFERENCE_S", "ModelInfo",
+           "ServedModel", "model_info", "model_card", "model_path", "check_card", "read_card",
+           "load_model", "to_steps", "predict_by_length", "calibrate", "temperatures",
+           "track_seconds", "check_calibration", "card_path"]
 
 MODELS_DIR = Path(__file__).parent / "models"
+# The shipped model; its card (.json) and trained Keras network (.keras) lie beside it.
 SHIPPED_MODEL = MODELS_DIR / "keynet-eq.onnx"
-N_KEYS = 24
 # Track lengths the length-dependent temperature is defined over (seconds); shorter or
 # longer tracks get the temperature of the nearest end.
 CALIBRATION_RANGE_S = (5.0, 600.0)
+# The track length (seconds) at which a card's calibration ``temperature`` applies as is,
+# when the card names no ``reference_s``; training fits calibrations at this length.
+REFERENCE_S = 30.0
 
 
 # --------------------------------------------------------------------------- input layout
@@ -102,10 +95,9 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
         counts = np.full(steps, float(frames_per_step), dtype=np.float32)
         counts[-1] = frames_per_step - pad
         return np.ascontiguousarray((sums / counts).T)
-    # A mean over the short last axis as a matrix-vector product: 7x faster than .mean(axis=2)
-    # (a seventh of the served network's time per track before); NaN/inf are rare, so the
-    # copy that zeroes them is made only when the result shows one (so the floating-point
-    # "invalid" flag, which matmul also raises now and then on finite input, is not a warning).
+    # The mean over the short last axis as a matrix-vector product (faster than .mean(axis=2);
+    # bench/infer.py's "model" share includes it). NaN/inf are rare: the copy that zeroes them is made only when the result
+    # shows one (matmul's "invalid" flag, raised now and then on finite input, is ignored).
     weights = np.full(frames_per_step, 1.0 / frames_per_step, dtype=np.float32)
     with np.errstate(invalid="ignore"):
         means = c.reshape(12, steps, frames_per_step) @ weights
@@ -191,7 +183,7 @@ def temperatures(seconds: Sequence[float] | np.ndarray, calibration: dict | None
         Each track's analysed length.
     calibration : dict or None
         A model card's ``calibration`` entry: ``temperature`` (T at ``reference_s``),
-        optionally ``duration_exponent`` (g, default 0) and ``reference_s`` (default 30).
+        optionally ``duration_exponent`` (g, default 0) and ``reference_s`` (default :data:`REFERENCE_S`).
 
     Returns
     -------
@@ -201,7 +193,7 @@ def temperatures(seconds: Sequence[float] | np.ndarray, calibration: dict | None
     d = np.clip(np.asarray(seconds, dtype=np.float64).reshape(-1), *CALIBRATION_RANGE_S)
     cal = calibration or {}
     exponent = float(cal.get("duration_exponent", 0.0))
-    reference = float(cal.get("reference_s", 30.0))
+    reference = float(cal.get("reference_s", REFERENCE_S))
     return float(cal.get("temperature", 1.0)) * (d / reference) ** exponent
 
 
@@ -253,40 +245,50 @@ def read_card(card_path: Path) -> dict:
         raise ModelError(f"unreadable model card {card_path}: {exc}") from None
 
 
-def model_info(path: str | Path | None = None) -> ModelInfo:
-    """The files and card of a model; ``None`` = the shipped model.
+def model_path(path: str | Path | None = None) -> Path:
+    """A model path made absolute; ``None`` = the shipped model (:data:`SHIPPED_MODEL`)."""
+    return Path(path).expanduser().resolve() if path else SHIPPED_MODEL.resolve()
 
-    Parameters
-    ----------
-    path : str or Path, optional
-        ``<name>.onnx``, or its ``<name>.keras`` / ``<name>.json`` sibling.
 
-    Raises
-    ------
-    ModelError
-        when the ``.onnx`` or the card is missing or unreadable, the calibration is not a
-        positive temperature with a finite duration exponent and a positive reference
-        length, or the card's ``feature_version`` differs from
-        :data:`keylib.features.FEATURE_VERSION`.
-    """
+def check_card(card: dict, *, where: str) -> None:
+    """:class:`ModelError` unless a model card fits this keylib: its ``feature_version`` is
+    :data:`keylib.features.FEATURE_VERSION` and its calibration is usable
+    (:func:`check_calibration`). The one check of a card, for the served and the Keras model."""
     from .features import FEATURE_VERSION
 
-    given = Path(path).expanduser().resolve() if path else SHIPPED_MODEL.resolve()
-    onnx_path = given.with_suffix(".onnx")
+    version = str(card.get("version", card.get("name", "unknown")))
+    feature_version = str(card.get("feature_version", ""))
+    if feature_version != FEATURE_VERSION:
+        raise ModelError(
+            f"model {version} was trained on features {feature_version!r}, "
+            f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
+        )
+    check_calibration(dict(card.get("calibration") or {}), where=where)
+
+
+def model_card(path: str | Path | None = None) -> ModelInfo:
+    """A model's paths and checked card (:func:`read_card`, :func:`check_card`), whichever of
+    its files exist; ``None`` = the shipped model. :func:`model_info` also requires the
+    ``.onnx``, :func:`keylib.training.networks.load_keras_model` the ``.keras``."""
+    given = model_path(path)
     json_path = card_path(given)
+    info = ModelInfo(given.with_suffix(".onnx"), json_path, read_card(json_path))
+    check_card(info.card, where=f"model card {json_path}")
+    return info
+
+
+def model_info(path: str | Path | None = None) -> ModelInfo:
+    """The files and card of a served model at ``path`` (``<name>.onnx``, or its ``.keras`` /
+    ``.json`` sibling); ``None`` = the shipped model. :class:`ModelError` when the ``.onnx``
+    is missing, or as :func:`model_card`."""
+    given = model_path(path)
+    onnx_path = given.with_suffix(".onnx")
     if not onnx_path.is_file():
         if given.suffix == ".keras" and given.is_file():
             raise ModelError(f"no served model next to {given}: export {onnx_path.name} with "
                              "keylib.training.networks.export_onnx (needs the train extra)")
         raise ModelError(f"model file not found: {onnx_path if given.suffix != '.onnx' else given}")
-    info = ModelInfo(onnx_path, json_path, read_card(json_path))
-    if info.feature_version != FEATURE_VERSION:
-        raise ModelError(
-            f"model {info.version} was trained on features {info.feature_version!r}, "
-            f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
-        )
-    check_calibration(info.calibration, where=f"model card {json_path}")
-    return info
+    return model_card(given)
 
 
 def check_calibration(calibration: dict, *, where: str) -> None:
@@ -294,7 +296,7 @@ def check_calibration(calibration: dict, *, where: str) -> None:
     try:
         temperature = float(calibration.get("temperature", 1.0))
         exponent = float(calibration.get("duration_exponent", 0.0))
-        reference = float(calibration.get("reference_s", 30.0))
+        reference = float(calibration.get("reference_s", REFERENCE_S))
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{where}: calibration values must be numbers ({exc})") from None
     if not temperature > 0 or not np.isfinite(temperature):

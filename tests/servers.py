@@ -192,11 +192,12 @@ def fill_bucket(server: MotoServer, bucket: str, prefix: str, n: int, *, start: 
 def make_model(folder: Path) -> Path:
     """The shipped model when there is one, else a small untrained network with a valid card
     (keys are arbitrary, but every row goes through the real inference path)."""
+    from keylib import serving
     from keylib.training import networks as km
     from keylib.features import FEATURE_VERSION
 
-    if km.SHIPPED_MODEL.is_file():
-        return km.SHIPPED_MODEL
+    if serving.SHIPPED_MODEL.is_file():
+        return serving.SHIPPED_MODEL.with_suffix(".keras")
     path = Path(folder) / "untrained.keras"
     if not path.exists():
         km.configure_tensorflow(1)
@@ -204,7 +205,7 @@ def make_model(folder: Path) -> Path:
         net = km.build_keynet_eq()
         net.save(str(path))
         km.export_onnx(net, path.with_suffix(".onnx"))
-        km.card_path(path).write_text(json.dumps({
+        serving.card_path(path).write_text(json.dumps({
             "name": "untrained", "version": "untrained-test", "architecture": "keynet_eq",
             "feature_version": FEATURE_VERSION, "input": {"frames_per_step": 5, "min_steps": 8},
         }))

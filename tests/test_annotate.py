@@ -18,11 +18,11 @@ import pytest
 from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
 from keylib.report import REPORT_FILES
+from keylib.serving import load_model
 from keylib.spark.flows import read_keys, run_annotate, run_extract, run_infer
 from keylib.spark.frames import read_current
 from keylib.storage.tables import committed_runs
 from keylib.track import CHROMA_COLUMNS
-from keylib.training.networks import load_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_inference import make_untrained_model  # noqa: E402

@@ -299,6 +299,21 @@ def test_train_conf_loads_and_feeds_the_training_code():
     assert defaults == config
 
 
+def test_train_conf_holds_only_the_recipes_changes_to_the_defaults():
+    """TrainConfig's defaults and conf/train.toml's [train] are one recipe, each value in one place."""
+    import tomllib
+
+    from keylib.training.settings import REPO_ROOT, TrainConfig
+
+    written = tomllib.loads((REPO / "conf" / "train.toml").read_text())
+    defaults = TrainConfig()
+    assert written["train"] and all(getattr(defaults, k) != v for k, v in written["train"].items())
+    recipe = TrainConfig(**load_train_config(None)["train"])
+    assert recipe.arch == "keynet_eq_relu" and recipe.ema == written["train"]["ema"]
+    assert not Path(written["trainset"]["pop909"]).is_absolute()  # no machine paths in conf/
+    assert load_train_config(None)["trainset"]["pop909"] == str((REPO_ROOT / written["trainset"]["pop909"]).resolve())
+
+
 def test_train_conf_validation(tmp_path):
     for text, message in [
         ("[train]\nepoch = 3\n", "unknown setting 'train.epoch'"),

@@ -83,7 +83,7 @@ def test_nightly_on_cluster_with_output_on_s3(cluster, tmp_path):
     """The standalone cluster's executors write the run's files to S3 themselves (Spark has
     no S3 connector here); the driver commits; `keylib keys` reads the result."""
     from keylib.storage import tables
-    from keylib.training.networks import SHIPPED_MODEL
+    from keylib.serving import SHIPPED_MODEL
     from servers import ACCESS_KEY_ID, SECRET_ACCESS_KEY, MotoServer, fill_bucket
 
     server = MotoServer(log_dir=tmp_path).start()

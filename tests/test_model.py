@@ -11,8 +11,8 @@ import pytest
 
 from keylib import audio, features, keys, mirex, synth
 from keylib.errors import ModelError
-from keylib.serving import to_steps
-from keylib.training.networks import SHIPPED_MODEL, KeyModel, load_model
+from keylib.serving import SHIPPED_MODEL, to_steps
+from keylib.training.networks import KeyModel, load_keras_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -31,7 +31,7 @@ CADENCES_MIN_CORRECT = 24
 
 @pytest.fixture(scope="module")
 def model() -> KeyModel:
-    return load_model()
+    return load_keras_model()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_shipped_model_files(model, card):
     size = sum(p.stat().st_size for p in SHIPPED_MODEL.parent.rglob("*") if p.is_file())
     assert size < 5 * 1024 * 1024
     assert model.card == card and model.version == card["version"]
-    assert load_model() is model  # cached per process
+    assert load_keras_model() is model  # cached per process
 
 
 def test_card_identity_matches_the_file_and_the_code(model, card):
@@ -215,14 +215,14 @@ def test_length_helpers():
 
 
 def test_feature_version_mismatch_and_missing_files(tmp_path):
-    shutil.copy(SHIPPED_MODEL, tmp_path / "m.keras")
+    shutil.copy(SHIPPED_MODEL.with_suffix(".keras"), tmp_path / "m.keras")
     card = json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())
     card["feature_version"] = "chroma-something-else"
     (tmp_path / "m.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="feature"):
-        load_model(tmp_path / "m.keras")
+        load_keras_model(tmp_path / "m.keras")
     with pytest.raises(ModelError, match="not found"):
-        load_model(tmp_path / "absent.keras")
+        load_keras_model(tmp_path / "absent.keras")
     (tmp_path / "nocard.keras").write_bytes(b"junk")
     with pytest.raises(ModelError, match="card"):
-        load_model(tmp_path / "nocard.keras")
+        load_keras_model(tmp_path / "nocard.keras")

@@ -29,7 +29,7 @@ def served():
 def keras_model():
     from keylib.training import networks as km
 
-    return km.load_model()
+    return km.load_keras_model()
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_served_equals_keras_on_random_chroma_of_any_length():
     from keylib.training import networks as km
 
     served = serving.load_model(serving.MODELS_DIR / "keynet-eq.onnx")
-    trained = km.load_model(serving.MODELS_DIR / "keynet-eq.keras")
+    trained = km.load_keras_model(serving.MODELS_DIR / "keynet-eq.keras")
     chromas = random_chromas(1, frames_per_step=5)
     a = served.predict_probs(chromas, batch_size=3)
     b = trained.predict_probs(chromas, batch_size=3)

@@ -13,7 +13,7 @@ import pytest
 from keylib import features, keys, serving, synth
 from keylib.training.calibration import fit_calibration
 from keylib.training.data import load_dataset, split_dataset
-from keylib.training.networks import load_model
+from keylib.training.networks import load_keras_model
 from keylib.training.scores import mirex_summary
 from keylib.training.settings import TrainConfig
 from keylib.training.train import WeightAverage, train_model
@@ -55,7 +55,7 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     _, card = train_model(train, val, cfg, heldout_df=held, out_dir=tmp_path, log=lambda *_: None)
     losses = [h["loss"] for h in card["training"]["history"]]
     assert len(losses) == 8 and np.mean(losses[-2:]) < losses[0]
-    model = load_model(tmp_path / "tiny.keras")
+    model = load_keras_model(tmp_path / "tiny.keras")
     on_disk = json.loads((tmp_path / "tiny.json").read_text())
     assert model.version == "tiny-1" and on_disk["feature_version"] == features.FEATURE_VERSION
     for section in (*on_disk["validation"].values(), on_disk["heldout"]["all"]):  # validation: whole, excerpt
@@ -214,7 +214,7 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     assert all(v["n"] == len(val) for v in card["validation"].values()) and card["heldout"]["all"]["n"] == len(held)
     chromas = list(held.chroma) + [held.chroma.iloc[0][:, :3]]  # and a 3-frame track
     expected = predict_exact(net, chromas, 1)
-    loaded = load_model(tmp_path / "tiny-ref.keras")
+    loaded = load_keras_model(tmp_path / "tiny-ref.keras")
     assert loaded.version == "tiny-ref-1" and loaded.frames_per_step == 1
     np.testing.assert_allclose(predict_exact(loaded.keras_model, chromas, 1), expected, atol=1e-5)
     served = serving.load_model(tmp_path / "tiny-ref.onnx")

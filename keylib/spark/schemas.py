@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pyspark.sql import types as T
 
+from ..inference import KEYS_COLUMNS
 from ..track import CHROMA_COLUMNS
 
 __all__ = ["CHROMA_SCHEMA", "keys_schema"]
@@ -64,3 +65,6 @@ def keys_schema():
         T.StructField("extracted_at", T.TimestampType(), True),
         T.StructField("inferred_at", T.TimestampType(), True),
     ])
+
+
+assert [f.name for f in keys_schema().fields] == KEYS_COLUMNS

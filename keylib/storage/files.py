@@ -10,7 +10,8 @@ from typing import Mapping
 import pyarrow.fs as pafs
 
 from .io import atomic_write_text
-from .locations import filesystem, is_remote, local_filesystem, storage_error
+from .io import is_remote
+from .locations import filesystem, local_filesystem, storage_error
 
 __all__ = ["write_text", "read_texts", "upload_folder"]
 

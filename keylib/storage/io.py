@@ -15,12 +15,13 @@ from urllib.parse import unquote_to_bytes, urlparse
 
 from ..errors import MissingTrackError, ReadError, SpecialFileError, TooLargeError, UnsupportedSourceError
 
-__all__ = ["atomic_write_text", "content_hash", "is_s3", "is_url", "local_path", "open_source", "stat_fingerprint"]
+__all__ = ["atomic_write_text", "content_hash", "is_remote", "is_url", "local_path", "open_source", "stat_fingerprint"]
 
 
-def is_s3(uri: str) -> bool:
-    """True for ``s3://bucket/key`` URIs."""
-    return uri.startswith("s3://")
+def is_remote(uri: str | os.PathLike) -> bool:
+    """True for ``s3://`` URIs (object storage), False for local paths: the one test of
+    where a track, a listing or an output lives."""
+    return str(uri).startswith("s3://")
 
 
 def local_path(uri: str) -> Path:
@@ -65,7 +66,7 @@ def open_source(uri: str, *, max_bytes: int, s3_settings: dict | None = None) ->
         raise UnsupportedSourceError(
             f"keylib does not read {scheme}:// URLs: list the track as a local path or an s3:// URI"
         )
-    if is_s3(uri):
+    if is_remote(uri):
         from . import s3  # boto3 is imported only where S3 is used
 
         return s3.read_object(uri, max_bytes=max_bytes, settings=s3_settings or {})

@@ -37,7 +37,8 @@ from typing import Any, Mapping
 from ..config import DEFAULTS
 from ..errors import StorageError
 from .files import write_text
-from .locations import is_remote, storage_error
+from .io import is_remote
+from .locations import storage_error
 
 __all__ = ["LEASE_FOLDER", "DEFAULT_TTL_S", "Holder", "LocalStore", "S3Store", "open_store", "identity", "iso"]
 

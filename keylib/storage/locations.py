@@ -17,16 +17,12 @@ import pyarrow.fs as pafs
 
 from ..errors import StorageError
 from ..redact import redact
+from .io import is_remote
 
 __all__ = [
-    "is_remote", "resolve_output", "table_uri", "new_run_id", "filesystem", "local_filesystem", "storage_options",
+    "resolve_output", "table_uri", "new_run_id", "filesystem", "local_filesystem", "storage_options",
     "delta_options", "storage_error",
 ]
-
-
-def is_remote(uri: str | os.PathLike) -> bool:
-    """True for ``s3://`` URIs (object storage), False for local paths."""
-    return str(uri).startswith("s3://")
 
 
 def resolve_output(output: str | os.PathLike) -> str:

@@ -9,14 +9,14 @@ from typing import Sequence
 import numpy as np
 
 from ..keys import N_KEYS
-from ..serving import CALIBRATION_RANGE_S, calibrate, temperatures, track_seconds
+from ..serving import CALIBRATION_RANGE_S, REFERENCE_S, calibrate, temperatures, track_seconds
 from .scores import predict_exact
 
 __all__ = ["fit_calibration", "fit_card_tonality"]
 
 
 def fit_calibration(probs: np.ndarray, refs: Sequence[int], seconds: Sequence[float], *,
-                    reference_s: float = 30.0) -> dict:
+                    reference_s: float = REFERENCE_S) -> dict:
     """The length-dependent temperature that minimises the negative log-likelihood of ``refs``.
 
     Parameters

@@ -1,8 +1,8 @@
-"""Key networks over chroma, the shipped model, and fast batched prediction.
+"""Key networks over chroma, built, trained and exported in Keras.
 
-Two networks (both built here, trained by :mod:`keylib.training.train`):
+Four architectures (:data:`ARCHITECTURES`, built here, trained by :mod:`keylib.training.train`):
 
-``keynet_eq`` (shipped): a transposition-equivariant network. The chroma is averaged into
+``keynet_eq``: a transposition-equivariant network. The chroma is averaged into
 steps of ``frames_per_step`` frames (1 s). A local layer looks at all 12 pitch classes x 3
 steps *relative to each of the 12 possible tonics* (circular convolution over the pitch
 axis: one set of weights shared by the 12 rotations), a 1x1 layer mixes its channels,
@@ -11,8 +11,19 @@ one minor logit per rotation, i.e. the 24 keys. Rolling the chroma by k bins rol
 output by k keys exactly, so the network cannot learn a prior over tonics from its
 training data, and needs far less of it.
 
+``keynet_eq_relu`` (shipped: the card of ``keylib/models/keynet-eq`` names it): ``keynet_eq``
+with ReLU in its per-step layers, cheaper to serve. ``keynet_eq_small``: ``keynet_eq`` with
+fewer channels.
+
 ``keycnn_ref`` (the reference baseline): two Conv2D layers of 24 filters spanning 12 pitch
 classes x 5 frames (1 s), ELU, average pooling over time, Dense 48 with dropout, softmax.
+
+Model files and cards
+---------------------
+A model's paths, its card and the card's checks are :mod:`keylib.serving`'s
+(:func:`~keylib.serving.model_card`, :data:`~keylib.serving.SHIPPED_MODEL`); this module
+only loads the ``.keras`` network (:func:`load_network`, :func:`load_keras_model`) and
+writes the ``.onnx`` (:func:`export_onnx`).
 
 Any length, serving
 -------------------
@@ -34,22 +45,18 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..serving import (MODELS_DIR, calibrate, card_path, check_calibration, predict_by_length, read_card,
-                       temperatures, to_steps, track_seconds)
+from ..serving import (calibrate, check_card, model_card, model_path, predict_by_length, temperatures, to_steps,
+                       track_seconds)
 
 __all__ = [
-    "SHIPPED_MODEL",
     "KeyModel",
-    "load_model",
+    "load_keras_model",
     "load_network",
     "export_onnx",
     "build_keynet_eq",
     "build_keycnn_ref",
     "configure_tensorflow",
 ]
-
-SHIPPED_MODEL = MODELS_DIR / "keynet-eq.keras"  # the Keras side; serving runs its .onnx sibling
-
 
 def configure_tensorflow(threads: int | None = None) -> None:
     """Quiet TensorFlow's logs and set its thread pools (``threads``, else ``OMP_NUM_THREADS``).
@@ -206,21 +213,14 @@ class KeyModel:
     """A trained key network with its card; :meth:`predict_probs` is the one way to use it."""
 
     def __init__(self, keras_model, card: dict, *, path: Path | None = None):
-        from ..features import FEATURE_VERSION
-
         self.keras_model = keras_model
         self.card = dict(card)
         self.path = path
         self.version = str(card.get("version", card.get("name", "unknown")))
+        check_card(self.card, where=f"model {self.version}")
         self.feature_version = str(card.get("feature_version", ""))
-        if self.feature_version != FEATURE_VERSION:
-            raise ModelError(
-                f"model {self.version} was trained on features {self.feature_version!r}, "
-                f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
-            )
         self.frames_per_step = int(card.get("input", {}).get("frames_per_step", 1))
         self.calibration = dict(card.get("calibration") or {})
-        check_calibration(self.calibration, where=f"model {self.version}")
         self._fn = None
 
     def __repr__(self) -> str:
@@ -265,31 +265,33 @@ class KeyModel:
         return self.predict_probs(chromas, batch_size=batch_size).argmax(axis=1)
 
 
-def load_model(path: str | Path | None = None, *, threads: int | None = None) -> KeyModel:
-    """Load a ``.keras`` model and its card (``<name>.json`` next to it); None -> the shipped model.
+def load_keras_model(path: str | Path | None = None, *, threads: int | None = None) -> KeyModel:
+    """The Keras network of a model (``<name>.keras``, or its ``.onnx``/``.json`` sibling)
+    with its card; ``None`` = the shipped model. Paths and the card are
+    :func:`keylib.serving.model_card`'s; only the network is loaded here.
 
-    Cached per process and path, so a Spark worker loads it once. ``threads`` (else
-    ``OMP_NUM_THREADS``/``KEYLIB_TF_THREADS``) sets TensorFlow's thread pools.
+    Cached per process and path. ``threads`` (else ``OMP_NUM_THREADS``/``KEYLIB_TF_THREADS``)
+    sets TensorFlow's thread pools.
 
     Raises
     ------
     ModelError
-        when the file or its card is missing or unreadable, or the card's feature_version
-        differs from :data:`keylib.features.FEATURE_VERSION`.
+        when the ``.keras`` or its card is missing or unreadable, or the card fails
+        :func:`keylib.serving.check_card`.
     """
-    resolved = Path(path).expanduser().resolve() if path else SHIPPED_MODEL.resolve()
-    return _load_cached(str(resolved), threads)
+    return _load_keras_cached(str(model_path(path).with_suffix(".keras")), threads)
 
 
 @functools.lru_cache(maxsize=8)
-def _load_cached(path: str, threads: int | None) -> KeyModel:
-    network = load_network(path, threads=threads)  # a missing file is named as such, before its card
-    return KeyModel(network, read_card(card_path(Path(path))), path=Path(path))
+def _load_keras_cached(keras_path: str, threads: int | None) -> KeyModel:
+    network = load_network(keras_path, threads=threads)  # a missing file is named as such, before its card
+    info = model_card(keras_path)
+    return KeyModel(network, info.card, path=Path(keras_path))
 
 
 def load_network(path: str | Path, *, threads: int | None = None):
     """The Keras network of a ``.keras`` file, whatever features its card names (training's
-    refit reads a network of another feature version; :func:`load_model` checks them).
+    refit reads a network of another feature version; :func:`load_keras_model` checks them).
 
     Raises
     ------

@@ -12,15 +12,20 @@ from typing import Any
 
 from ..config import DEFAULT_CONF, load_toml
 
-__all__ = ["TRAIN_CONF", "TRAINSET_DEFAULTS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
+__all__ = ["REPO_ROOT", "TRAIN_CONF", "TRAINSET_DEFAULTS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
 
 TRAIN_CONF = DEFAULT_CONF.parent / "train.toml"
+# What a relative ``[trainset] pop909`` folder is read against, whichever file names it.
+REPO_ROOT = DEFAULT_CONF.parent.parent
 
 
 @dataclass
 class TrainConfig:
     """The ``[train]`` settings: architecture, schedule, crops and augmentation, seeds, the
-    network's shape; ``threads``, ``name`` and ``version`` come from the job's flags."""
+    network's shape; ``threads``, ``name`` and ``version`` come from the job's flags.
+
+    These defaults are the one source of every value the shipped recipe does not change;
+    ``conf/train.toml``'s ``[train]`` holds only the recipe's changes to them (tested)."""
 
     arch: str = "keynet_eq"
     epochs: int = 40
@@ -62,7 +67,7 @@ def network_shape(cfg: TrainConfig) -> dict:
 
 # [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
 TRAINSET_DEFAULTS: dict[str, Any] = {
-    "pop909": "",  # POP909 folder; "" = none
+    "pop909": "",  # POP909 folder, relative to REPO_ROOT unless absolute; "" = none
     "pop909_holdout_from": 800,
     "pop909_renders": 1,
     "procedural": 160,
@@ -106,7 +111,8 @@ def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
         ``{"trainset": {...}, "train": {...}}``: ``trainset`` has the keys of
         :data:`TRAINSET_DEFAULTS`; ``train`` has the fields of
         :class:`TrainConfig` that have a plain default (``name``, ``version``,
-        ``threads`` and ``max_steps_per_epoch`` are flags of the job).
+        ``threads`` and ``max_steps_per_epoch`` are flags of the job). A relative
+        ``trainset.pop909`` is made absolute against :data:`REPO_ROOT`.
 
     Raises
     ------
@@ -114,7 +120,11 @@ def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
         for a missing or malformed file, an unknown section or key, or a bad value.
     """
     config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
-    return load_toml(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
+    config = load_toml(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
+    pop909 = config["trainset"]["pop909"]
+    if pop909 and not Path(pop909).expanduser().is_absolute():
+        config["trainset"]["pop909"] = str((REPO_ROOT / pop909).resolve())
+    return config
 
 
 def _train_defaults() -> dict[str, Any]:

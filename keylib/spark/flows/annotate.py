@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from ...incremental import stale_tracks
 from ...inference import KEYS_TABLE
 from ...outcome import RunSummary
-from ...storage.io import is_s3
+from ...storage.io import is_remote
 from ...storage.lease import leased
 from ...storage.locations import new_run_id, table_uri
 from ...track import ExtractSettings
@@ -47,7 +47,7 @@ def summarize_keys(frame: pd.DataFrame, *, limit: int | None = None) -> str:
 def manifest_has_keys(input_uri: str, listing: pd.DataFrame) -> bool:
     """True when ``input_uri`` is a local CSV manifest whose ``key`` column (``truth_key``
     of its ``listing``, already read by the run) labels at least one track."""
-    if not str(input_uri).lower().endswith(".csv") or is_s3(str(input_uri)):
+    if not str(input_uri).lower().endswith(".csv") or is_remote(input_uri):
         return False
     labels = listing["truth_key"].dropna().astype(str).str.strip()
     return bool((labels != "").any())

@@ -9,7 +9,7 @@ from ...errors import InputError
 from ...evaluate import Evaluation, evaluate_keys, read_truth
 from ...report import write_report
 from ...storage.files import upload_folder
-from ...storage.locations import is_remote
+from ...storage.io import is_remote
 from .infer import read_keys
 
 __all__ = ["run_evaluate"]

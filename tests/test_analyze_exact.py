@@ -26,6 +26,7 @@ def files(tmp_path_factory):
     return paths
 
 
+@pytest.mark.acceptance
 def test_analyze_names_the_exact_key(files, capsys):
     assert main(["analyze", "--json", *map(str, files)]) == 0
     rows = json.loads(capsys.readouterr().out)

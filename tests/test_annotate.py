@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,17 @@ from keylib.spark.frames import read_current
 from keylib.storage.tables import committed_runs
 from keylib.track import CHROMA_COLUMNS
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_inference import make_untrained_model  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
+
+# One annotate pass over the sample catalogue takes ~15 s, the one-pass comparison ~5 s more,
+# and the last test runs ./submit.sh jobs: the whole file is out of the quick loop.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
+def model_path(untrained_model_path):
     """An untrained network: another model version than the shipped one."""
-    return make_untrained_model(tmp_path_factory.mktemp("model"))
+    return untrained_model_path
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,8 @@ def annotated(spark, config, manifest, tmp_path_factory):
     return result, out
 
 
-def test_annotate_then_evaluate(spark, config, manifest, annotated):
+@pytest.mark.acceptance
+def test_annotate_then_evaluate(spark, config, manifest, annotated, acceptance):
     result, out = annotated
     extract, infer = result["extract"], result["infer"]
     assert (extract.listed, extract.new, extract.failed) == (49, 49, 1)
@@ -81,8 +82,8 @@ def test_annotate_then_evaluate(spark, config, manifest, annotated):
     rows = table.to_pandas().set_index("track_id")
     ok = rows[rows["status"] == "ok"]
     assert len(ok) == 48
-    assert ok["key"].isin(KEY_NAMES).all()
     assert ok["probs"].map(len).eq(24).all()
+    assert (ok["key"] == ok["probs"].map(lambda p: KEY_NAMES[int(np.argmax(p))])).all()
     assert np.allclose(ok["probs"].map(sum), 1.0, atol=1e-3)
     assert ((ok["tonic"] >= 0) & (ok["tonic"] <= 11)).all()
     assert (ok["camelot"] == ok["key"].map(lambda k: camelot(KEY_NAMES.index(k)))).all()
@@ -99,18 +100,25 @@ def test_annotate_then_evaluate(spark, config, manifest, annotated):
     # the report
     report = result["report"]
     assert report == out / "report" / "report.html"
+    assert set(REPORT_FILES) <= {p.name for p in report.parent.iterdir()}
     for name in REPORT_FILES:
-        assert (report.parent / name).stat().st_size > 0
-    summary = json.loads((report.parent / "report.json").read_text())["summary"]
+        if name.endswith(".png"):
+            assert (report.parent / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    payload = json.loads((report.parent / "report.json").read_text())
+    scored_ids = {r["track_id"] for r in payload["scored_tracks"]}
+    assert scored_ids == set(ok.index) - {"sample-wav-05"}  # its label is unusable
+    assert {r["track_id"] for r in payload["excluded_tracks"]} == {"sample-wav-05", "broken-1"}
+    assert payload["metadata"]["model_version"] == load_model().version
+    assert "sample-wav-05" in (report.parent / "report.md").read_text() and "broken-1" in report.read_text()
+    summary = payload["summary"]
     assert summary["scored"] == 47
     assert summary["excluded"] == {"no_label": 0, "unparseable_label": 1, "not_predicted": 0, "no_estimate": 1}
     assert set(summary["by_source"]) == {"synth-mp3", "synth-wav", "broken"}
     assert summary["by_source"]["synth-wav"]["n"] == 23
     assert sum(summary["counts"].values()) == 47
-    # The shipped model names all 48 keys of the 4 s sample clips (measured: 1.000, 48 of
-    # 48); one wrong key of 47 scored would still pass.
-    assert summary["weighted_score"] >= 0.97
-    assert summary["counts"]["correct"] >= 46
+    # The shipped model's accuracy on the 4-s clips: conftest.py's acceptance thresholds.
+    assert summary["weighted_score"] >= acceptance.annotate_min_weighted_score
+    assert summary["counts"]["correct"] >= acceptance.annotate_min_correct
 
     # a rerun predicts nothing again, and the current view has one row per track
     again = run_annotate(spark, input_uri=str(manifest), output=out, config=config)
@@ -157,7 +165,6 @@ def test_one_pass_equals_extract_then_infer(spark, config, manifest, annotated, 
     assert redone["status"].equals(keys_b["status"])
 
 
-@pytest.mark.slow
 def test_jobs_through_submit_sh(tmp_path, model_path):
     """infer, evaluate and annotate as a user runs them (spark-submit, job flags, output)."""
     from keylib import synth

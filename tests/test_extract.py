@@ -13,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from keylib import features, synth
+from keylib.keys import KEY_NAMES
 from keylib.spark.flows import run_extract
 from keylib.spark.frames import read_current
 from keylib.storage.tables import committed_runs, read_rows
+from keylib.templates import template_scores
 from keylib.track import CHROMA_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +69,8 @@ def test_schema_and_tensor_round_trip(spark, config, sample_manifest, tmp_path):
     tensor = np.asarray(row["chroma"], dtype=np.float32).reshape(12, row["n_frames"])
     assert row["duration_s"] == pytest.approx(4.0, abs=0.05)
     assert row["truth_key"] == "C major" and row["source"] == "synth-wav"
-    assert np.argmax(tensor.mean(axis=1)) in (0, 7)  # tonic or dominant dominates the profile
+    # the profile is C major's: the Krumhansl-Schmuckler template picks it (it does for all 48 clips)
+    assert int(np.argmax(template_scores(tensor.mean(axis=1)))) == KEY_NAMES.index("C major")
     # synthesized at A440: the tuning read back is 0 within the estimator's 1-cent bins
     assert frame["tuning_cents"].abs().max() <= 2, frame["tuning_cents"].describe()
     # mp3 and wav of the same clip give nearly the same tensor
@@ -130,6 +133,7 @@ def test_missing_input_is_an_input_error(spark, config, tmp_path):
         run_extract(spark, input_uri=str(tmp_path / "nowhere"), output=tmp_path, config=config)
 
 
+@pytest.mark.slow  # ./submit.sh extract, twice
 def test_submit_sh_extract_end_to_end(tmp_path):
     folder = tmp_path / "lib"
     for index in (4, 16):

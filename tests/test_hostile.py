@@ -97,6 +97,7 @@ def hires_71(tmp_path_factory) -> Path:
                                   channels=8)
 
 
+@pytest.mark.slow  # ~15 s: decodes 71 minutes of hi-res audio
 def test_a_file_that_decodes_to_gigabytes_is_decoded_in_bounded_memory(hires_71):
     assert hires_71.stat().st_size < 2 * 2**20
     peak, out = _peak_rss_mb_of(

@@ -85,21 +85,24 @@ def test_report_files(keys_and_truth, tmp_path):
     result = evaluate_keys(keys, read_truth(manifest))
     html_path = write_report(result, tmp_path / "report", metadata={"model_version": "test-1"})
     folder = html_path.parent
-    for name in REPORT_FILES:
-        assert (folder / name).stat().st_size > 0, name
-    for png in ("confusion.png", "key_distribution.png"):
-        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(REPORT_FILES) <= {p.name for p in folder.iterdir()}
+    for png in (name for name in REPORT_FILES if name.endswith(".png")):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     payload = json.loads((folder / "report.json").read_text())
     assert payload["summary"]["scored"] == result.summary["scored"]
     assert len(payload["summary"]["confusion"]) == 24
     assert payload["metadata"]["model_version"] == "test-1"
     assert {r["track_id"] for r in payload["excluded_tracks"]} >= {"t7", "t8", "t9", "t10", "t11"}
+    assert {r["track_id"] for r in payload["scored_tracks"]} == set(result.scored["track_id"])
+    assert len(payload["scored_tracks"]) == result.summary["scored"]
     page = html_path.read_text()
     assert "src='confusion.png'" in page and "src='key_distribution.png'" in page
     assert "fifth above or below" in page and "unparseable_label" in page
     md = (folder / "report.md").read_text()
     assert "| weighted score, fifth above only (MIREX/NEMA, mir_eval 0.8.2) |" in md
     assert "## By source" in md
+    for excluded in ("t7", "t8", "t9", "t10", "t11"):  # each excluded track is named, with its reason
+        assert excluded in md and excluded in page, excluded
 
 
 def test_no_scored_tracks_still_reports(tmp_path):

@@ -11,6 +11,7 @@ def settings(server, **extra):
     return {"endpoint_url": server.endpoint, "region": "us-east-1", "max_attempts": 2, **extra}
 
 
+@pytest.mark.slow  # ~8 s: fills a moto bucket past one listing page
 def test_listing_is_paginated_with_etag_size_and_last_modified(moto_server):
     from keylib.storage import s3
     from keylib.catalogue import list_tracks

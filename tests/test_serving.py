@@ -263,6 +263,7 @@ def test_keylib_analyze_never_imports_tensorflow(tmp_path):
     assert "oneDNN" not in proc.stderr
 
 
+@pytest.mark.slow  # ~7 s: a Spark job in a subprocess
 def test_spark_job_never_imports_tensorflow(tmp_path):
     """A local Spark job runs the inference UDF; neither its driver nor the Python worker
     that served the model has TensorFlow loaded."""

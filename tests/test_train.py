@@ -67,6 +67,7 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     assert np.abs(served.predict_probs(list(held.chroma)) - model.predict_probs(list(held.chroma))).max() < 1e-4
 
 
+@pytest.mark.slow  # ~9 s
 def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
     """`train --refit`: after a feature change that keeps most tensors, the network stays and what
     was fitted on validation (calibration, scores) is fitted on the new chroma."""

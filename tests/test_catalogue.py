@@ -300,14 +300,15 @@ def test_train_conf_loads_and_feeds_the_training_code():
 
 
 def test_train_conf_holds_only_the_recipes_changes_to_the_defaults():
-    """TrainConfig's defaults and conf/train.toml's [train] are one recipe, each value in one place."""
+    """The training defaults and conf/train.toml are one recipe, each value in one place."""
     import tomllib
 
-    from keylib.training.settings import REPO_ROOT, TrainConfig
+    from keylib.training.settings import REPO_ROOT, TRAINSET_DEFAULTS, TrainConfig
 
     written = tomllib.loads((REPO / "conf" / "train.toml").read_text())
     defaults = TrainConfig()
     assert written["train"] and all(getattr(defaults, k) != v for k, v in written["train"].items())
+    assert all(TRAINSET_DEFAULTS[k] != v for k, v in written["trainset"].items())
     recipe = TrainConfig(**load_train_config(None)["train"])
     assert recipe.arch == "keynet_eq_relu" and recipe.ema == written["train"]["ema"]
     assert not Path(written["trainset"]["pop909"]).is_absolute()  # no machine paths in conf/

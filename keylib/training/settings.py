@@ -68,15 +68,15 @@ def network_shape(cfg: TrainConfig) -> dict:
 # [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
 TRAINSET_DEFAULTS: dict[str, Any] = {
     "pop909": "",  # POP909 folder, relative to REPO_ROOT unless absolute; "" = none
-    "pop909_holdout_from": 800,
-    "pop909_renders": 1,
-    "procedural": 160,
-    "chorales": 150,
-    "transpositions": 1,
-    "folk": 150,
-    "heldout_folk": 120,
-    "heldout_classical": 24,
-    "atonal": 200,
+    "pop909_holdout_from": 800,  # songs with id >= this are held out (split = heldout)
+    "pop909_renders": 1,  # renders per song (each a random transposition; 2 clips each)
+    "procedural": 160,  # procedural pieces (random keys; 20 s - 5 min when whole)
+    "chorales": 150,  # music21 Bach chorales (modal ones are skipped)
+    "transpositions": 1,  # tonics per chorale (training rolls through all 12 anyway)
+    "folk": 150,  # Ryan's Mammoth tunes (training)
+    "heldout_folk": 120,  # Nottingham + O'Neill's tunes (held out)
+    "heldout_classical": 24,  # music21's string-quartet movements (held out)
+    "atonal": 200,  # clips without a key (noise, drums, speech, twelve-tone rows): tonality negatives
     "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
     "workers": 2,
     "seed": 11,

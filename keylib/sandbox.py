@@ -92,7 +92,6 @@ class TrackSandbox:
             self._conn.send(track)
         except (BrokenPipeError, OSError):
             raise TrackCrashedError(self._death(f"the decoding process of {name or 'this track'} died")) from None
-        peak = 0.0
         while True:
             if self._conn.poll(_POLL_S):
                 try:
@@ -107,7 +106,6 @@ class TrackSandbox:
             rss = _resident_mb(self._pid)
             if rss is None:  # gone without a word
                 raise TrackCrashedError(self._death(f"the decoding process died on {name or 'this track'}"))
-            peak = max(peak, rss)
             if rss > self.max_memory_mb:
                 self._kill()
                 raise TrackCrashedError(

@@ -2,7 +2,9 @@
 
 Additive synthesis of short tonal pieces (a I-IV-V-I style progression with bass and
 melody from the scale) in any of the 24 keys, plus the bad inputs a catalogue meets in
-practice. No FluidSynth needed: this runs anywhere numpy does. The training-set generator
+practice, and the material of the model-acceptance tests (:func:`cadences`,
+:func:`write_c_major_cadence`, :func:`make_flawed_manifest`; bench/acceptance.py measures
+on the same). No FluidSynth needed: this runs anywhere numpy does. The training-set generator
 (:mod:`keylib.training.trainset`) renders real MIDI with FluidSynth instead.
 """
 
@@ -16,7 +18,8 @@ import soundfile as sf
 
 from .keys import KEY_NAMES, N_KEYS, tonic_mode
 
-__all__ = ["tone", "chord_progression", "write_audio", "write_long_audio", "make_sample_catalogue"]
+__all__ = ["tone", "chord_progression", "write_audio", "write_long_audio", "make_sample_catalogue",
+           "SHORT_CLIP_S", "cadences", "write_c_major_cadence", "make_flawed_manifest"]
 
 _MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 _HARMONIC_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 11)
@@ -140,6 +143,57 @@ def make_sample_catalogue(
                 write_audio(folder / rel, samples, sr=sr)
             rows.append({"path": rel, "track_id": f"sample-{ext.lstrip('.')}-{index:02d}",
                          "key": KEY_NAMES[index], "source": f"synth-{ext.lstrip('.')}"})
+    with manifest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "track_id", "key", "source"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+# The model-acceptance material: what the ``acceptance`` tests play and bench/acceptance.py
+# measures (its figures go into the model card, where the tests read their thresholds).
+
+# Clip length of the test suite's sample catalogue (tests/conftest.py) and of the annotate
+# acceptance figure (:func:`make_flawed_manifest`).
+SHORT_CLIP_S = 4.0
+
+
+def cadences(*, sr: int) -> list[np.ndarray]:
+    """One 12-s :func:`chord_progression` per key (seeds 300..323), in key index order:
+    the acceptance cadences (tests/test_model.py, bench/acceptance.py)."""
+    return [chord_progression(k, duration_s=12.0, sr=sr, seed=300 + k) for k in range(N_KEYS)]
+
+
+def write_c_major_cadence(folder: Path) -> Path:
+    """``folder/c_major.mp3``: a 30-s C major :func:`chord_progression` (seed 3) at 22,050 Hz,
+    the file ``keylib analyze`` must name C major (tests/test_cli.py, bench/acceptance.py)."""
+    return write_audio(Path(folder) / "c_major.mp3", chord_progression(0, duration_s=30.0, sr=22050, seed=3),
+                       sr=22050)
+
+
+def make_flawed_manifest(folder: Path, *, sample_manifest: Path | None = None) -> Path:
+    """``folder/manifest.csv``: the sample catalogue with absolute paths, the label of
+    ``sample-wav-05`` made unusable (``X``) and a corrupt mp3 (``broken-1``, source
+    ``broken``) added: what the annotate acceptance test runs (tests/test_annotate.py) and
+    bench/acceptance.py scores.
+
+    ``sample_manifest`` is a :func:`make_sample_catalogue` manifest of
+    :data:`SHORT_CLIP_S` clips; ``None`` writes one under ``folder/sample``.
+    """
+    folder = Path(folder)
+    if sample_manifest is None:
+        sample_manifest = make_sample_catalogue(folder / "sample", duration_s=SHORT_CLIP_S)
+    with Path(sample_manifest).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        row["path"] = str((Path(sample_manifest).parent / row["path"]).resolve())
+        if row["track_id"] == "sample-wav-05":
+            row["key"] = "X"
+    corrupt = folder / "corrupt.mp3"
+    corrupt.parent.mkdir(parents=True, exist_ok=True)
+    corrupt.write_bytes(b"ID3 this is not audio at all" * 50)
+    rows.append({"path": str(corrupt), "track_id": "broken-1", "key": "A minor", "source": "broken"})
+    manifest = folder / "manifest.csv"
     with manifest.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["path", "track_id", "key", "source"])
         writer.writeheader()

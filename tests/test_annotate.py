@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from keylib import synth
 from keylib.inference import KEYS_COLUMNS
 from keylib.keys import KEY_NAMES, camelot
 from keylib.report import REPORT_FILES
@@ -38,17 +39,9 @@ def model_path(untrained_model_path):
 
 @pytest.fixture(scope="module")
 def manifest(sample_manifest, tmp_path_factory):
-    """The sample catalogue (absolute paths) plus a corrupt file and an unusable label."""
-    folder = tmp_path_factory.mktemp("manifest")
-    table = pd.read_csv(sample_manifest, dtype=str)
-    table["path"] = [str((sample_manifest.parent / p).resolve()) for p in table["path"]]
-    table.loc[table["track_id"] == "sample-wav-05", "key"] = "X"
-    corrupt = folder / "corrupt.mp3"
-    corrupt.write_bytes(b"ID3 this is not audio at all" * 50)
-    table.loc[len(table)] = [str(corrupt), "broken-1", "A minor", "broken"]
-    path = folder / "manifest.csv"
-    table.to_csv(path, index=False)
-    return path
+    """The sample catalogue (absolute paths) plus a corrupt file and an unusable label
+    (:func:`keylib.synth.make_flawed_manifest`, what bench/acceptance.py scores)."""
+    return synth.make_flawed_manifest(tmp_path_factory.mktemp("manifest"), sample_manifest=sample_manifest)
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +160,6 @@ def test_one_pass_equals_extract_then_infer(spark, config, manifest, annotated, 
 
 def test_jobs_through_submit_sh(tmp_path, model_path):
     """infer, evaluate and annotate as a user runs them (spark-submit, job flags, output)."""
-    from keylib import synth
-
     rows = []
     for index in (0, 21):
         name = f"clip_{index}.wav"

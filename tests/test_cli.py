@@ -20,8 +20,7 @@ from keylib.serving import load_model
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
-    c_major = folder / "c_major.mp3"
-    synth.write_audio(c_major, synth.chord_progression(0, duration_s=30.0, sr=22050, seed=3), sr=22050)
+    c_major = synth.write_c_major_cadence(folder)
     silence = folder / "silence.wav"
     synth.write_audio(silence, np.zeros(22050 * 3, dtype=np.float32), sr=22050)
     junk = folder / "junk.mp3"

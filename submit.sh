@@ -39,6 +39,9 @@ missing_system_packages() {
   # Two more for training renders with other timbres (make-training-set --soundfonts).
   [ -f /usr/share/sounds/sf3/MuseScore_General_Lite.sf3 ] || missing+=(musescore-general-soundfont-small)
   [ -f /usr/share/sounds/sf3/FluidR3Mono_GM.sf3 ] || missing+=(fluidr3mono-gm-soundfont)
+  # Another engine and sound source for the validation render only (--only-split validation).
+  command -v timidity >/dev/null 2>&1 || missing+=(timidity)
+  [ -f /etc/timidity/freepats.cfg ] || missing+=(freepats)
   # espeak-ng speaks the speech clips of the tonality classifier's training and tests.
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)

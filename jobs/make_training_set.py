@@ -15,8 +15,8 @@ from pathlib import Path
 from keylib.errors import ConfigError, InputError
 from keylib.features import FEATURE_VERSION
 from keylib.outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, report_error
-from keylib.training.settings import TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
-from keylib.training.trainset import make_training_set, refresh_chroma_cache
+from keylib.training.settings import REPO_ROOT, TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
+from keylib.training.trainset import make_training_set, polish_root, refresh_chroma_cache
 
 
 def main(argv=None) -> int:
@@ -29,8 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--pop909-limit", type=int, default=None, help="at most this many training songs")
     p.add_argument("--pop909-offset", type=int, default=0, help="skip this many training songs")
     p.add_argument("--no-pop909-heldout", action="store_true", help="do not render the held-out songs")
-    p.add_argument("--only-split", choices=("train", "heldout", "atonal"), default=None,
-                   help="render only this split of the same plan (e.g. the held-out set for bench/)")
+    p.add_argument("--only-split", choices=("train", "heldout", "atonal", "validation"), default=None,
+                   help="render only this split of the same plan (e.g. the held-out set for bench/); "
+                        "validation: the validation pieces played by TiMidity++, which training never hears")
     p.add_argument("--soundfonts", default="",
                    help="comma-separated soundfonts for the training clips instead of the defaults "
                         "(e.g. a second render with other timbres); never a held-out one")
@@ -59,7 +60,11 @@ def main(argv=None) -> int:
             pop909_heldout=not args.no_pop909_heldout, whole=bool(s["whole"]), only_split=args.only_split,
             n_heldout_classical=s["heldout_classical"], n_atonal=s["atonal"],
             soundfonts=[f for f in args.soundfonts.split(",") if f],
+            polish=polish_root(s["polish"], cache=REPO_ROOT / "build") if s["polish"] else None,
+            n_polish=s["polish_pieces"], n_validation_polish=s["validation_polish"], n_heldout_polish=s["heldout_polish"],
         )
+    except (FileNotFoundError, OSError) as exc:
+        return report_error("make-training-set", InputError(str(exc)))
     except ConfigError as exc:  # a bad [trainset] setting or soundfont: exit 2 before any rendering
         print(f"keylib make-training-set: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -86,15 +86,22 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
     return df.reset_index(drop=True)
 
 
+def is_validation_piece(source: str, piece: str, *, seed: int = 7, fraction: float = 0.12) -> bool:
+    """Whether a piece of a source is kept for validation: whole pieces, by a hash."""
+    return zlib.crc32(f"{seed}|{source}|{piece}".encode()) % 10_000 < fraction * 10_000
+
+
 def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
-    """(train, val, heldout): heldout = ``split == 'heldout'``; val = whole pieces per source.
+    """(train, val, heldout): heldout = ``split == 'heldout'``; val = ``split ==
+    'validation'`` (the validation render) and whole pieces per source
+    (:func:`is_validation_piece`) of the rest.
 
     Rows of ``split == 'atonal'`` (no key) are in none of them: see :func:`keylib.training.train.train_model`.
     """
     held = df[df["split"] == "heldout"]
     rest = df[~df["split"].isin(("heldout", "atonal"))]
-    h = np.array([zlib.crc32(f"{seed}|{s}|{p}".encode()) % 10_000 for s, p in zip(rest["source"], rest["piece"])])
-    is_val = h < val_fraction * 10_000
+    is_val = np.array([split == "validation" or is_validation_piece(s, p, seed=seed, fraction=val_fraction)
+                       for split, s, p in zip(rest["split"], rest["source"], rest["piece"])], dtype=bool)
     return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), held.reset_index(drop=True)
 
 

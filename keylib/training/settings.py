@@ -77,6 +77,10 @@ TRAINSET_DEFAULTS: dict[str, Any] = {
     "heldout_folk": 120,  # Nottingham + O'Neill's tunes (held out)
     "heldout_classical": 24,  # music21's string-quartet movements (held out)
     "atonal": 200,  # clips without a key (noise, drums, speech, twelve-tone rows): tonality negatives
+    "polish": "",  # Polish Music Heritage scores (folder of .krn or of polish-scores.tar.xz), like pop909; "" = none
+    "polish_pieces": 0,  # training scores of training composers (string parts first)
+    "validation_polish": 0,  # scores of validation composers (rendered by --only-split validation)
+    "heldout_polish": 0,  # scores of held-out composers (held out)
     "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
     "workers": 2,
     "seed": 11,
@@ -89,7 +93,8 @@ _TRAIN_BOUNDS = {
                      ("train", "batches_per_epoch")], "positive"),
     **dict.fromkeys([("trainset", "procedural"), ("trainset", "chorales"), ("trainset", "folk"),
                      ("trainset", "heldout_folk"), ("trainset", "heldout_classical"), ("trainset", "atonal"),
-                     ("trainset", "pop909_holdout_from"), ("train", "patience"), ("train", "filters"),
+                     ("trainset", "pop909_holdout_from"), ("trainset", "polish_pieces"),
+                     ("trainset", "validation_polish"), ("trainset", "heldout_polish"), ("train", "patience"), ("train", "filters"),
                      ("train", "mix"), ("train", "head"), ("train", "context")], "not negative"),
     **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
                      ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
@@ -121,9 +126,10 @@ def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
     """
     config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
     config = load_toml(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
-    pop909 = config["trainset"]["pop909"]
-    if pop909 and not Path(pop909).expanduser().is_absolute():
-        config["trainset"]["pop909"] = str((REPO_ROOT / pop909).resolve())
+    for folder in ("pop909", "polish"):
+        value = config["trainset"][folder]
+        if value and not Path(value).expanduser().is_absolute():
+            config["trainset"][folder] = str((REPO_ROOT / value).resolve())
     return config
 
 

@@ -16,6 +16,9 @@ Sources (each becomes a ``source`` value in the manifest):
   tunes whose ``K:`` field states the mode (bare letter or ``maj`` = major, ``m``/``min``
   = minor, modal tunes skipped) and whose last note is that tonic. Nottingham tunes carry
   chord symbols, which are played as an accompaniment.
+- ``polish-scores``: real compositions of the 17th to early 20th century (symphonies,
+  chamber and church music, songs, piano and organ pieces) with stated keys, played with the
+  score's own instruments or random ones; whole composers are kept for validation or held out.
 
 Every clip is augmented at random (level, equalisation, noise, reverb, detuning by up to
 40 cents) and written as mono FLAC; its chroma is computed with :func:`keylib.audio.decode`
@@ -31,6 +34,7 @@ Modules, one concern each:
 - :mod:`.render`: soundfonts, FluidSynth rendering, augmentation.
 - :mod:`.procedural`: the procedural composer and drum parts.
 - :mod:`.sources`: POP909, music21 scores (chorales, quartets) and ABC tunes.
+- :mod:`.polish`: the Polish Music Heritage ``**kern`` scores (CC BY 4.0), split by composer.
 - :mod:`.atonal`: clips without a key.
 - :mod:`.plan`: which pieces, keys, transpositions, splits and soundfonts; a job's pieces.
 - :mod:`.make`: rendering a job into clips, the whole set and its ``manifest.csv``.
@@ -44,6 +48,7 @@ from .instruments import HELDOUT_BY_ROLE, HELDOUT_PROGRAMS, TRAIN_PROGRAMS
 from .make import HELDOUT_EXCERPT_S, make_training_set, run_job, track_id_of
 from .midi import DRUM_CHANNEL, Note, Piece, read_midi_tracks, write_midi
 from .plan import Job, plan_jobs
+from .polish import POLISH_SOURCE, polish_piece, polish_root, polish_scores
 from .procedural import procedural_piece
 from .render import HELDOUT_SOUNDFONTS, RENDER_SR, SOUNDFONT, TRAIN_SOUNDFONTS, augment, render_midi
 from .sources import POP909_RENDER_S, abc_tunes, chorale_key, pop909_piece, pop909_songs, score_notes
@@ -58,6 +63,7 @@ __all__ = [
     "Job",
     "Note",
     "POP909_RENDER_S",
+    "POLISH_SOURCE",
     "Piece",
     "RENDER_SR",
     "SOUNDFONT",
@@ -69,6 +75,9 @@ __all__ = [
     "chorale_key",
     "make_training_set",
     "plan_jobs",
+    "polish_piece",
+    "polish_root",
+    "polish_scores",
     "pop909_piece",
     "pop909_songs",
     "procedural_piece",

@@ -21,7 +21,7 @@ from .chroma_cache import write_chroma_cache
 from .midi import DRUM_CHANNEL, Piece, write_midi
 from .plan import Job, pieces_of, plan_jobs
 from .pool import pool_map
-from .render import RENDER_SR, SOUNDFONT, augment, render_midi, trim_silence
+from .render import RENDER_SR, SOUNDFONT, augment, playable_programs, render_midi, trim_silence
 
 __all__ = ["HELDOUT_EXCERPT_S", "track_id_of", "run_job", "make_training_set"]
 
@@ -55,7 +55,7 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
             rng = np.random.default_rng(seed + 7919)
             if not [n for n in piece.notes if n.channel != DRUM_CHANNEL]:
                 continue
-            mid = write_midi(piece.notes, piece.programs, Path(tmp) / "x.mid")
+            mid = write_midi(piece.notes, playable_programs(piece.programs, piece.soundfont), Path(tmp) / "x.mid")
             y = render_midi(mid, Path(tmp) / "x.wav", soundfont=piece.soundfont or None)
             clips = _whole(y, piece) if job.whole else _cut(y, piece, rng)
             for j, (cut, clip) in enumerate(clips):
@@ -150,7 +150,7 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(**plan)
     # expensive jobs first so the pool's tail is short
-    order = {"score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4, "atonal": 5}
+    order = {"polish": 0, "score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4, "atonal": 5}
     jobs.sort(key=lambda j: order[j.kind])
     rows: list[dict] = []
     errors: list[str] = []

@@ -13,11 +13,13 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...keys import transpose_index
+from ..data import is_validation_piece
 from .atonal import ATONAL_KINDS
 from .instruments import programs_for
 from .midi import Note, Piece
+from .polish import POLISH_SOURCE, composer_split, polish_piece, polish_scores
 from .procedural import procedural_piece
-from .render import HELDOUT_SOUNDFONTS, soundfonts_for
+from .render import HELDOUT_SOUNDFONTS, VALIDATION_SOUNDFONTS, soundfonts_for
 from .sources import abc_tunes, chorale_key, corpus_dir, pop909_piece, pop909_songs, score_notes
 
 __all__ = ["Job", "plan_jobs", "pieces_of"]
@@ -27,8 +29,8 @@ __all__ = ["Job", "plan_jobs", "pieces_of"]
 class Job:
     """One unit of work for a worker: a piece and its variants (transposition, seed)."""
 
-    kind: str  # procedural | pop909 | chorale | abc
-    ref: str  # song id, corpus path, abc path::tune id
+    kind: str  # procedural | pop909 | chorale | score | abc | polish | atonal
+    ref: str  # song id, corpus path, abc path::tune id, kern path
     key: int | None
     variants: list[tuple[int, int]]  # (transpose, seed)
     split: str
@@ -43,8 +45,8 @@ def _check_training_soundfonts(soundfonts: Sequence[str]) -> tuple[str, ...]:
     for font in fonts:
         if not Path(font).is_file():
             raise ConfigError(f"soundfont {font!r} does not exist")
-        if Path(font).resolve() in {Path(h).resolve() for h in HELDOUT_SOUNDFONTS}:
-            raise ConfigError(f"soundfont {font!r} is kept for the held-out set; training must not hear it")
+        if Path(font).resolve() in {Path(h).resolve() for h in HELDOUT_SOUNDFONTS + VALIDATION_SOUNDFONTS}:
+            raise ConfigError(f"soundfont {font!r} is kept for the held-out or validation set; training must not hear it")
     return fonts
 
 
@@ -52,7 +54,9 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
               transpositions: int, pop909_renders: int, pop909_holdout_from: int, seed: int,
               pop909_limit: int | None = None, pop909_offset: int = 0, pop909_heldout: bool = True,
               whole: bool = False, n_heldout_classical: int = 0, n_atonal: int = 0,
-              only_split: str | None = None, soundfonts: Sequence[str] = ()) -> list[Job]:
+              only_split: str | None = None, soundfonts: Sequence[str] = (), polish: Path | None = None,
+              n_polish: int = 0, n_validation_polish: int = 0, n_heldout_polish: int = 0,
+              validation_fraction: float = 0.12, split_seed: int = 7) -> list[Job]:
     """The work list: which pieces, which transpositions, which split.
 
     ``only_split`` (``"train"``, ``"heldout"`` or ``"atonal"``) keeps only that split's
@@ -65,6 +69,14 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
     Schumann), a source training never sees. ``soundfonts`` replaces the training
     soundfonts (a second render with other timbres); the held-out set keeps its own, and a
     held-out soundfont or a missing file is a :class:`~keylib.errors.ConfigError`.
+
+    ``polish`` (a folder of the Polish Music Heritage ``**kern`` scores): ``n_polish``
+    training scores of training composers (those with string parts first), and
+    ``n_heldout_polish`` scores of held-out composers (:func:`.polish.composer_split`).
+    ``only_split="validation"`` renders the validation set training never hears:
+    ``n_validation_polish`` scores of validation composers and the POP909 training songs
+    that :func:`keylib.training.data.is_validation_piece` keeps for validation, played by
+    TiMidity++ (:data:`.render.VALIDATION_SOUNDFONTS`) with the training instruments.
     """
     soundfonts = _check_training_soundfonts(soundfonts)
     rng = np.random.default_rng(seed)
@@ -85,6 +97,13 @@ def plan_jobs(*, pop909: Path | None, n_procedural: int, n_chorales: int, n_folk
         jobs += _folk_jobs(rng, cdir, n_folk, transpositions)
     if n_heldout_folk:
         jobs += _heldout_folk_jobs(rng, cdir, n_heldout_folk)
+    if polish is not None and (n_polish or n_heldout_polish or n_validation_polish):
+        jobs += _polish_jobs(Path(polish), rng, n_train=n_polish, n_validation=n_validation_polish,
+                             n_heldout=n_heldout_polish, transpositions=transpositions)
+    if only_split == "validation":  # the validation pieces of the other sources, by the training rule
+        jobs += [Job(j.kind, j.ref, j.key, j.variants, "validation", j.source, j.extra) for j in jobs
+                 if j.split == "train" and j.kind == "pop909"
+                 and is_validation_piece(j.source, j.ref.rsplit("::", 1)[-1], seed=split_seed, fraction=validation_fraction)]
     for i in range(n_atonal):
         kind = ATONAL_KINDS[i % len(ATONAL_KINDS)]
         jobs.append(Job("atonal", kind, None, _variants(rng, 1), "atonal", f"atonal-{kind}"))
@@ -113,6 +132,21 @@ def _pop909_jobs(pop909: Path, rng: np.random.Generator, *, renders: int, holdou
     for song, key in train + held:
         split = "heldout" if int(song) >= holdout_from else "train"
         jobs.append(Job("pop909", f"{pop909}::{song}", key, _variants(rng, renders), split, "pop909"))
+    return jobs
+
+
+def _polish_jobs(root: Path, rng: np.random.Generator, *, n_train: int, n_validation: int, n_heldout: int,
+                 transpositions: int) -> list[Job]:
+    """Polish Music Heritage scores by composer split; within a split, scores with string
+    parts first (the music training lacks most), each group in random order."""
+    scores = polish_scores(root)
+    jobs = []
+    for split, n in (("train", n_train), ("validation", n_validation), ("heldout", n_heldout)):
+        mine = [s for s in scores if composer_split(s.composer) == split]
+        order = rng.permutation(len(mine))
+        mine = sorted((mine[i] for i in order), key=lambda s: not s.strings)[:n]
+        jobs += [Job("polish", s.path, s.key, _variants(rng, transpositions if split == "train" else 1), split,
+                     POLISH_SOURCE, s.composer) for s in mine]
     return jobs
 
 
@@ -175,6 +209,15 @@ def pieces_of(job: Job) -> list[Piece]:
             rng = np.random.default_rng(seed)
             pieces.append(pop909_piece(Path(root), song, job.key, rng, transpose=transpose,
                                        programs_by_role=programs_for(job.split), split=job.split, whole=job.whole))
+        return _with_soundfonts(pieces, job)
+    if job.kind == "polish":
+        from .polish import PolishScore
+
+        score = PolishScore(job.ref, job.extra, job.key, True)
+        for transpose, seed in job.variants:
+            rng = np.random.default_rng(seed)
+            pieces.append(polish_piece(score, rng, transpose=transpose, programs_by_role=programs_for(job.split),
+                                       split=job.split))
         return _with_soundfonts(pieces, job)
     # music21 scores
     from music21 import converter, corpus

@@ -18,6 +18,16 @@ SOUNDFONT = Path(os.environ.get("KEYLIB_SOUNDFONT", "/usr/share/sounds/sf2/Fluid
 # set only with the last two, so held-out music is played by sounds training never heard.
 TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/sf_GMbank.sf2")
 HELDOUT_SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2")
+# The validation render (how candidates are chosen) uses another engine and sounds that
+# neither training nor the held-out set uses: TiMidity++ with the freepats patches (a
+# ``.cfg`` in place of a soundfont selects TiMidity++; Debian packages timidity, freepats).
+VALIDATION_SOUNDFONTS = ("/etc/timidity/freepats.cfg",)
+# The General MIDI programs freepats has (its freepats.cfg "bank 0"): others are silent in
+# TiMidity++, so a clip for it plays the nearest of these in the same GM family.
+FREEPATS_PROGRAMS = (0, 1, 2, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 19, 21, 23, 24, 25, 26, 27, 28, 29, 30, 32, 33,
+                     34, 35, 36, 37, 38, 40, 42, 44, 45, 46, 47, 48, 53, 56, 57, 58, 59, 60, 61, 64, 65, 66, 67,
+                     68, 69, 70, 71, 72, 73, 74, 75, 76, 79, 80, 84, 88, 94, 95, 98, 101, 102, 104, 114, 115,
+                     120, 122, 125)
 RENDER_SR = 22050
 # Pinkish noise: a filter (numerator, denominator) that shapes white noise to about 1/f.
 PINK_FILTER = ([0.049922035, -0.095993537, 0.050612699, -0.004408786],
@@ -26,12 +36,34 @@ PINK_FILTER = ([0.049922035, -0.095993537, 0.050612699, -0.004408786],
 
 def soundfonts_for(split: str) -> tuple[str, ...]:
     """The soundfonts that clips of ``split`` may be rendered with."""
-    return HELDOUT_SOUNDFONTS if split == "heldout" else TRAIN_SOUNDFONTS
+    return {"heldout": HELDOUT_SOUNDFONTS, "validation": VALIDATION_SOUNDFONTS}.get(split, TRAIN_SOUNDFONTS)
+
+
+def is_timidity(soundfont: str | Path) -> bool:
+    """Whether ``soundfont`` names a TiMidity++ configuration (rendered by TiMidity++)."""
+    return str(soundfont).endswith(".cfg")
+
+
+def playable_programs(programs: dict[int, int], soundfont: str | Path) -> dict[int, int]:
+    """``programs`` with each one the sound source lacks replaced by the nearest it has in the
+    same General MIDI family (else the nearest of all): only freepats lacks some."""
+    if not is_timidity(soundfont):
+        return programs
+    have = np.array(FREEPATS_PROGRAMS)
+    out = {}
+    for channel, program in programs.items():
+        family = have[have // 8 == program // 8]
+        pool = family if family.size else have
+        out[channel] = int(pool[np.argmin(np.abs(pool - program))])
+    return out
 
 
 def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: float = 0.6,
                 soundfont: str | Path | None = None) -> np.ndarray:
-    """Render a MIDI file with FluidSynth (no reverb or chorus); mono float32 at ``sr``."""
+    """Render a MIDI file with FluidSynth (no reverb or chorus), or with TiMidity++ when
+    ``soundfont`` is a ``.cfg``; mono float32 at ``sr``."""
+    if soundfont is not None and is_timidity(soundfont):
+        return _render_timidity(midi_path, wav_path, sr=sr, config=Path(soundfont))
     if shutil.which("fluidsynth") is None:
         raise RuntimeError("fluidsynth is not installed (apt-get install fluidsynth fluid-soundfont-gm)")
     soundfont = Path(soundfont or SOUNDFONT)
@@ -41,6 +73,15 @@ def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: f
            "-R", "0", "-C", "0", str(soundfont), str(midi_path)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     y, file_sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
+    return y.mean(axis=1)
+
+
+def _render_timidity(midi_path: Path, wav_path: Path, *, sr: int, config: Path) -> np.ndarray:
+    if shutil.which("timidity") is None or not config.is_file():
+        raise RuntimeError(f"TiMidity++ or {config} is missing (apt-get install timidity freepats)")
+    cmd = ["timidity", "-c", str(config), "-Ow", "--output-mono", "-s", str(sr), "-o", str(wav_path), str(midi_path)]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+    y, _ = sf.read(str(wav_path), dtype="float32", always_2d=True)
     return y.mean(axis=1)
 
 

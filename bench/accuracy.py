@@ -196,6 +196,22 @@ def main(argv=None) -> int:
     for name, entry in report["methods"].items():
         print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
 
+    # Minor-key tracks named as their relative major: what a chroma without register confuses most.
+    minor = refs >= 12
+    relative_major = (refs % 12 + 3) % 12
+    print("\nminor-key files named as their relative major (whole files over 120 s / all), by source")
+    for name, ests in methods.items():
+        wrong = minor & (ests == relative_major)
+        whole = buckets == LENGTH_BUCKETS[-1][0]
+        report["methods"][name]["minor_as_relative_major"] = {
+            s: {"minor": int((minor & (sources == s)).sum()), "named_relative_major": int((wrong & (sources == s)).sum()),
+                "whole_minor": int((minor & whole & (sources == s)).sum()),
+                "whole_named_relative_major": int((wrong & whole & (sources == s)).sum())}
+            for s in sorted(set(sources[minor]))}
+        cells = report["methods"][name]["minor_as_relative_major"]
+        print(f"{name:<44}" + "  ".join(f"{s} {c['whole_named_relative_major']}/{c['whole_minor']} "
+                                        f"({c['named_relative_major']}/{c['minor']})" for s, c in cells.items()))
+
     # The same songs whole and as their 30 s excerpt from 15 s of the same render.
     song = list(zip(df["render"], df["source"], df["piece"]))
     whole_of = {k: i for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "whole"}

@@ -58,6 +58,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     history, best_epoch = ([], 0) if refit is not None else (  # a refit trains nothing
         _fit(net, train_df, val_refs, val_sets, cfg, fps, rng, log=log, t0=t0))
     calibration = _fit_on_validation(net, card, val_refs, val_sets, fps, atonal_df) if len(val_df) else {}
+    if len(val_df) and "soundfont" in val_df:
+        card["validation"]["by_sound_source"] = _by_sound_source(net, val_df, val_refs, val_sets, fps)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
@@ -159,6 +161,20 @@ def _validate(net, val_refs: np.ndarray, val_sets: dict, fps: int, entry: dict) 
         ests = predict_exact(net, data, fps).argmax(1)
         entry[f"val_mirex_{name}"] = mirex_summary(val_refs, ests)["both_fifths"]["weighted"]
     return (entry["val_mirex_whole"] + entry["val_mirex_excerpt"]) / 2
+
+
+def _by_sound_source(net, val_df, val_refs: np.ndarray, val_sets: dict, fps: int) -> dict:
+    """Validation scores (both fifths) by the sound source that rendered the tracks: the
+    validation render's engine and sounds, which training never hears, say more about music
+    played otherwise than the training soundfonts do, so candidates are chosen on them."""
+    sources = np.asarray(val_df["soundfont"].fillna(""), dtype=str)
+    ests = {name: predict_exact(net, data, fps).argmax(1) for name, data in val_sets.items()}
+    out = {}
+    for source in sorted(set(sources)):
+        m = sources == source
+        scores = {name: mirex_summary(val_refs[m], e[m])["both_fifths"]["weighted"] for name, e in ests.items()}
+        out[source or "unknown"] = {"n": int(m.sum()), **scores, "mean": float(np.mean(list(scores.values())))}
+    return out
 
 
 def _fit_on_validation(net, card: dict, val_refs: np.ndarray, val_sets: dict, fps: int, atonal_df) -> dict:

@@ -67,7 +67,9 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
         "data": {
             "train": counts(train_df), "validation": counts(val_df),
             "heldout": counts(heldout_df) if heldout_df is not None else {},
-            "validation_rule": f"whole pieces per source, crc32(split_seed|source|piece) < {cfg.val_fraction:.2f}, split_seed {cfg.split_seed}",
+            "validation_rule": f"whole pieces per source, crc32(split_seed|source|piece) < {cfg.val_fraction:.2f}, "
+                               f"split_seed {cfg.split_seed}; rows of split 'validation' (the validation render)",
+            "credits": _credits(train_df),
         },
     })
     if refit is not None:
@@ -81,6 +83,17 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     if out_dir is not None:
         _save(net, card, Path(out_dir), cfg.name)
     return net, card
+
+
+def _credits(train_df) -> dict:
+    """What the training data owes its sources (the licences that ask for credit)."""
+    from .trainset.polish import CREDIT, POLISH_SOURCE
+
+    credits = {"pop909": "POP909 (Wang, Chen, Jiang et al., ISMIR 2020): pop songs and key annotations",
+               "music21": "music21's corpus: Bach chorales, string quartets, folk collections",
+               POLISH_SOURCE: CREDIT + " (CC BY 4.0)"}
+    sources = set(train_df["source"]) if len(train_df) else set()
+    return {k: v for k, v in credits.items() if k == "music21" or k in sources}
 
 
 def _network(cfg: TrainConfig, refit: tuple[object, dict] | None, keras) -> tuple[object, dict, int]:

@@ -27,9 +27,12 @@ import numpy as np
 from ...keys import key_index, transpose_index
 from .midi import DRUM_CHANNEL, Note, Piece
 
-__all__ = ["PolishScore", "POLISH_SOURCE", "composer_split", "polish_scores", "polish_piece", "polish_root"]
+__all__ = ["CREDIT", "PolishScore", "POLISH_SOURCE", "composer_split", "polish_scores", "polish_piece", "polish_root"]
 
 POLISH_SOURCE = "polish-scores"
+CREDIT = ("Polish Music Heritage in Open Access. Copyright 2019-2022 The Fryderyk Chopin Institute "
+          "(https://nifc.pl). Website: https://polishscores.org. Digital scores: "
+          "https://github.com/pl-wnifc/humdrum-polish-scores. License: https://creativecommons.org/licenses/by/4.0")
 ANONYMOUS = "Anonim"
 # Shares of the named composers (by a hash of the name) kept for validation and held out.
 VALIDATION_COMPOSERS = 0.10

@@ -143,3 +143,15 @@ def test_a_polish_score_rendered_by_timidity_is_in_its_key(tmp_path):
     assert len(rows) == 1 and rows[0]["soundfont"] == "freepats" and rows[0]["key"] == "E major"
     chroma = features.chroma(audio.decode((tmp_path / rows[0]["path"]).read_bytes(), ext=".flac").samples)
     assert templates.template_key(chroma) == keys.parse_key("E major")
+
+
+def test_a_score_verovio_cannot_convert_costs_that_score_only(tmp_path):
+    """Verovio runs in a child process (it crashes on a few scores of the archive): a failure
+    is a ValueError naming the file, and run_job turns it into that job's error row."""
+    bad = tmp_path / "bad.krn"
+    bad.write_bytes(b"\x00\xff not kern at all")
+    with pytest.raises(ValueError, match="bad.krn"):
+        polish.kern_to_midi(bad)
+    job = trainset.Job("polish", str(bad), 0, [(0, 1)], "train", polish.POLISH_SOURCE, "X")
+    rows = trainset.run_job(job, str(tmp_path))
+    assert len(rows) == 1 and "bad.krn" in rows[0]["error"]

@@ -17,6 +17,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import subprocess
+import sys
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -132,14 +134,8 @@ def score_tracks(path: str | Path) -> list[tuple[str, int, list[tuple[float, flo
     """(part name, GM program, notes (start_s, end_s, pitch, velocity)) per MIDI track that
     Verovio makes of a ``**kern`` file; parts of transposing instruments left out."""
     import mido
-    import verovio
 
-    verovio.enableLog(False)
-    tk = verovio.toolkit()
-    tk.setOptions({"breaks": "none"})
-    if not tk.loadData(Path(path).read_text(errors="replace")):
-        raise ValueError(f"verovio cannot read {path}")
-    mid = mido.MidiFile(file=io.BytesIO(base64.b64decode(tk.renderToMIDI())))
+    mid = mido.MidiFile(file=io.BytesIO(kern_to_midi(path)))
     out = []
     for track in mid.tracks:
         name = next((m.name for m in track if m.type == "track_name"), "")
@@ -150,6 +146,32 @@ def score_tracks(path: str | Path) -> list[tuple[str, int, list[tuple[float, flo
         if notes:
             out.append((name, int(program), notes))
     return out
+
+
+def kern_to_midi(path: str | Path, *, timeout_s: float = 120.0) -> bytes:
+    """Verovio's MIDI of a ``**kern`` file, made in a child process: Verovio crashes
+    (SIGSEGV) on a few scores of the archive, which must cost that score, not the worker
+    process that renders a training set (a lost worker stalls the whole pool)."""
+    cmd = [sys.executable, "-m", __name__, str(path)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"verovio took over {timeout_s:.0f} s on {path}") from None
+    if done.returncode != 0:
+        why = f"signal {-done.returncode}" if done.returncode < 0 else done.stderr.decode(errors="replace")[-300:]
+        raise ValueError(f"verovio cannot convert {path}: {why}")
+    return base64.b64decode(done.stdout)
+
+
+def _kern_to_midi_here(path: str) -> str:
+    import verovio
+
+    verovio.enableLog(False)
+    tk = verovio.toolkit()
+    tk.setOptions({"breaks": "none"})
+    if not tk.loadData(Path(path).read_text(errors="replace")):
+        raise SystemExit(f"verovio cannot read {path}")
+    return tk.renderToMIDI()
 
 
 def _track_notes(track, mid) -> list[tuple[float, float, int, int]]:
@@ -208,3 +230,7 @@ def polish_piece(score: PolishScore, rng: np.random.Generator, *, transpose: int
 
 def _piece_name(score: PolishScore) -> str:
     return Path(score.path).stem
+
+
+if __name__ == "__main__":  # kern_to_midi's child: the base64 MIDI of one file on stdout
+    print(_kern_to_midi_here(sys.argv[1]))

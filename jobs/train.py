@@ -73,7 +73,10 @@ def main(argv=None) -> int:
             return report_error("train", exc)
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),
                           refit=refit)
-    summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in card.get("validation", {}).items()}
+    validation = dict(card.get("validation", {}))
+    by_sound = validation.pop("by_sound_source", {})
+    summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in validation.items()}
+    summary.update({f"validation by {source} (whole+excerpt)/2": s["mean"] for source, s in by_sound.items()})
     if "heldout" in card:
         summary["heldout"] = card["heldout"]["all"]["both_fifths"]["weighted"]
         summary.update({f"heldout {k}": v["both_fifths"]["weighted"] for k, v in card["heldout"]["by_length"].items()})

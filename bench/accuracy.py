@@ -62,14 +62,17 @@ def _essentia_answers(paths: list[str], profiles: tuple[str, ...], cache_path: P
     from peers import essentia_keys
 
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    todo = [p for p in paths if not all(prof in cache.get(p, {}) for prof in profiles)]
+    # Answers are kept by the file's real path: a folder of links to the same audio (another
+    # feature version's chroma cache beside the same files) reuses them.
+    real = {p: str(Path(p).resolve()) for p in paths}
+    todo = [p for p in paths if not all(prof in cache.get(real[p], {}) for prof in profiles)]
     t0 = time.perf_counter()
     for i, path in enumerate(todo, 1):
-        cache[path] = {**cache.get(path, {}), **essentia_keys(path, profiles=profiles)}
+        cache[real[path]] = {**cache.get(real[path], {}), **essentia_keys(path, profiles=profiles)}
         if i % 25 == 0 or i == len(todo):
             cache_path.write_text(json.dumps(cache))
             print(f"  essentia: {i}/{len(todo)} files, {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return cache
+    return {p: cache[real[p]] for p in paths}
 
 
 def _null_ece(confidence: np.ndarray, *, draws: int = 500) -> dict:
@@ -109,6 +112,8 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
         "heldout_clips": report["files"],
         "mirex": {(f"shipped {model.version}" if k == name else k): conv(v["all"]) for k, v in report["methods"].items()},
         "by_length": {k: {b: conv(d) for b, d in v["by_length"].items()} for k, v in report["methods"].items()},
+        "by_source": {k: {s: conv(d) for s, d in v["by_source"].items()} for k, v in report["methods"].items()},
+        "minor_as_relative_major": {k: v["minor_as_relative_major"] for k, v in report["methods"].items()},
         "paired_whole_vs_excerpt": report.get("paired"),
         "calibration": {"ece_15_bins": round(report["calibration"]["ece"], 4),
                         "ece_if_perfectly_calibrated": round(report["calibration"]["perfectly_calibrated"]["mean"], 4),

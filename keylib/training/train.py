@@ -75,7 +75,7 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     if refit is not None:
         card["refit"] = {
             "from": refit[1].get("version"), "network_features": refit[1].get("feature_version"),
-            "why": "weights kept; calibration, tonality classifier and scores fitted again on this feature version",
+            "why": "weights kept; calibration, tonality classifier and scores fitted again on the data given",
         }
     if heldout_df is not None and len(heldout_df):
         card["heldout"] = evaluate_heldout(net, heldout_df, fps, calibration=calibration,

@@ -1,8 +1,9 @@
-"""THE feature function: a 12 x frames chroma tensor, shared by extraction, training and
-``keylib analyze`` so that there is no train/serve skew.
+"""THE feature function: a chroma tensor (12 or 24 rows x frames), shared by extraction,
+training and ``keylib analyze`` so that there is no train/serve skew.
 
-The recipe (version :data:`FEATURE_VERSION`) is fixed in code, not in configuration,
-because the shipped model is trained on exactly these features:
+Each recipe is fixed in code under a name (:data:`FEATURE_VERSIONS`, name -> rows), not in
+configuration, because a model is trained on exactly its features and its card names them
+(:data:`FEATURE_VERSION` is the shipped model's). ``chroma-stft-11k-5fps-v2``:
 
 1. mono audio at :data:`SAMPLE_RATE` (11,025 Hz: keys live below 2.1 kHz, and a low rate
    makes decoding, resampling and the FFT cheap);
@@ -18,6 +19,12 @@ because the shipped model is trained on exactly these features:
    Korzeniowski & Widmer's key CNN);
 5. log compression ``log1p(100 x / max)``, scaled to 0..1 by the track's maximum, so that
    level does not matter and silence gives zeros, never NaN.
+
+``chroma-stft-11k-5fps-v3`` (24 rows) adds register: rows 0-11 are v2's chroma, rows 12-23
+a bass chroma folded from the same STFT with the same filterbank, tuning and block tunings,
+restricted to :data:`BASS_FMIN` .. :data:`BASS_FMAX` (C1 .. C3), where a song's bass line
+sits. Both bands share one peak in step 5, so the bass keeps its level relative to the
+whole: a minor song whose bass dwells on its tonic no longer looks like its relative major.
 
 Steps 2-4 are librosa's (``librosa.stft``, ``librosa.estimate_tuning``,
 ``librosa.filters.chroma``) written out in numpy with the same float64 operations: the
@@ -36,6 +43,8 @@ import numpy as np
 
 __all__ = [
     "FEATURE_VERSION",
+    "FEATURE_VERSION_V3",
+    "FEATURE_VERSIONS",
     "SAMPLE_RATE",
     "FRAME_RATE",
     "HOP_LENGTH",
@@ -43,13 +52,18 @@ __all__ = [
     "N_CHROMA",
     "FMIN",
     "FMAX",
+    "BASS_FMIN",
+    "BASS_FMAX",
     "TUNING_BLOCK_S",
     "TUNING_CHANGE_CENTS",
     "chroma",
+    "n_rows",
     "frames_for_duration",
 ]
 
-FEATURE_VERSION = "chroma-stft-11k-5fps-v2"  # v2: tuning followed block by block
+# The shipped model's features: the default of every function that takes a feature version.
+FEATURE_VERSION = "chroma-stft-11k-5fps-v2"
+FEATURE_VERSION_V3 = "chroma-stft-11k-5fps-v3"
 SAMPLE_RATE = 11025
 FRAME_RATE = 5.0
 HOP_LENGTH = int(SAMPLE_RATE / FRAME_RATE)  # 2205 samples = 0.2 s
@@ -57,6 +71,10 @@ N_FFT = 8192
 N_CHROMA = 12
 FMIN = 65.4  # C2
 FMAX = 2100.0
+# The bass band of v3's rows 12-23 (C1 .. C3); tests/test_features.py checks that A1 lights
+# them and A5 does not.
+BASS_FMIN = 32.7
+BASS_FMAX = 130.8
 LOG_GAIN = 100.0
 # Below this spectral magnitude the track is treated as silent and gets an all-zero tensor.
 _SILENCE_FLOOR = 1e-6
@@ -71,8 +89,19 @@ TUNING_BLOCK_S = 10.0
 TUNING_CHANGE_CENTS = 8
 _BLOCK_FRAMES = int(TUNING_BLOCK_S * FRAME_RATE)
 _BLOCK_STEP = 2
-# FFT bins [lo, hi) with FMIN <= frequency < FMAX.
-_BAND_BINS = (int(np.ceil(FMIN * N_FFT / SAMPLE_RATE)), int(np.ceil(FMAX * N_FFT / SAMPLE_RATE)))
+
+
+def _bins(fmin: float, fmax: float) -> tuple[int, int]:
+    """FFT bins [lo, hi) with fmin <= frequency < fmax."""
+    return int(np.ceil(fmin * N_FFT / SAMPLE_RATE)), int(np.ceil(fmax * N_FFT / SAMPLE_RATE))
+
+
+# The chroma band: v2's 12 rows, v3's rows 0-11, and the bins the tuning is estimated from.
+_BAND_BINS = _bins(FMIN, FMAX)
+_BASS_BINS = _bins(BASS_FMIN, BASS_FMAX)
+# Each feature version's bands, 12 rows each, in row order.
+_BANDS = {FEATURE_VERSION: (_BAND_BINS,), FEATURE_VERSION_V3: (_BAND_BINS, _BASS_BINS)}
+FEATURE_VERSIONS = {name: N_CHROMA * len(bands) for name, bands in _BANDS.items()}
 
 
 def frames_for_duration(duration_s: float) -> int:
@@ -80,18 +109,33 @@ def frames_for_duration(duration_s: float) -> int:
     return int(round(duration_s * SAMPLE_RATE)) // HOP_LENGTH + 1
 
 
-@lru_cache(maxsize=128)
-def _filterbank(tuning_hundredths: int) -> np.ndarray:
-    """Chroma filterbank (12, hi - lo) over the FFT bins ``lo .. hi - 1`` of ``_BAND_BINS``.
+def n_rows(feature_version: str) -> int:
+    """Rows of a feature version's chroma tensor (12 or 24).
+
+    Raises
+    ------
+    ValueError
+        for a name not in :data:`FEATURE_VERSIONS`, naming the known ones.
+    """
+    try:
+        return FEATURE_VERSIONS[feature_version]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown feature version {feature_version!r}; "
+                         f"known: {', '.join(sorted(FEATURE_VERSIONS))}") from None
+
+
+@lru_cache(maxsize=256)
+def _filterbank(tuning_hundredths: int, bins: tuple[int, int] = _BAND_BINS) -> np.ndarray:
+    """Chroma filterbank (12, hi - lo) over the FFT bins ``lo .. hi - 1`` of ``bins``.
 
     The weights of ``librosa.filters.chroma(sr=SAMPLE_RATE, n_fft=N_FFT, tuning=t,
     ctroct=5.0, octwidth=None, norm=None)`` on the band's bins, computed with the same
-    float64 operations (so the same values, bit for bit), for the ~1,500 band bins only:
-    about 0.3 ms for any tuning, where librosa builds the whole bank. A tuning is a whole
-    number of hundredths of a semitone (-50 .. 49), so the cache holds every bank a
-    process can ever need.
+    float64 operations (so the same values, bit for bit), for the band's bins only (~1,500
+    for the chroma band): about 0.3 ms for any tuning, where librosa builds the whole bank.
+    A tuning is a whole number of hundredths of a semitone (-50 .. 49), so the cache holds
+    every bank a process can ever need.
     """
-    lo, hi = _BAND_BINS
+    lo, hi = bins
     # librosa: frequencies = linspace(0, sr, n_fft, endpoint=False)[1:], so bin k is entry k.
     freqs = np.linspace(0, SAMPLE_RATE, N_FFT, endpoint=False)[lo:hi]
     a440 = 440.0 * 2.0 ** ((tuning_hundredths / 100.0) / N_CHROMA)
@@ -102,7 +146,7 @@ def _filterbank(tuning_hundredths: int) -> np.ndarray:
     half = np.round(float(N_CHROMA) / 2)
     distance = np.remainder(distance + half + 10 * N_CHROMA, N_CHROMA) - half
     # Gaussian bumps; librosa's bump width is max(bin spacing in semitones, 1), which is 1
-    # everywhere above C2 at this resolution.
+    # everywhere above 23 Hz at this resolution (so in both bands).
     weights = np.exp(-0.5 * (2 * distance / 1.0) ** 2)
     return np.ascontiguousarray(weights, dtype=np.float32)
 
@@ -134,7 +178,8 @@ def _magnitude_spectrogram(y: np.ndarray) -> np.ndarray:
     return np.abs(spectrum).T
 
 
-def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE, return_tuning: bool = False):
+def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE, return_tuning: bool = False,
+           feature_version: str = FEATURE_VERSION):
     """Chroma tensor of a mono signal, and optionally the tuning it was folded with.
 
     Parameters
@@ -145,17 +190,23 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE, return_tuning: bool = False)
         Must equal :data:`SAMPLE_RATE`; :func:`keylib.audio.decode` resamples to it.
     return_tuning : bool
         Also return the tuning estimate the filterbank was built for.
+    feature_version : str
+        The recipe, one of :data:`FEATURE_VERSIONS` (default: the shipped model's).
 
     Returns
     -------
-    chroma : np.ndarray, shape (12, n_frames), float32
-        Values in 0..1, row 0 = C, row 11 = B; ``n_frames = frames_for_duration(len(y) / sr)``.
-        All zeros for silence; never NaN or inf.
+    chroma : np.ndarray, shape (n_rows(feature_version), n_frames), float32
+        Values in 0..1; in each band of 12 rows, row 0 = C, row 11 = B (v2: 12 rows, the
+        chroma band; v3: 24 rows, the chroma band then the bass band, one shared peak);
+        ``n_frames = frames_for_duration(len(y) / sr)``. All zeros for silence; never NaN
+        or inf.
     tuning_cents : float or None
         Only with ``return_tuning``: the deviation of the recording's reference pitch from
         A440 in cents, a whole number in -50 .. 49 (+30: A4 sounds at 447.7 Hz); ``None``
         for silence, which has no pitch to measure.
     """
+    n_rows(feature_version)  # ValueError for an unknown version
+    bands = _BANDS[feature_version]
     if sr != SAMPLE_RATE:
         raise ValueError(f"chroma expects audio at {SAMPLE_RATE} Hz, got {sr} Hz")
     y = np.asarray(y, dtype=np.float32)
@@ -164,30 +215,38 @@ def chroma(y: np.ndarray, *, sr: int = SAMPLE_RATE, return_tuning: bool = False)
     if not np.all(np.isfinite(y)):
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     spec = _magnitude_spectrogram(y)
-    out, tuning_cents = _fold(spec)
+    out, tuning_cents = _fold(spec, bands)
     return (out, tuning_cents) if return_tuning else out
 
 
-def _fold(spec: np.ndarray) -> tuple[np.ndarray, float | None]:
-    """Magnitude spectrogram -> (chroma (12, n_frames) float32, tuning in cents or None)."""
-    silent = np.zeros((N_CHROMA, spec.shape[1]), dtype=np.float32)
+def _fold(spec: np.ndarray, bands: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, float | None]:
+    """Magnitude spectrogram -> (chroma (12 x len(bands), n_frames) float32, tuning in cents
+    or None): each band folded with the same tunings, all scaled by one peak."""
+    silent = np.zeros((N_CHROMA * len(bands), spec.shape[1]), dtype=np.float32)
     if float(spec.max(initial=0.0)) < _SILENCE_FLOOR:
         return silent, None
     tuning_hundredths = int(round(_estimate_tuning(spec) * 100))
-    lo, hi = _BAND_BINS
     tunings = _block_tunings(spec, tuning_hundredths)
-    if (tunings == tuning_hundredths).all():
-        raw = _filterbank(tuning_hundredths) @ spec[lo:hi]
-    else:
-        raw = np.empty((N_CHROMA, spec.shape[1]), dtype=np.float32)
-        for tuning in np.unique(tunings):
-            frames = tunings == tuning
-            raw[:, frames] = _filterbank(int(tuning)) @ spec[lo:hi, frames]
+    raws = [_fold_band(spec, tunings, tuning_hundredths, bins) for bins in bands]
+    raw = raws[0] if len(raws) == 1 else np.concatenate(raws)
     peak = float(raw.max(initial=0.0))
     if peak < _SILENCE_FLOOR:
         return silent, None
     out = np.log1p(LOG_GAIN * raw / peak) / np.log1p(LOG_GAIN)
     return out.astype(np.float32, copy=False), float(tuning_hundredths)
+
+
+def _fold_band(spec: np.ndarray, tunings: np.ndarray, track_hundredths: int, bins: tuple[int, int]) -> np.ndarray:
+    """The band ``bins`` of a magnitude spectrogram folded into 12 pitch classes, each frame
+    with its tuning (:func:`_block_tunings`); shape (12, n_frames), float32, not compressed."""
+    lo, hi = bins
+    if (tunings == track_hundredths).all():
+        return _filterbank(track_hundredths, bins) @ spec[lo:hi]
+    raw = np.empty((N_CHROMA, spec.shape[1]), dtype=np.float32)
+    for tuning in np.unique(tunings):
+        frames = tunings == tuning
+        raw[:, frames] = _filterbank(int(tuning), bins) @ spec[lo:hi, frames]
+    return raw
 
 
 def _block_tunings(spec: np.ndarray, track_hundredths: int) -> np.ndarray:

@@ -273,3 +273,68 @@ def test_very_short_clip_is_too_short(tmp_path):
     path = synth.write_audio(tmp_path / "blip.wav", synth.tone(60, 0.1, sr=22050), sr=22050)
     with pytest.raises(TooShortError, match="0.10 s"):
         audio.decode(path.read_bytes(), ext=".wav", min_duration_s=1.0)
+
+
+# --------------------------------------------------------------------------- v3: the bass band
+
+V3 = features.FEATURE_VERSION_V3
+
+
+def _sine(hz: float, seconds: float = 4.0, amplitude: float = 0.5) -> np.ndarray:
+    """A sine at the feature rate, faded in and out over 0.5 s (no clicks to spread energy
+    over every band)."""
+    sr = features.SAMPLE_RATE
+    t = np.arange(int(seconds * sr)) / sr
+    fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.5)
+    return (amplitude * fade * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def test_feature_versions_registry():
+    assert features.FEATURE_VERSIONS == {features.FEATURE_VERSION: 12, V3: 24}
+    assert features.n_rows(V3) == 24
+    with pytest.raises(ValueError, match="chroma-stft-11k-5fps-v2"):
+        features.chroma(_sine(440.0), feature_version="chroma-nonsense")
+
+
+def test_v3_has_24_rows_and_a_high_note_lights_the_full_rows_only():
+    y = _sine(880.0)  # A5: far above the bass band
+    v2 = features.chroma(y)
+    v3, tuning = features.chroma(y, feature_version=V3, return_tuning=True)
+    assert v3.shape == (24, features.frames_for_duration(4.0)) and v3.dtype == np.float32
+    assert tuning == features.chroma(y, return_tuning=True)[1]
+    assert int(np.argmax(v3[:12].mean(axis=1))) == 9 and v3[:12].max() == pytest.approx(1.0)
+    assert v3[12:].max() < 0.05
+    # No bass: the shared peak is the full band's, so rows 0-11 are v2's chroma.
+    np.testing.assert_allclose(v3[:12], v2, atol=1e-6)
+
+
+def test_a_low_note_lights_its_pitch_class_in_the_bass_rows():
+    a2 = features.chroma(_sine(110.0), feature_version=V3)  # A2: in both bands
+    assert int(np.argmax(a2[:12].mean(axis=1))) == 9
+    assert int(np.argmax(a2[12:].mean(axis=1))) == 9 and a2[12:].max() > 0.9
+    a1 = features.chroma(_sine(55.0), feature_version=V3)  # A1: below the full band, in the bass band
+    assert int(np.argmax(a1[12:].mean(axis=1))) == 9 and a1[12:].max() == pytest.approx(1.0)
+    assert a1[:12].max() < 0.1
+
+
+def test_v3_bands_share_one_peak():
+    # A quiet bass note under a loud high one: the bass rows keep their lower level.
+    y = _sine(55.0, amplitude=0.05) + _sine(880.0, amplitude=0.5)
+    v3 = features.chroma(y, feature_version=V3)
+    assert v3[:12].max() == pytest.approx(1.0)
+    assert 0.2 < v3[12:].max() < 0.9
+    assert int(np.argmax(v3[12:].mean(axis=1))) == 9
+
+
+def test_v3_silence_gives_zeros():
+    tensor, tuning = features.chroma(np.zeros(features.SAMPLE_RATE * 2, np.float32), feature_version=V3,
+                                     return_tuning=True)
+    assert tensor.shape == (24, features.frames_for_duration(2.0)) and not tensor.any() and tuning is None
+
+
+def test_v3_follows_the_tuning_in_the_bass_band_too():
+    # 40 cents sharp A1 + A3: the estimated tuning keeps A in the bass rows' A bin.
+    y = _sine(55.0 * 2 ** (0.4 / 12)) + _sine(220.0 * 2 ** (0.4 / 12))
+    v3, tuning = features.chroma(y, feature_version=V3, return_tuning=True)
+    assert tuning == pytest.approx(40, abs=3)
+    assert int(np.argmax(v3[12:].mean(axis=1))) == 9 and int(np.argmax(v3[:12].mean(axis=1))) == 9

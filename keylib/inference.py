@@ -30,7 +30,7 @@ More than a key
     (:mod:`keylib.segments`); ``key`` stays the track's global key.
 
 Tracks of any length (each at its real length; never crop below 600 s)
-    Each track's whole (12, n_frames) tensor goes to the served model
+    Each track's whole (rows, n_frames) tensor goes to the served model
     (:meth:`keylib.serving.ServedModel.predict_probs`, ONNX Runtime, no TensorFlow):
     frames are averaged into 1-s steps and the network averages its evidence over exactly
     the track's steps (tracks of equal length share one call; nothing is tiled), then the
@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import STATUS_OK
+from .features import n_rows
 from .keys import KEY_NAMES, MODES, N_KEYS, camelot, open_key
 from .segments import key_segments
 from .tonality import tonal_score, tonality_features
@@ -133,7 +134,8 @@ def describe_track(chroma: np.ndarray, probs: np.ndarray, model, *, offset_s: fl
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
+        Of the model's feature version (12 or 24 rows).
     probs : np.ndarray, shape (24,)
         The track's calibrated key probabilities.
     model : keylib.serving.ServedModel
@@ -185,11 +187,13 @@ def predict_records(chroma_rows: list[Mapping[str, Any]], model, *,
     ----------
     chroma_rows : list of mapping
         Rows of the chroma/ table with at least ``track_id``, ``uri``, ``n_frames``,
-        ``feature_version``, ``chroma`` (flat, 12 x n_frames row-major), ``status`` and
+        ``feature_version``, ``chroma`` (flat, rows x n_frames row-major, rows those of the
+        feature version: :data:`keylib.features.FEATURE_VERSIONS`), ``status`` and
         ``error``; ``identity`` and ``extracted_at`` are carried when present.
     model : keylib.serving.ServedModel
         Anything with ``version``, ``feature_version`` and ``predict_probs(list of
-        (12, n) arrays) -> (n, 24)``.
+        (rows, n) arrays) -> (n, 24)``. Rows of another feature version than the model's
+        get status ``feature_mismatch`` and no key.
     inferred_at : datetime, optional
         Timestamp written to every row (default: now, UTC).
 
@@ -256,15 +260,17 @@ def predict_records(chroma_rows: list[Mapping[str, Any]], model, *,
 
 
 def _tensor(record: Mapping[str, Any]) -> np.ndarray:
-    """The (12, n_frames) float32 tensor of a chroma row, or ValueError."""
+    """The (rows, n_frames) float32 tensor of a chroma row (rows: its ``feature_version``'s),
+    or ValueError."""
     flat = record.get("chroma")
     if flat is None or (isinstance(flat, float) and flat != flat):
         raise ValueError("chroma row has status ok but no tensor")
     flat = np.asarray(flat, dtype=np.float32)
+    rows = n_rows(record.get("feature_version"))
     n_frames = record.get("n_frames")
-    if n_frames is None or n_frames != n_frames or flat.size != 12 * int(n_frames) or flat.size == 0:
-        raise ValueError(f"chroma tensor of {flat.size} values does not match 12 x n_frames ({n_frames})")
-    return flat.reshape(12, int(n_frames))
+    if n_frames is None or n_frames != n_frames or flat.size != rows * int(n_frames) or flat.size == 0:
+        raise ValueError(f"chroma tensor of {flat.size} values does not match {rows} x n_frames ({n_frames})")
+    return flat.reshape(rows, int(n_frames))
 
 
 def _none_if_na(value):

@@ -66,11 +66,11 @@ def windows(chroma: np.ndarray, *, window_s: float = WINDOW_S, hop_s: float = HO
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
 
     Returns
     -------
-    parts : list of np.ndarray, each (12, w)
+    parts : list of np.ndarray, each (rows, w)
         Each window re-normalised as a track; a track shorter than a window is one window.
     centres : np.ndarray, shape (len(parts),)
         Centre of each window in seconds from the start of the tensor.
@@ -131,7 +131,7 @@ def refine_boundary(chroma: np.ndarray, predict: Predict, *, start: int, cut: in
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
     predict : callable
         As for :func:`key_segments`.
     start, cut, end : int
@@ -221,7 +221,7 @@ def split_point(chroma: np.ndarray, predict: Predict, *, guess: int, key: int,
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
     predict : callable
         As for :func:`key_segments`.
     guess : int
@@ -279,9 +279,9 @@ def key_segments(chroma: np.ndarray, predict: Predict, *, offset_s: float = 0.0,
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
     predict : callable
-        List of (12, w) tensors -> (n, 24) calibrated probabilities (the served model's
+        List of (rows, w) tensors -> (n, 24) calibrated probabilities (the served model's
         ``predict_probs``).
     offset_s : float
         Where the tensor starts in the track (the analysis window's offset).

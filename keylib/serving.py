@@ -4,12 +4,12 @@ Everything inference needs from the model lives here: reading the model card, th
 step layout of the input, batching by length, calibration, and the ONNX Runtime session,
 loaded once per Python worker. Importing this module costs numpy only; ``onnxruntime``
 is imported when the first model is loaded (0.2 s, against ~9 s for TensorFlow).
-Training (:mod:`keylib.training.networks`, :mod:`keylib.training.train`) stays in Keras and writes the ``.onnx``
-next to the ``.keras`` with :func:`keylib.training.networks.export_onnx`; both sides share
-:func:`to_steps`, :func:`predict_by_length` and :func:`calibrate`, so the served model
-gives the Keras model's probabilities (within 1e-4, tested). This module is the one reader of
-a model's files and card for both sides (:func:`model_path`, :func:`model_card`,
-:func:`check_card`, :data:`SHIPPED_MODEL`).
+Training (:mod:`keylib.training.networks`, :mod:`keylib.training.train`) stays in Keras
+and writes the ``.onnx`` next to the ``.keras`` (:func:`keylib.training.networks.export_onnx`);
+both sides share :func:`to_steps`, :func:`predict_by_length` and :func:`calibrate`, so the
+served model gives the Keras model's probabilities (within 1e-4, tested). This module is the
+one reader of a model's files and card for both sides (:func:`model_path`,
+:func:`model_card`, :func:`check_card`, :data:`SHIPPED_MODEL`).
 
 Model files
     ``<name>.onnx`` (the network; dynamic batch and time axes), ``<name>.json`` (its card:
@@ -18,21 +18,21 @@ Model files
     training and export only). Any of the three paths names the model.
 
 Any length, pooled over the real length
-    Each track's (12, n_frames) chroma is averaged into steps of ``frames_per_step`` frames
-    (1 s; the last partial step averages its own frames) and goes through the network at
-    its true number of steps: the network pads the time axis circularly for its 3-step
-    window and averages its evidence over exactly those steps, so every second of a
-    track counts once. Tracks of equal length share one network call; nothing is tiled,
-    cropped or padded here (only extraction crops, to ``audio.max_duration_s``).
+    Each track's (rows, n_frames) chroma (rows: the card's ``feature_version``, one of
+    :data:`keylib.features.FEATURE_VERSIONS`) is averaged into steps of ``frames_per_step``
+    frames (1 s; the last partial step averages its own) and goes through the network at its
+    true number of steps, which it pads circularly for its 3-step window and averages its
+    evidence over: every second counts once. Tracks of equal length share one network call;
+    nothing is tiled, cropped or padded here (only extraction crops, to ``audio.max_duration_s``).
 
 Calibration
     A card may carry ``"calibration": {"temperature": T, "duration_exponent": g,
     "reference_s": r}``; a track of ``d`` seconds then gets ``softmax(log(p) / T(d))`` with
-    ``T(d) = T * (clip(d, 5, 600) / r) ** g`` (:func:`temperatures`): temperature scaling whose
-    temperature follows the track's length, since a 20 s clip and a whole song carry
-    different amounts of evidence (the network is overconfident on short clips and
-    underconfident on whole songs at one temperature). Same argmax; ``g = 0`` (or no
-    ``duration_exponent``) is plain temperature scaling; no calibration means T = 1.
+    ``T(d) = T * (clip(d, 5, 600) / r) ** g`` (:func:`temperatures`): the temperature follows
+    the track's length, since a 20 s clip and a whole song carry different amounts of
+    evidence (at one temperature the network is overconfident on short clips, underconfident
+    on whole songs). Same argmax; ``g = 0`` or none is plain temperature scaling; no
+    calibration means T = 1.
 """
 
 from __future__ import annotations
@@ -47,23 +47,23 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import ModelError
-from .features import FRAME_RATE
+from .features import FEATURE_VERSIONS, FRAME_RATE
 from .keys import N_KEYS
+from .tensors import check_rows
 
-__all__ = ["MODELS_DIR", "SHIPPED_MODEL", "CALIBRATION_RANGE_S", "REFERENCE_S", "ModelInfo",
-           "ServedModel", "model_info", "model_card", "model_path", "check_card", "read_card",
-           "load_model", "to_steps", "predict_by_length", "calibrate", "temperatures",
-           "track_seconds", "check_calibration", "card_path"]
+__all__ = ["MODELS_DIR", "SHIPPED_MODEL", "CALIBRATION_RANGE_S", "REFERENCE_S", "ModelInfo", "ServedModel",
+           "model_info", "model_card", "model_path", "check_card", "read_card", "load_model", "to_steps",
+           "predict_by_length", "calibrate", "temperatures", "track_seconds", "check_calibration", "card_path"]
 
 MODELS_DIR = Path(__file__).parent / "models"
 # The shipped model; its card (.json) and trained Keras network (.keras) lie beside it.
 SHIPPED_MODEL = MODELS_DIR / "keynet-eq.onnx"
-# Track lengths the length-dependent temperature is defined over (seconds); shorter or
-# longer tracks get the temperature of the nearest end.
+# Track lengths (s) the length-dependent temperature is defined over; beyond, the nearest end's.
 CALIBRATION_RANGE_S = (5.0, 600.0)
-# The track length (seconds) at which a card's calibration ``temperature`` applies as is,
-# when the card names no ``reference_s``; training fits calibrations at this length.
+# The track length (s) at which a card's calibration ``temperature`` applies as is, when the
+# card names no ``reference_s``; training fits calibrations at this length.
 REFERENCE_S = 30.0
+_ROWS = frozenset(FEATURE_VERSIONS.values())  # the chroma rows of every feature version
 
 
 # --------------------------------------------------------------------------- input layout
@@ -73,18 +73,20 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames >= 1)
+    chroma : np.ndarray, shape (rows, n_frames >= 1)
+        ``rows`` of a feature version (:data:`keylib.features.FEATURE_VERSIONS`: 12 or 24).
     frames_per_step : int
         Frames per step (5 = 1 s at the feature frame rate); 1 keeps every frame.
 
     Returns
     -------
-    np.ndarray, shape (ceil(n_frames / frames_per_step), 12), float32
+    np.ndarray, shape (ceil(n_frames / frames_per_step), rows), float32
         NaN and inf read as 0. The last partial step is the mean of its own frames.
     """
     c = np.asarray(chroma, dtype=np.float32)
-    if c.ndim != 2 or c.shape[0] != 12 or c.shape[1] < 1:
-        raise ValueError(f"chroma must have shape (12, n_frames >= 1), got {c.shape}")
+    rows = c.shape[0] if c.ndim == 2 else 0
+    if rows not in _ROWS or c.shape[1] < 1:
+        raise ValueError(f"chroma must have shape (rows in {sorted(_ROWS)}, n_frames >= 1), got {c.shape}")
     if frames_per_step <= 1:
         return np.ascontiguousarray(_finite(c).T)
     n = c.shape[1]
@@ -96,18 +98,18 @@ def to_steps(chroma: np.ndarray, frames_per_step: int) -> np.ndarray:
         counts[-1] = frames_per_step - pad
         return np.ascontiguousarray((sums / counts).T)
     # The mean over the short last axis as a matrix-vector product (faster than .mean(axis=2);
-    # bench/infer.py's "model" share includes it). NaN/inf are rare: the copy that zeroes them is made only when the result
-    # shows one (matmul's "invalid" flag, raised now and then on finite input, is ignored).
+    # bench/infer.py's "model" share includes it). The copy that zeroes NaN/inf is made only when the
+    # result shows one (matmul's "invalid" flag, raised now and then on finite input, is ignored).
     weights = np.full(frames_per_step, 1.0 / frames_per_step, dtype=np.float32)
     with np.errstate(invalid="ignore"):
-        means = c.reshape(12, steps, frames_per_step) @ weights
+        means = c.reshape(rows, steps, frames_per_step) @ weights
     if not np.isfinite(means).all():
-        means = _finite(c).reshape(12, steps, frames_per_step) @ weights
+        means = _finite(c).reshape(rows, steps, frames_per_step) @ weights
     return np.ascontiguousarray(means.T)
 
 
 def track_seconds(chromas: Sequence[np.ndarray]) -> np.ndarray:
-    """Length in seconds of each (12, n_frames) chroma tensor, shape (n,)."""
+    """Length in seconds of each (rows, n_frames) chroma tensor, shape (n,)."""
     return np.array([np.shape(c)[-1] / FRAME_RATE for c in chromas], dtype=np.float64)
 
 
@@ -122,10 +124,10 @@ def predict_by_length(steps: Sequence[np.ndarray], run: Callable[[np.ndarray], n
 
     Parameters
     ----------
-    steps : sequence of np.ndarray, each (n_steps_i >= 1, 12)
+    steps : sequence of np.ndarray, each (n_steps_i >= 1, rows)
         Tracks in the network's input layout (see :func:`to_steps`).
     run : callable
-        ``run(x)`` with ``x`` of shape (batch, n_steps, 12) float32 returns (batch, 24).
+        ``run(x)`` with ``x`` of shape (batch, n_steps, rows) float32 returns (batch, 24).
     batch_size : int
         Most tracks per call; tracks of equal length share calls.
 
@@ -252,16 +254,15 @@ def model_path(path: str | Path | None = None) -> Path:
 
 def check_card(card: dict, *, where: str) -> None:
     """:class:`ModelError` unless a model card fits this keylib: its ``feature_version`` is
-    :data:`keylib.features.FEATURE_VERSION` and its calibration is usable
-    (:func:`check_calibration`). The one check of a card, for the served and the Keras model."""
-    from .features import FEATURE_VERSION
-
+    one of :data:`keylib.features.FEATURE_VERSIONS` (extraction then computes those features
+    for it) and its calibration is usable (:func:`check_calibration`). The one check of a
+    card, for the served and the Keras model."""
     version = str(card.get("version", card.get("name", "unknown")))
     feature_version = str(card.get("feature_version", ""))
-    if feature_version != FEATURE_VERSION:
+    if feature_version not in FEATURE_VERSIONS:
         raise ModelError(
-            f"model {version} was trained on features {feature_version!r}, "
-            f"but this keylib computes {FEATURE_VERSION!r}: retrain or use a matching model"
+            f"model {version} was trained on features {feature_version!r}, which this keylib does not "
+            f"compute (it knows {', '.join(sorted(FEATURE_VERSIONS))}): retrain or use a matching model"
         )
     check_calibration(dict(card.get("calibration") or {}), where=where)
 
@@ -349,9 +350,10 @@ class ServedModel:
 
         Parameters
         ----------
-        chromas : sequence of np.ndarray, each (12, n_frames >= 1)
-            Any lengths: each track is averaged into 1-s steps and run at its own number
-            of steps (tracks of equal length in one call); see the module docstring.
+        chromas : sequence of np.ndarray, each (rows, n_frames >= 1)
+            ``rows`` of the model's feature version (12 or 24). Any lengths: each track is
+            averaged into 1-s steps and run at its own number of steps (tracks of equal
+            length in one call); see the module docstring.
         batch_size : int
             Most tracks per network call.
 
@@ -364,8 +366,9 @@ class ServedModel:
         Raises
         ------
         ValueError
-            when a tensor is not (12, n_frames >= 1).
+            when a tensor is not (rows, n_frames >= 1).
         """
+        check_rows(chromas, self.feature_version)
         steps = [to_steps(c, self.frames_per_step) for c in chromas]
         return calibrate(predict_by_length(steps, self._run, batch_size=batch_size),
                          temperatures(track_seconds(chromas), self.calibration))

@@ -23,6 +23,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .features import N_CHROMA
 from .templates import template_scores
 from .tensors import linear
 
@@ -36,7 +37,9 @@ def tonality_features(chroma: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    chroma : np.ndarray, shape (12, n_frames)
+    chroma : np.ndarray, shape (rows, n_frames)
+        Any feature version: its rows 0-11, the chroma band every version has, make the
+        profile (a v3 tensor's bass rows are left out).
     probs : np.ndarray, shape (24,)
         Calibrated key probabilities.
 
@@ -47,7 +50,7 @@ def tonality_features(chroma: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
     entropy = float(-(p * np.log(p)).sum() / np.log(len(p)))
-    profile = linear(chroma).mean(axis=1)
+    profile = linear(chroma[:N_CHROMA]).mean(axis=1)
     clarity = float(template_scores(profile).max())
     flatness = float(np.exp(np.log(profile + 1e-9).mean()) / (profile.mean() + 1e-9))
     return np.array([float(p.max()), entropy, clarity, flatness])

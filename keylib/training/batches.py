@@ -9,7 +9,7 @@ import numpy as np
 from ..features import FRAME_RATE
 from ..keys import N_KEYS
 from ..serving import to_steps
-from ..tensors import compress, crop, linear
+from ..tensors import compress, crop, linear, roll_pitch
 from .settings import TrainConfig
 
 __all__ = ["batches"]
@@ -42,10 +42,11 @@ def _loudness(linear: np.ndarray, rng: np.random.Generator, fps: float = FRAME_R
 
 def _timbre(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Simulate another timbre: add or remove some of each pitch's 3rd and 5th harmonics
-    (a fifth and a major third above, folded into the chroma), then rescale to 0..1."""
+    (a fifth and a major third above, folded into each band of the chroma), then rescale
+    to 0..1."""
     a = rng.uniform(-0.25, 0.35)
     b = rng.uniform(-0.15, 0.25)
-    out = c + a * np.roll(c, 7, axis=0) + b * np.roll(c, 4, axis=0)
+    out = c + a * roll_pitch(c, 7) + b * roll_pitch(c, 4)
     out = np.clip(out, 0.0, None)
     peak = float(out.max(initial=0.0))
     return (out / peak).astype(np.float32) if peak > 0 else c
@@ -94,7 +95,7 @@ def batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator)
             if rng.random() < cfg.timbre_aug:
                 c = _timbre(c, rng)
             shift = int(rng.integers(12))
-            xs.append(to_steps(np.roll(c, shift, axis=0), fps))
+            xs.append(to_steps(roll_pitch(c, shift), fps))
             k = int(keys[i])
             ys.append((k % 12 + shift) % 12 + 12 * (k // 12))
         y = np.zeros((len(idx), N_KEYS), dtype=np.float32)

@@ -1,7 +1,8 @@
 """Training set: labelled audio rendered from MIDI with FluidSynth, plus manifest.csv.
 
     ./submit.sh make-training-set --output DIR [--train-conf conf/train.toml] [--procedural N] ...
-    ./submit.sh make-training-set --output DIR --refresh-chroma   # after a FEATURE_VERSION change
+    ./submit.sh make-training-set --output DIR --refresh-chroma [--feature-version V]
+        # after a feature change, or to train on V (keylib.features.FEATURE_VERSIONS)
 
 Runs in a local process pool (no Spark) with a progress bar. Writes DIR/audio/**.flac,
 DIR/manifest.csv (path, track_id, key, source, piece, instrument, split, duration_s) and
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from keylib.errors import ConfigError, InputError
-from keylib.features import FEATURE_VERSION
+from keylib.features import FEATURE_VERSION, FEATURE_VERSIONS
 from keylib.outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, report_error
 from keylib.training.settings import REPO_ROOT, TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
 from keylib.training.trainset import make_training_set, polish_root, refresh_chroma_cache
@@ -38,14 +39,22 @@ def main(argv=None) -> int:
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
     p.add_argument("--refresh-chroma", action="store_true",
                    help="render nothing: recompute DIR's chroma cache from its audio with this keylib's features")
+    p.add_argument("--feature-version", choices=sorted(FEATURE_VERSIONS), default=None,
+                   help=f"with --refresh-chroma: the features to fold (default {FEATURE_VERSION}, the shipped "
+                        "model's); train on them with [train] feature_version")
     args = p.parse_args(argv)
+    if args.feature_version and not args.refresh_chroma:
+        return report_error("make-training-set", ConfigError(
+            "--feature-version goes with --refresh-chroma: render the set, then refold its audio"))
     if args.refresh_chroma:
+        version = args.feature_version or FEATURE_VERSION
         try:
             s = load_train_config(args.train_conf)["trainset"]
-            cache = refresh_chroma_cache(Path(args.output), workers=args.workers or s["workers"])
+            cache = refresh_chroma_cache(Path(args.output), workers=args.workers or s["workers"],
+                                         feature_version=version)
         except (ConfigError, InputError) as exc:
             return report_error("make-training-set", exc)
-        print(f"make-training-set: chroma ({FEATURE_VERSION}) recomputed into {cache}")
+        print(f"make-training-set: chroma ({version}) recomputed into {cache}")
         return EXIT_OK
     try:
         s = load_train_config(args.train_conf)["trainset"]

@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--refit", default=None, metavar="MODEL.keras",
                    help="train nothing: keep this network's weights and fit its calibration, tonality classifier "
-                        "and scores again on --features (after a FEATURE_VERSION change that keeps most tensors)")
+                        "and scores again on --features (after a feature change that keeps most tensors; "
+                        "the network must take the rows of [train] feature_version)")
     args = p.parse_args(argv)
     try:
         cfg = TrainConfig(**load_train_config(args.train_conf)["train"])
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     cfg.name = args.name or cfg.arch.replace("_", "-")
     cfg.version = args.version
     try:
-        df = load_dataset(args.features, args.manifest)
+        df = load_dataset(args.features, args.manifest, feature_version=cfg.feature_version)
     except (FileNotFoundError, ValueError) as exc:
         print(f"keylib train: input error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -64,11 +65,12 @@ def main(argv=None) -> int:
     refit = None
     if args.refit:
         from keylib.errors import ModelError
-        from keylib.training.networks import load_network
+        from keylib.training.networks import check_input_rows, load_network
         from keylib.serving import card_path, read_card
 
         try:
             refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(args.refit)))
+            check_input_rows(refit[0], cfg.feature_version)
         except ModelError as exc:  # as for --model elsewhere: a configuration error
             return report_error("train", exc)
     _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),

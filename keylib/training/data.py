@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..features import FEATURE_VERSION, n_rows
 from ..keys import try_parse_key
 
 __all__ = ["load_dataset", "split_dataset", "counts"]
@@ -44,23 +45,27 @@ def _read_parquet_rows(path: str | Path):
     return pd.concat(frames, ignore_index=True)
 
 
-def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path] = ()):
-    """A DataFrame with ``track_id, chroma (12, n) arrays, key (index), source, piece, split``.
+def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path] = (), *,
+                 feature_version: str = FEATURE_VERSION):
+    """A DataFrame with ``track_id, chroma (rows, n) arrays, key (index), source, piece, split``.
 
     ``features``: Parquet files or folders (searched recursively). ``manifests``: CSV files
     whose ``key``/``source``/``piece``/``split`` columns are joined by ``track_id``.
+    ``feature_version``: only rows of these features are kept (``rows`` =
+    :func:`keylib.features.n_rows`); ValueError naming the versions found when there are none.
     """
     import pandas as pd
 
-    from ..features import FEATURE_VERSION
-
+    rows = n_rows(feature_version)
     df = pd.concat([_read_parquet_rows(f) for f in features], ignore_index=True)
     if "status" in df:
         df = df[df["status"].fillna("ok") == "ok"]
     if "feature_version" in df:
-        bad = df["feature_version"] != FEATURE_VERSION
+        bad = df["feature_version"] != feature_version
         if bad.all():
-            raise ValueError(f"no rows with feature_version {FEATURE_VERSION!r}")
+            found = ", ".join(sorted(map(str, set(df["feature_version"])))) or "none"
+            raise ValueError(f"no rows with feature_version {feature_version!r} (found: {found}); refold the "
+                             "training set with make-training-set --refresh-chroma --feature-version")
         df = df[~bad]
     if "key" not in df and "truth_key" in df:  # the extraction job's name for the manifest's key
         df = df.rename(columns={"truth_key": "key"})
@@ -81,7 +86,7 @@ def load_dataset(features: Sequence[str | Path], manifests: Sequence[str | Path]
     df["piece"] = df["piece"].fillna(df["track_id"])
     df["key_index"] = [-1 if (k := try_parse_key(label)) is None else k for label in df["key"]]
     df = df[(df["key_index"] >= 0) | (df["split"] == "atonal")].copy()  # atonal: music without a key
-    df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(12, -1) for c in df["chroma"]]
+    df["chroma"] = [np.asarray(c, dtype=np.float32).reshape(rows, -1) for c in df["chroma"]]
     df = df[[c.shape[1] >= 1 for c in df["chroma"]]]
     return df.reset_index(drop=True)
 

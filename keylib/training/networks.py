@@ -18,6 +18,14 @@ fewer channels.
 ``keycnn_ref`` (the reference baseline): two Conv2D layers of 24 filters spanning 12 pitch
 classes x 5 frames (1 s), ELU, average pooling over time, Dense 48 with dropout, softmax.
 
+Feature versions
+----------------
+Every network takes ``rows`` chroma rows (:data:`keylib.features.FEATURE_VERSIONS`: 12, or
+24 for v3's chroma and bass bands). The rows are read as bands of 12 pitch classes, and each
+band is a channel of the pitch axis (:func:`_pitch_planes`): the circular convolutions see
+all bands of a pitch class at once and stay equivariant, since transposing rolls every band
+(:func:`keylib.tensors.roll_pitch`). With 12 rows the layers are those of the shipped model.
+
 Model files and cards
 ---------------------
 A model's paths, its card and the card's checks are :mod:`keylib.serving`'s
@@ -45,8 +53,10 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
+from ..features import N_CHROMA, n_rows
 from ..serving import (calibrate, check_card, model_card, model_path, predict_by_length, temperatures, to_steps,
                        track_seconds)
+from ..tensors import check_rows
 
 __all__ = [
     "KeyModel",
@@ -56,6 +66,8 @@ __all__ = [
     "build_keynet_eq",
     "build_keycnn_ref",
     "configure_tensorflow",
+    "input_rows",
+    "check_input_rows",
 ]
 
 def configure_tensorflow(threads: int | None = None) -> None:
@@ -142,16 +154,30 @@ def _layers():
     return keras, layers, CircularPad, TimeMean, KeyLogits
 
 
-def build_keynet_eq(*, filters: int = 48, mix: int = 48, head: int = 64, context: int = 3,
-                    dropout: float = 0.3, activation: str = "elu", name: str = "keynet_eq"):
-    """The transposition-equivariant key network; input (batch, steps, 12) of 1-s steps.
+def _pitch_planes(inp, rows: int):
+    """(batch, time, rows) -> (batch, time, 12 pitch classes, rows // 12 bands): each band of
+    12 rows becomes a channel of the pitch axis."""
+    _, layers, *_ = _layers()
+    if rows % N_CHROMA or rows < N_CHROMA:
+        raise ValueError(f"a key network takes bands of {N_CHROMA} chroma rows, not {rows}")
+    bands = rows // N_CHROMA
+    if bands == 1:
+        return layers.Reshape((-1, N_CHROMA, 1))(inp)
+    x = layers.Reshape((-1, bands, N_CHROMA))(inp)
+    return layers.Permute((1, 3, 2))(x)
 
+
+def build_keynet_eq(*, rows: int = 12, filters: int = 48, mix: int = 48, head: int = 64, context: int = 3,
+                    dropout: float = 0.3, activation: str = "elu", name: str = "keynet_eq"):
+    """The transposition-equivariant key network; input (batch, steps, rows) of 1-s steps.
+
+    ``rows``: the chroma rows of its feature version (12 or 24; module docstring).
     ``activation`` of the per-step layers (``local``, ``mix``), which run on every step of a
     track and so set the serving cost; the head runs once per track and keeps ELU.
     """
     keras, layers, CircularPad, TimeMean, KeyLogits = _layers()
-    inp = keras.Input(shape=(None, 12), name="chroma_steps")
-    x = layers.Reshape((-1, 12, 1))(inp)
+    inp = keras.Input(shape=(None, rows), name="chroma_steps")
+    x = _pitch_planes(inp, rows)
     x = CircularPad(axis=2, before=0, after=11)(x)
     if context > 1:
         x = CircularPad(axis=1, before=context // 2, after=context - 1 - context // 2)(x)
@@ -170,12 +196,12 @@ def build_keynet_eq(*, filters: int = 48, mix: int = 48, head: int = 64, context
     return keras.Model(inp, out, name=name)
 
 
-def build_keycnn_ref(*, filters: int = 24, width: int = 5, dense: int = 48, dropout: float = 0.5,
+def build_keycnn_ref(*, rows: int = 12, filters: int = 24, width: int = 5, dense: int = 48, dropout: float = 0.5,
                      name: str = "keycnn_ref"):
-    """The reference CNN; input (batch, frames, 12) at the feature frame rate."""
+    """The reference CNN; input (batch, frames, rows) at the feature frame rate."""
     keras, layers, CircularPad, TimeMean, KeyLogits = _layers()
-    inp = keras.Input(shape=(None, 12), name="chroma_frames")
-    x = layers.Reshape((-1, 12, 1))(inp)
+    inp = keras.Input(shape=(None, rows), name="chroma_frames")
+    x = _pitch_planes(inp, rows)
     x = layers.Conv2D(filters, (width, 12), padding="same", activation="elu")(x)
     x = layers.Conv2D(filters, (width, 12), padding="same", activation="elu")(x)
     x = TimeMean(name="time_average")(x)  # (b, 12, filters)
@@ -244,8 +270,9 @@ class KeyModel:
 
         Parameters
         ----------
-        chromas : sequence of np.ndarray, each (12, n_frames >= 1)
-            Any lengths: 1-s steps, each track at its own length (no tiling).
+        chromas : sequence of np.ndarray, each (rows, n_frames >= 1)
+            ``rows`` of the card's feature version. Any lengths: 1-s steps, each track at
+            its own length (no tiling).
         batch_size : int
             Most tracks per network call.
 
@@ -255,6 +282,7 @@ class KeyModel:
             Calibrated by the card at each track's length (:func:`keylib.serving.temperatures`);
             rows sum to 1; :mod:`keylib.keys` order.
         """
+        check_rows(chromas, self.feature_version)
         steps = [to_steps(c, self.frames_per_step) for c in chromas]
         fn = self._predict_fn()
         probs = predict_by_length(steps, lambda x: fn(x).numpy(), batch_size=batch_size)
@@ -321,7 +349,7 @@ def export_onnx(keras_model, path: str | Path) -> Path:
     Parameters
     ----------
     keras_model : keras.Model
-        A network of :data:`ARCHITECTURES` (input (batch, steps, 12)), trained or loaded.
+        A network of :data:`ARCHITECTURES` (input (batch, steps, rows)), trained or loaded.
     path : str or Path
         Target, conventionally ``<name>.onnx`` beside ``<name>.keras`` and ``<name>.json``.
 
@@ -336,7 +364,7 @@ def export_onnx(keras_model, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keras traces the export from the model's call; a model loaded from disk must be
     # called once before it can be exported.
-    keras_model(np.zeros((2, 8, 12), dtype=np.float32), training=False)
+    keras_model(np.zeros((2, 8, input_rows(keras_model)), dtype=np.float32), training=False)
     part = path.with_name(path.name + ".part.onnx")
     try:
         with warnings.catch_warnings():  # the exporter's own numpy FutureWarning
@@ -346,3 +374,17 @@ def export_onnx(keras_model, path: str | Path) -> Path:
     finally:
         part.unlink(missing_ok=True)
     return path
+
+
+def input_rows(keras_model) -> int:
+    """The chroma rows a key network takes (the last axis of its input)."""
+    return int(keras_model.input_shape[-1])
+
+
+def check_input_rows(keras_model, feature_version: str) -> None:
+    """:class:`ModelError` unless the network takes the chroma rows of ``feature_version``
+    (a refit keeps a network's weights, so its input must be the features given)."""
+    rows, wanted = input_rows(keras_model), n_rows(feature_version)
+    if rows != wanted:
+        raise ModelError(f"the network takes {rows} chroma rows, but features {feature_version!r} have {wanted}: "
+                         "refit a network trained on those features, or set train.feature_version to its own")

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DEFAULT_CONF, load_toml
+from ..errors import ConfigError
+from ..features import FEATURE_VERSION, FEATURE_VERSIONS
 
 __all__ = ["REPO_ROOT", "TRAIN_CONF", "TRAINSET_DEFAULTS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
 
@@ -28,6 +30,9 @@ class TrainConfig:
     ``conf/train.toml``'s ``[train]`` holds only the recipe's changes to them (tested)."""
 
     arch: str = "keynet_eq"
+    # The features the network is trained on and its card names (keylib.features.FEATURE_VERSIONS):
+    # the training rows of this version are used, and the served model's extraction computes them.
+    feature_version: str = FEATURE_VERSION
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -122,10 +127,14 @@ def load_train_config(path: str | Path | None = None) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        for a missing or malformed file, an unknown section or key, or a bad value.
+        for a missing or malformed file, an unknown section or key, or a bad value (a
+        ``train.feature_version`` not in :data:`keylib.features.FEATURE_VERSIONS` too).
     """
     config = {"trainset": copy.deepcopy(TRAINSET_DEFAULTS), "train": _train_defaults()}
     config = load_toml(path, config=config, default_file=TRAIN_CONF, bounds=_TRAIN_BOUNDS)
+    if config["train"]["feature_version"] not in FEATURE_VERSIONS:
+        raise ConfigError(f"train.feature_version must be one of {', '.join(sorted(FEATURE_VERSIONS))}, "
+                          f"got {config['train']['feature_version']!r}")
     for folder in ("pop909", "polish"):
         value = config["trainset"][folder]
         if value and not Path(value).expanduser().is_absolute():

@@ -97,26 +97,29 @@ def _credits(train_df) -> dict:
 
 
 def _network(cfg: TrainConfig, refit: tuple[object, dict] | None, keras) -> tuple[object, dict, int]:
-    """The network to train (built and compiled) or to refit, the head of its card, and its
-    frames per step."""
-    from ..features import FEATURE_VERSION
-    from .networks import ARCHITECTURES, FRAMES_PER_STEP
+    """The network to train (built and compiled, taking ``cfg.feature_version``'s rows) or to
+    refit (:class:`~keylib.errors.ModelError` unless it takes those rows), the head of its
+    card, and its frames per step."""
+    from ..features import n_rows
+    from .networks import ARCHITECTURES, FRAMES_PER_STEP, check_input_rows
 
     arch = str(refit[1].get("architecture", cfg.arch)) if refit is not None else cfg.arch
     fps = FRAMES_PER_STEP[arch]
+    rows = n_rows(cfg.feature_version)
     if refit is not None:
         net = refit[0]
+        check_input_rows(net, cfg.feature_version)
     else:
-        net = ARCHITECTURES[arch](**network_shape(cfg))
+        net = ARCHITECTURES[arch](rows=rows, **network_shape(cfg))
         net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate),
                     loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
     card = {
         "name": cfg.name,
         "version": cfg.version or f"{cfg.name}-{time.strftime('%Y.%m.%d')}",
         "architecture": arch,
-        "feature_version": FEATURE_VERSION,
+        "feature_version": cfg.feature_version,
         "input": {"frames_per_step": fps, "min_steps": 1,
-                  "layout": "(batch, steps, 12) chroma averaged over frames_per_step frames; any number of steps"},
+                  "layout": f"(batch, steps, {rows}) chroma averaged over frames_per_step frames; any number of steps"},
     }
     return net, card, fps
 

@@ -11,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
+from ...features import FEATURE_VERSION, n_rows
 from .pool import pool_map
 
 __all__ = ["write_chroma_cache", "refresh_chroma_cache"]
 
 
-def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = True) -> Path:
-    """Recompute ``chroma_cache.parquet`` from a training-set folder's audio with this
-    keylib's features (after a :data:`keylib.features.FEATURE_VERSION` change): the
-    manifest's rows, each decoded and folded as :func:`keylib.training.trainset.make.run_job` does. Renders nothing.
+def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = True,
+                         feature_version: str = FEATURE_VERSION) -> Path:
+    """Recompute ``chroma_cache.parquet`` from a training-set folder's audio with the features
+    ``feature_version`` (after a feature change, or to train on another version of
+    :data:`keylib.features.FEATURE_VERSIONS`): the manifest's rows, each decoded and folded
+    as :func:`keylib.training.trainset.make.run_job` does. Renders nothing.
 
     Returns the cache's path. Raises :class:`~keylib.errors.InputError` when the folder has
     no manifest or a listed file cannot be decoded (a training set is rendered whole, so a
@@ -27,13 +30,14 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     """
     from ...errors import InputError
 
+    n_rows(feature_version)  # ValueError for an unknown version, before any decoding
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     if not manifest.exists():
         raise InputError(f"{manifest} not found: not a training-set folder")
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    fn = functools.partial(_chroma_of_file, root=str(out_dir))
+    fn = functools.partial(_chroma_of_file, root=str(out_dir), feature_version=feature_version)
     results = pool_map(fn, [r["path"] for r in rows], workers=workers, ordered=True)
     if progress:
         from rich.progress import track
@@ -41,22 +45,25 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
         results = track(results, total=len(rows), description="chroma")
     for chroma, row in zip(results, rows):  # results first: the pool is drained and closed
         row["chroma"] = chroma
-    return write_chroma_cache(rows, out_dir / "chroma_cache.parquet", out_dir)
+    return write_chroma_cache(rows, out_dir / "chroma_cache.parquet", out_dir, feature_version=feature_version)
 
 
-def _chroma_of_file(rel: str, root: str) -> np.ndarray:
+def _chroma_of_file(rel: str, root: str, feature_version: str) -> np.ndarray:
     from ... import audio, features
     from ...errors import InputError, TrackError
 
     path = Path(root) / rel
     try:
-        return features.chroma(audio.decode(path.read_bytes(), ext=path.suffix).samples)
+        return features.chroma(audio.decode(path.read_bytes(), ext=path.suffix).samples,
+                               feature_version=feature_version)
     except (OSError, TrackError) as exc:
         raise InputError(f"{path}: cannot read its audio ({exc})") from exc
 
 
-def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_split: str | None = None) -> Path:
-    """Chroma rows in the extraction job's column layout (+ key, source, piece, split).
+def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_split: str | None = None,
+                       feature_version: str = FEATURE_VERSION) -> Path:
+    """Chroma rows in the extraction job's column layout (+ key, source, piece, split), their
+    ``feature_version`` the features ``rows``' chroma was computed with.
 
     With ``replace_split``, ``rows`` replace only that split's rows of the cache at ``path``
     (if there is one): its other splits' rows are kept, ahead of ``rows``.
@@ -65,15 +72,13 @@ def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_spli
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ...features import FEATURE_VERSION
-
     table = pa.table({
         "track_id": [r["track_id"] for r in rows],
         "uri": [str(Path(root) / r["path"]) for r in rows],
         "n_frames": [int(r["chroma"].shape[1]) for r in rows],
         "chroma": [r["chroma"].reshape(-1).astype(np.float32) for r in rows],
         "status": ["ok"] * len(rows),
-        "feature_version": [FEATURE_VERSION] * len(rows),
+        "feature_version": [feature_version] * len(rows),
         "key": [r["key"] for r in rows],
         "source": [r["source"] for r in rows],
         "piece": [r["piece"] for r in rows],

@@ -87,7 +87,8 @@ def annotate_figures(model, folder: Path) -> tuple[float, int]:
     from keylib.track import ExtractSettings, extract_track
 
     manifest = synth.make_flawed_manifest(folder)
-    settings = ExtractSettings.from_config(load_config(ROOT / "conf" / "local.toml"))  # the tests' config
+    settings = ExtractSettings.from_config(load_config(ROOT / "conf" / "local.toml"),  # the tests' config
+                                           feature_version=model.feature_version)
     tracks = [{k: (None if pd.isna(v) else v) for k, v in row.items()}  # as the Spark listing passes them
               for row in list_tracks(str(manifest)).to_dict("records")]
     keys_rows = pd.DataFrame(predict_records([extract_track(t, settings=settings) for t in tracks], model))

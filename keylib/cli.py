@@ -46,9 +46,10 @@ def analyze_files(paths: Sequence[str | Path], *, model_path: str | None = None,
     from .serving import load_model
 
     model = load_model(model_path)
-    # The catalogue's own per-track steps, so that a file's key and status here equal its
-    # row in keys/ (no hashing: nothing is stored).
-    settings = ExtractSettings(max_duration_s=max_duration_s, min_duration_s=min_duration_s, hash_content=False)
+    # The catalogue's own per-track steps and the model's features, so that a file's key and
+    # status here equal its row in keys/ (no hashing: nothing is stored).
+    settings = ExtractSettings(max_duration_s=max_duration_s, min_duration_s=min_duration_s, hash_content=False,
+                               feature_version=model.feature_version)
     chroma_rows = [
         extract_track({"track_id": str(path), "uri": str(path)}, settings=settings) for path in paths
     ]

@@ -27,7 +27,9 @@ CHROMA_COLUMNS = [
 
 @dataclass(frozen=True)
 class ExtractSettings:
-    """What extraction needs from the configuration (picklable, shipped to workers)."""
+    """What extraction needs from the configuration (picklable, shipped to workers), and
+    the features to compute: ``feature_version``, the served model's (its card's), so a
+    model is always served the features it was trained on."""
 
     max_duration_s: float = 600.0
     min_duration_s: float = 1.0
@@ -36,10 +38,14 @@ class ExtractSettings:
     s3: Mapping[str, Any] | None = None
     track_timeout_s: float = 120.0
     max_track_memory_mb: float = 1024
+    feature_version: str = features.FEATURE_VERSION
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "ExtractSettings":
+    def from_config(cls, config: Mapping[str, Any], *, feature_version: str) -> "ExtractSettings":
+        """The configuration's settings, extracting ``feature_version`` (the served model's:
+        :func:`keylib.spark.flows.extract.served_feature_version`)."""
         return cls(
+            feature_version=feature_version,
             max_duration_s=config["audio"]["max_duration_s"],
             min_duration_s=config["audio"]["min_duration_s"],
             max_file_mb=config["audio"]["max_file_mb"],
@@ -56,12 +62,13 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
     Returns
     -------
     dict
-        Keys :data:`CHROMA_COLUMNS`; ``chroma`` is the (12, n_frames) tensor flattened
+        Keys :data:`CHROMA_COLUMNS`; ``chroma`` is the (rows, n_frames) tensor of
+        ``settings.feature_version`` (its ``feature_version`` column; 12 or 24 rows) flattened
         row-major as float32, ``None`` when the track failed; ``tuning_cents`` is the
         reference pitch's deviation from A440 that the chroma was folded with (``None``
         for silence and failures).
     """
-    row = _empty_row(track)
+    row = _empty_row(track, settings)
     try:
         ext = audio.extension_of(track["uri"])
         if not io.is_url(track["uri"]):
@@ -78,7 +85,8 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
             min_duration_s=settings.min_duration_s,
         )
         del source
-        tensor, tuning_cents = features.chroma(decoded.samples, return_tuning=True)
+        tensor, tuning_cents = features.chroma(decoded.samples, return_tuning=True,
+                                               feature_version=settings.feature_version)
         row.update(
             duration_s=decoded.duration_s,
             offset_s=decoded.offset_s,
@@ -98,10 +106,10 @@ def extract_track(track: Mapping[str, Any], *, settings: ExtractSettings) -> dic
     return _finish(row, track)
 
 
-def failed_row(track: Mapping[str, Any], error: TrackError) -> dict[str, Any]:
+def failed_row(track: Mapping[str, Any], error: TrackError, settings: ExtractSettings) -> dict[str, Any]:
     """The chroma row of a track whose extraction never returned (the process working on it
     crashed or ran out of time: :class:`~keylib.sandbox.TrackSandbox`)."""
-    row = _empty_row(track)
+    row = _empty_row(track, settings)
     row["status"], row["error"] = error.status, str(error)
     return _finish(row, track)
 
@@ -119,7 +127,7 @@ def count_attempts(status: str, track: Mapping[str, Any]) -> int:
     return 1
 
 
-def _empty_row(track: Mapping[str, Any]) -> dict[str, Any]:
+def _empty_row(track: Mapping[str, Any], settings: ExtractSettings) -> dict[str, Any]:
     return {
         "track_id": track["track_id"],
         "uri": track["uri"],
@@ -132,7 +140,7 @@ def _empty_row(track: Mapping[str, Any]) -> dict[str, Any]:
         "source_sample_rate": None,
         "hop": features.HOP_LENGTH,
         "n_frames": None,
-        "feature_version": features.FEATURE_VERSION,
+        "feature_version": settings.feature_version,
         "chroma": None,
         "tuning_cents": None,
         "status": STATUS_OK,

@@ -56,6 +56,7 @@ def test_manifest_relative_paths_truth_and_missing_files(tmp_path):
 def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
     """s3:// paths in a CSV manifest: fingerprints from HEAD (ETag:size), a deleted object is
     missing, and executors read the others; local rows in the same manifest work as usual."""
+    from keylib.features import FEATURE_VERSION
     from keylib.track import ExtractSettings
     from keylib.spark.workers import extract_dataframe
 
@@ -76,7 +77,7 @@ def test_manifest_with_s3_rows(tmp_path, moto_server, spark, config):
     assert frame.loc["s3-gone", "fingerprint"] == "missing" and pd.isna(frame.loc["s3-gone", "size_bytes"])
     assert frame.loc["here", "uri"] == str(tmp_path / "local.wav")
 
-    settings = ExtractSettings.from_config({**config, "s3": s3conf})
+    settings = ExtractSettings.from_config({**config, "s3": s3conf}, feature_version=FEATURE_VERSION)
     rows = (extract_dataframe(spark, frame.reset_index(), settings=settings, tracks_per_partition=2)
             .select("track_id", "status", "error", "n_frames").toPandas().set_index("track_id"))
     assert rows.loc["s3-gone", "status"] == "missing" and "s3://music/m/gone.wav" in rows.loc["s3-gone", "error"]
@@ -164,6 +165,8 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
     read_error row; the odd folder entries and a URL get their own status rows."""
     import json
 
+    from keylib.features import FEATURE_VERSION
+
     from keylib.track import ExtractSettings
     from keylib.spark.workers import extract_dataframe
 
@@ -192,7 +195,7 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
     folder.mkdir()
     _odd_folder(folder)
     tracks = pd.concat([listing, _list_in_time(str(folder))], ignore_index=True)
-    settings = ExtractSettings.from_config({**config, "s3": s3conf})
+    settings = ExtractSettings.from_config({**config, "s3": s3conf}, feature_version=FEATURE_VERSION)
     status = (extract_dataframe(spark, tracks, settings=settings, tracks_per_partition=2)
               .select("track_id", "status", "error").toPandas().set_index("track_id"))
     assert len(status) == len(tracks)

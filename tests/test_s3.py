@@ -60,6 +60,7 @@ def test_executors_read_s3_and_faults_become_error_rows(moto_server, spark, conf
     """Deleted between listing and reading, corrupt and empty objects end as error rows;
     the others are read by the executors and succeed."""
     from keylib.catalogue import list_tracks
+    from keylib.features import FEATURE_VERSION
     from keylib.track import ExtractSettings
     from keylib.spark.workers import extract_dataframe
 
@@ -74,7 +75,7 @@ def test_executors_read_s3_and_faults_become_error_rows(moto_server, spark, conf
     assert len(listing) == 8
     client.delete_object(Bucket="music", Key="cat/deleted.wav")  # after listing, before reading
 
-    extract_settings = ExtractSettings.from_config({**config, "s3": s3conf})
+    extract_settings = ExtractSettings.from_config({**config, "s3": s3conf}, feature_version=FEATURE_VERSION)
     rows = (extract_dataframe(spark, listing, settings=extract_settings, tracks_per_partition=2)
             .select("track_id", "status", "error", "identity", "n_frames").toPandas().set_index("track_id"))
     assert len(rows) == 8

@@ -40,6 +40,7 @@ def test_a_body_that_keeps_breaking_is_a_read_error_after_max_attempts(moto_serv
 
 def test_executors_read_again_and_the_row_has_the_whole_object(moto_server, spark, config):
     from keylib.catalogue import list_tracks
+    from keylib.features import FEATURE_VERSION
     from keylib.track import ExtractSettings
     from keylib.spark.workers import extract_dataframe
 
@@ -47,8 +48,8 @@ def test_executors_read_again_and_the_row_has_the_whole_object(moto_server, spar
     with FaultyS3Proxy(moto_server.endpoint, break_bodies={"music/cut/track0001.wav": 1}) as proxy:
         s3conf = settings(proxy)
         listing = list_tracks("s3://music/cut", s3_settings=s3conf)
-        rows = (extract_dataframe(spark, listing, settings=ExtractSettings.from_config({**config, "s3": s3conf}),
-                                  tracks_per_partition=1)
+        extract_settings = ExtractSettings.from_config({**config, "s3": s3conf}, feature_version=FEATURE_VERSION)
+        rows = (extract_dataframe(spark, listing, settings=extract_settings, tracks_per_partition=1)
                 .select("track_id", "status", "identity", "size_bytes").toPandas().set_index("track_id"))
         reads = sorted(proxy.object_reads)
     assert reads == ["music/cut/track0000.wav", "music/cut/track0001.wav", "music/cut/track0001.wav",

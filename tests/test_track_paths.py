@@ -14,6 +14,7 @@ from keylib.catalogue import list_tracks
 from keylib.spark.workers import extract_dataframe
 from keylib.storage import io
 from keylib.track import ExtractSettings, extract_track
+from keylib.features import FEATURE_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def catalogue(tmp_path_factory):
 
 
 def _extract(spark, config, folder, **sections):
-    settings = ExtractSettings.from_config({**config, **sections})
+    settings = ExtractSettings.from_config({**config, **sections}, feature_version=FEATURE_VERSION)
     rows = extract_dataframe(spark, list_tracks(str(folder)), settings=settings, tracks_per_partition=1)
     return rows.select("track_id", "fingerprint", "identity", "size_bytes", "n_frames", "status", "error") \
         .toPandas().set_index("track_id")

@@ -116,7 +116,7 @@ def _chroma_rows(batch: pd.DataFrame, settings: ExtractSettings) -> pd.DataFrame
         try:
             rows.append(sandbox.run(track, name=str(track["track_id"])))
         except TrackError as exc:
-            rows.append(failed_row(track, exc))
+            rows.append(failed_row(track, exc, settings))
     return pd.DataFrame(rows, columns=CHROMA_COLUMNS)
 
 

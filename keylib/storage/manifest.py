@@ -30,7 +30,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-from .. import features
 from ..config import config_hash
 from ..outcome import RunSummary
 from ..redact import redact as redact_text  # the one redaction; None stays None
@@ -55,8 +54,10 @@ def package_version() -> str:
 
 
 def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: Mapping[str, Any],
-                   conf_path: str | None, spark_master: str, spark_app_id: str) -> dict[str, Any]:
-    """The manifest of a run that starts now (no counts yet)."""
+                   conf_path: str | None, spark_master: str, spark_app_id: str,
+                   feature_version: str) -> dict[str, Any]:
+    """The manifest of a run that starts now (no counts yet); ``feature_version``: the
+    features the run extracts (the served model's)."""
     return {
         "run_id": run_id,
         "job": "nightly",
@@ -67,7 +68,7 @@ def start_manifest(*, run_id: str, input_uri: str, output: str | Path, config: M
         "config_hash": config_hash(dict(config)),
         "versions": {
             "package": package_version(),
-            "feature": features.FEATURE_VERSION,
+            "feature": feature_version,
             "model": None,  # filled in by the inference stage
         },
         "spark": {"master": spark_master, "app_id": spark_app_id},

@@ -18,11 +18,10 @@ from ...outcome import RunSummary
 from ...storage.io import is_remote
 from ...storage.lease import leased
 from ...storage.locations import new_run_id, table_uri
-from ...track import ExtractSettings
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
-from .extract import ExtractPlan, commit_table_run, plan_extract
-from .infer import configured_model_path, driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma
+from .extract import ExtractPlan, commit_table_run, configured_model_path, plan_extract, served_feature_version
+from .infer import driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma
 
 __all__ = ["run_annotate", "summarize_keys", "manifest_has_keys"]
 
@@ -89,7 +88,8 @@ def run_annotate(
     run_id = run_id or new_run_id()
     model_path = configured_model_path(config, model_path)
     version = driver_model_version(model_path)
-    plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id)
+    plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id,
+                        feature_version=served_feature_version(config, model_path))
     extract = plan.summary
     infer = RunSummary(job="infer")
     infer.extra.update(run_id=run_id, model_version=version)
@@ -131,7 +131,7 @@ def _one_pass(spark: SparkSession, plan: ExtractPlan, stale_ids: list[str], *, k
         if not plan.todo.empty:
             annotated = annotate_dataframe(
                 spark, plan.todo,
-                settings=ExtractSettings.from_config(config),
+                settings=plan.settings(config),
                 tracks_per_partition=config["spark"]["tracks_per_partition"],
                 model_path=model_path,
                 task_cpus=int(config["spark"]["task_cpus"]),

@@ -21,19 +21,14 @@ from ...storage.locations import new_run_id, resolve_output, table_uri
 from ...storage.tables import count_rows, read_rows, table_exists
 from ..frames import read_current
 from ..workers import infer_dataframe
-from .extract import commit_table_run
+from .extract import commit_table_run, configured_model_path
 
 __all__ = [
-    "run_infer", "read_keys", "configured_model_path", "driver_model_version", "read_chroma",
+    "run_infer", "read_keys", "driver_model_version", "read_chroma",
     "previous_keys_meta", "only_tracks", "infer_rows",
 ]
 
 log = logging.getLogger("keylib")
-
-
-def configured_model_path(config: Mapping[str, Any], model_path: str | None) -> str | None:
-    """``--model`` if given, else the configuration's ``model.path``; ``None`` = the shipped model."""
-    return model_path or (config.get("model", {}).get("path") or None)
 
 
 def driver_model_version(model_path: str | None) -> str:

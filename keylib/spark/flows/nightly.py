@@ -17,7 +17,7 @@ from ...storage.lease import leased
 from ...storage.locations import new_run_id
 from ...storage.manifest import finish_manifest, redact_text, stage_record, start_manifest
 from .annotate import run_annotate
-from .extract import run_extract
+from .extract import run_extract, served_feature_version
 
 __all__ = ["run_nightly"]
 
@@ -64,6 +64,7 @@ def run_nightly(
     summary = RunSummary(job="nightly")
     summary.extra["run_id"] = run_id
     manifest = start_manifest(run_id=run_id, input_uri=input_uri, output=output, config=config,
+                              feature_version=served_feature_version(config),
                               conf_path=conf_path, spark_master=spark.sparkContext.master,
                               spark_app_id=spark.sparkContext.applicationId)
     stages: dict[str, Any] = {}

@@ -82,23 +82,25 @@ def sample_manifest(tmp_path_factory) -> Path:
     return make_sample_catalogue(tmp_path_factory.mktemp("sample"), duration_s=SHORT_CLIP_S)
 
 
-def make_untrained_model(folder: Path) -> Path:
+def make_untrained_model(folder: Path, feature_version: str | None = None) -> Path:
     """A real (untrained, seeded) keylib network saved with its card in ``folder``: tests
-    the plumbing, not the accuracy. Returns the ``.keras`` path (the ``.onnx`` beside it is
-    what serving runs)."""
+    the plumbing, not the accuracy. ``feature_version``: the features it takes (default the
+    shipped model's; version ``untrained-test``, else ``untrained-<version>``). Returns the
+    ``.keras`` path (the ``.onnx`` beside it is what serving runs)."""
     import keras
 
     from keylib import features
     from keylib.training.networks import build_keynet_eq, export_onnx
 
+    feature_version = feature_version or features.FEATURE_VERSION
     keras.utils.set_random_seed(0)
     path = folder / "untrained.keras"
-    net = build_keynet_eq(filters=8, mix=8, head=8)
+    net = build_keynet_eq(rows=features.n_rows(feature_version), filters=8, mix=8, head=8)
     net.save(path)
     export_onnx(net, path.with_suffix(".onnx"))  # what serving runs
+    version = "untrained-test" if feature_version == features.FEATURE_VERSION else f"untrained-{feature_version}"
     path.with_suffix(".json").write_text(json.dumps({
-        "version": "untrained-test", "feature_version": features.FEATURE_VERSION,
-        "input": {"frames_per_step": 5},
+        "version": version, "feature_version": feature_version, "input": {"frames_per_step": 5},
     }))
     return path
 
@@ -107,6 +109,14 @@ def make_untrained_model(folder: Path) -> Path:
 def untrained_model_path(tmp_path_factory) -> Path:
     """:func:`make_untrained_model`'s ``.keras`` path, made once per run (version ``untrained-test``)."""
     return make_untrained_model(tmp_path_factory.mktemp("untrained-model"))
+
+
+@pytest.fixture(scope="session")
+def untrained_v3_model_path(tmp_path_factory) -> Path:
+    """:func:`make_untrained_model` of the v3 features (24 rows), made once per run."""
+    from keylib import features
+
+    return make_untrained_model(tmp_path_factory.mktemp("untrained-v3-model"), features.FEATURE_VERSION_V3)
 
 
 @pytest.fixture(scope="session")

@@ -326,6 +326,8 @@ def test_train_conf_validation(tmp_path):
         ("[model]\npath = 'x'\n", "unknown setting 'model'"),
         ("[train]\nval_fraction = 1.5\n", "train.val_fraction must be within 0..1"),
         ("[train]\nema = 1.5\n", "train.ema must be within 0..1"),
+        ("[train]\nfeature_version = 'chroma-v0'\n", "train.feature_version must be one of chroma-stft-11k-5fps-v2, "
+                                                      "chroma-stft-11k-5fps-v3, got 'chroma-v0'"),
         ("[trainset]\nworkers = 0\n", "trainset.workers must be positive"),
         ("[train]\nlearning_rate = 1\n", None),  # an int where a float is expected is fine
     ]:

@@ -126,6 +126,35 @@ def test_incremental_rerun_then_added_then_changed_then_force(spark, config, tmp
     assert len(_current(spark, out)) == 4
 
 
+def test_extraction_computes_the_served_models_features(spark, config, tmp_path, untrained_v3_model_path):
+    """The shipped model's features (v2, 12 rows) by default; a model of other features (v3)
+    gets its own, and a rerun for it re-extracts every track once. Inference serves each
+    model the rows of its own version and refuses the others (feature_mismatch)."""
+    from keylib import serving
+    from keylib.inference import STATUS_FEATURE_MISMATCH, predict_records
+
+    folder = tmp_path / "lib"
+    for index in (0, 21):
+        synth.write_audio(folder / f"t{index}.wav", synth.chord_progression(index, duration_s=3.0, sr=22050), sr=22050)
+    out = tmp_path / "out"
+    shipped = run_extract(spark, input_uri=str(folder), output=out, config=config)
+    v2_rows = _current(spark, out)
+    assert shipped.new == 2 and (v2_rows["feature_version"] == features.FEATURE_VERSION).all()
+    assert all(len(c) == 12 * n for c, n in zip(v2_rows["chroma"], v2_rows["n_frames"]))
+    v3 = features.FEATURE_VERSION_V3
+    first = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=str(untrained_v3_model_path))
+    again = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=str(untrained_v3_model_path))
+    assert (first.new, again.new, again.skipped) == (2, 0, 2)
+    v3_rows = _current(spark, out)
+    assert (v3_rows["feature_version"] == v3).all()
+    assert all(len(c) == 24 * n for c, n in zip(v3_rows["chroma"], v3_rows["n_frames"]))
+    records = [{**r, "track_id": t} for t, r in v3_rows.to_dict("index").items()]
+    served = predict_records(records, serving.load_model(untrained_v3_model_path))
+    assert [r["status"] for r in served] == ["ok", "ok"] and all(len(r["probs"]) == 24 for r in served)
+    refused = predict_records(records, serving.load_model())
+    assert {r["status"] for r in refused} == {STATUS_FEATURE_MISMATCH} and v3 in refused[0]["error"]
+
+
 def test_missing_input_is_an_input_error(spark, config, tmp_path):
     from keylib.errors import InputError
 

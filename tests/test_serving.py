@@ -308,3 +308,25 @@ def test_spark_job_never_imports_tensorflow(tmp_path):
     assert result["status"] == ["ok"]
     assert result["keys"] == {"t0": "C major", "t5": "F major", "t21": "A minor"}
     assert result["driver"] == [] and result["worker"] and set(result["worker"]) == {""}
+
+
+def test_a_card_of_unknown_features_is_refused_naming_the_known_ones(tmp_path):
+    card = json.loads(serving.SHIPPED_MODEL.with_suffix(".json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps({**card, "feature_version": "chroma-stft-11k-5fps-v9"}))
+    shutil.copy(serving.SHIPPED_MODEL, tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="v9") as caught:
+        serving.load_model(tmp_path / "m.onnx")
+    assert all(version in str(caught.value) for version in features.FEATURE_VERSIONS)
+
+
+def test_a_v3_model_is_served_24_rows_and_refuses_12(untrained_v3_model_path):
+    served = serving.load_model(untrained_v3_model_path)
+    assert served.feature_version == features.FEATURE_VERSION_V3
+    y = synth.chord_progression(21, duration_s=6.0, sr=features.SAMPLE_RATE)
+    c = features.chroma(y, feature_version=features.FEATURE_VERSION_V3)
+    probs = served.predict_probs([c, c[:, :7]])
+    assert probs.shape == (2, 24) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="24"):
+        served.predict_probs([features.chroma(y)])
+    with pytest.raises(ValueError, match="12"):
+        serving.load_model().predict_probs([c])

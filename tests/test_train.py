@@ -21,14 +21,17 @@ from keylib.training.train import WeightAverage, train_model
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
-    """Chroma Parquet in the extraction job's layout + a manifest with the labels."""
+    """Chroma Parquet in the extraction job's layout, each track in every feature version,
+    + a manifest with the labels."""
     root = tmp_path_factory.mktemp("small")
     rows, man = [], []
     for i, k in enumerate([0, 2, 5, 7, 9, 12, 14, 16, 19, 21, 9, 4]):
-        c = features.chroma(synth.chord_progression(k, duration_s=6.0, sr=features.SAMPLE_RATE, seed=i))
+        y = synth.chord_progression(k, duration_s=6.0, sr=features.SAMPLE_RATE, seed=i)
         tid = f"t{i:02d}"
-        rows.append({"track_id": tid, "uri": f"/x/{tid}.wav", "chroma": c.reshape(-1), "n_frames": c.shape[1],
-                     "status": "ok", "feature_version": features.FEATURE_VERSION})
+        for version in features.FEATURE_VERSIONS:  # both versions' rows: training reads its own
+            c = features.chroma(y, feature_version=version)
+            rows.append({"track_id": tid, "uri": f"/x/{tid}.wav", "chroma": c.reshape(-1), "n_frames": c.shape[1],
+                         "status": "ok", "feature_version": version})
         man.append({"path": f"{tid}.wav", "track_id": tid, "key": keys.key_name(k), "source": "synth",
                     "piece": f"p{i % 6}", "split": "heldout" if i >= 10 else "train"})
     rows.append({**rows[0], "track_id": "bad", "status": "decode_error"})
@@ -222,3 +225,122 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     assert served.version == "tiny-ref-1"
     calibrated = serving.calibrate(expected, serving.temperatures(serving.track_seconds(chromas), served.calibration))
     np.testing.assert_allclose(served.predict_probs(chromas), calibrated, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- v3 features (24 rows)
+
+V3 = features.FEATURE_VERSION_V3
+
+
+def test_roll_pitch_rolls_each_band_on_its_own():
+    from keylib.tensors import roll_pitch
+
+    c = np.arange(24 * 3, dtype=np.float32).reshape(24, 3)
+    for shift in (1, 5, -2, 12):
+        rolled = roll_pitch(c, shift)
+        np.testing.assert_array_equal(rolled[:12], np.roll(c[:12], shift, axis=0))
+        np.testing.assert_array_equal(rolled[12:], np.roll(c[12:], shift, axis=0))
+        np.testing.assert_array_equal(roll_pitch(c[:12], shift), np.roll(c[:12], shift, axis=0))
+    np.testing.assert_array_equal(roll_pitch(c[:, 0], 1)[12:], np.roll(c[12:, 0], 1))  # a profile
+    with pytest.raises(ValueError, match="multiple of 12"):
+        roll_pitch(c[:13], 1)
+
+
+def test_training_batches_transpose_both_bands_with_the_key():
+    from keylib.training.batches import batches
+
+    c = np.full((24, 60), 0.05, np.float32)
+    c[[0, 4, 7]] = 1.0  # C major chord in the full band,
+    c[12] = 1.0  # C in the bass
+    cfg = TrainConfig(batch_size=6, batches_per_epoch=3, timbre_aug=0.0, loudness_aug=0.0, excerpt_s=(8, 10))
+    for x, y in batches([c, c], np.array([0, 0]), cfg, 5, np.random.default_rng(2)):
+        assert x.shape[2] == 24
+        for steps, label in zip(x, y):
+            tonic = int(np.argmax(label)) % 12
+            profile = steps.mean(axis=0)
+            assert int(np.argmax(profile[12:])) == tonic and set(np.argsort(profile[:12])[-3:]) == \
+                {tonic, (tonic + 4) % 12, (tonic + 7) % 12}
+
+
+def _assert_equivariant(predict, track):
+    """Rolling ``track``'s bands by k moves every key probability by k semitones."""
+    from keylib.tensors import roll_pitch
+
+    base = predict([track])[0]
+    assert base.max() - base.min() > 1e-3  # an answer that depends on the input
+    moved = predict([roll_pitch(track, shift) for shift in range(12)])
+    for shift in range(12):
+        expected = np.empty_like(base)
+        expected[[keys.transpose_index(k, shift) for k in range(keys.N_KEYS)]] = base
+        np.testing.assert_allclose(moved[shift], expected, rtol=0, atol=1e-5, err_msg=f"shift {shift}")
+    return base
+
+
+def test_a_24_row_network_is_transposition_equivariant():
+    import keras
+
+    from keylib.training.networks import build_keynet_eq
+    from keylib.training.scores import predict_exact
+
+    keras.utils.set_random_seed(1)
+    net = build_keynet_eq(rows=24, filters=8, mix=8, head=8, dropout=0.0)
+    c = features.chroma(synth.chord_progression(14, duration_s=6.0, sr=features.SAMPLE_RATE), feature_version=V3)
+    noise = np.random.default_rng(4).random((24, 37), dtype=np.float32)
+    for track in (c, noise):
+        base = _assert_equivariant(lambda cs: predict_exact(net, cs, 5), track)
+    # The bands are read as bands: rolling the 24 rows as one block is not a transposition.
+    blocked = predict_exact(net, [np.roll(noise, 1, axis=0)], 5)[0]
+    expected = np.empty_like(base)
+    expected[[keys.transpose_index(k, 1) for k in range(keys.N_KEYS)]] = base
+    assert np.abs(blocked - expected).max() > 1e-4
+
+
+def test_a_v3_model_trains_writes_its_card_and_is_served_on_v3_chroma_of_audio(small_set, tmp_path):
+    from keylib.inference import predict_records
+    from keylib.track import ExtractSettings, extract_track
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"], feature_version=V3)
+    assert len(df) == 12 and {c.shape[0] for c in df.chroma} == {24}
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(arch="keynet_eq_relu", feature_version=V3, epochs=2, batch_size=8, batches_per_epoch=4,
+                      patience=100, seed=3, threads=1, name="tiny3", version="tiny3-1", filters=8, mix=8, head=8)
+    rng = np.random.default_rng(6)  # music without a key: the tonality classifier's negatives
+    noise = [features.chroma(rng.standard_normal(features.SAMPLE_RATE * 6).astype(np.float32), feature_version=V3)
+             for _ in range(4)]
+    atonal = pd.DataFrame({"chroma": noise, "source": "noise", "key_index": -1})
+    net, card = train_model(train, val, cfg, heldout_df=held, atonal_df=atonal, out_dir=tmp_path, log=lambda *_: None)
+    on_disk = json.loads((tmp_path / "tiny3.json").read_text())
+    assert on_disk["feature_version"] == V3 and on_disk["input"]["layout"].startswith("(batch, steps, 24)")
+    assert net.input_shape[-1] == 24 and on_disk["training"]["config"]["feature_version"] == V3
+    served = serving.load_model(tmp_path / "tiny3.onnx")
+    assert served.feature_version == V3
+    keras_model = load_keras_model(tmp_path / "tiny3.keras")
+    held_chroma = list(held.chroma)
+    assert np.abs(served.predict_probs(held_chroma) - keras_model.predict_probs(held_chroma)).max() < 1e-4
+    # Audio on disk through extraction with the model's features, then inference.
+    path = tmp_path / "d-minor.wav"
+    synth.write_audio(path, synth.chord_progression(14, duration_s=5.0, sr=22050), sr=22050)
+    row = extract_track({"track_id": "d", "uri": str(path)},
+                        settings=ExtractSettings(hash_content=False, feature_version=served.feature_version))
+    assert row["status"] == "ok" and row["feature_version"] == V3 and row["chroma"].size == 24 * row["n_frames"]
+    [keys_row] = predict_records([row], served)
+    assert keys_row["status"] == "ok" and len(keys_row["probs"]) == 24 and keys_row["tonal"] is not None
+    _assert_equivariant(served.predict_probs, row["chroma"].reshape(24, -1))  # the ONNX export too
+
+
+def test_training_data_and_refit_must_match_the_feature_version(small_set, tmp_path):
+    from keylib.errors import ModelError
+    from keylib.training.networks import build_keynet_eq
+
+    only_v2 = tmp_path / "v2.parquet"
+    table = pq.read_table(small_set / "chroma" / "part-0.parquet")
+    pq.write_table(table.filter(pa.compute.equal(table["feature_version"], features.FEATURE_VERSION)), only_v2)
+    with pytest.raises(ValueError, match=f"no rows with feature_version '{V3}'.*found: {features.FEATURE_VERSION}"):
+        load_dataset([only_v2], [small_set / "manifest.csv"], feature_version=V3)
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"], feature_version=V3)
+    train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
+    network = build_keynet_eq(filters=8, mix=8, head=8)  # 12 rows: a v2 network
+    cfg = TrainConfig(feature_version=V3, threads=1, name="r", version="r-1")
+    with pytest.raises(ModelError, match="12 chroma rows"):
+        train_model(train, val, cfg, refit=(network, {"version": "v2-net", "architecture": "keynet_eq"}),
+                    log=lambda *_: None)

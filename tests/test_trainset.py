@@ -77,7 +77,8 @@ def test_rendered_clips_are_in_their_labelled_key(tmp_path, fluidsynth):
 
 def test_refresh_chroma_recomputes_the_cache_from_the_audio(tmp_path):
     """After a FEATURE_VERSION change: `make-training-set --refresh-chroma` refolds the folder's
-    audio with this keylib's features; a listed file that is gone is a readable error, exit 3."""
+    audio with this keylib's features (`--feature-version`: another version's); a listed file
+    that is gone is a readable error, exit 3."""
     import csv
     import subprocess
     import sys
@@ -112,6 +113,18 @@ def test_refresh_chroma_recomputes_the_cache_from_the_audio(tmp_path):
         expected = features.chroma(audio.decode((tmp_path / row["path"]).read_bytes(), ext=".flac").samples)
         assert n == expected.shape[1] and np.array_equal(np.asarray(flat).reshape(12, n), expected)
     assert (df.feature_version == features.FEATURE_VERSION).all()
+
+    v3 = features.FEATURE_VERSION_V3  # another version to train on, refolded from the same audio
+    done = subprocess.run(job + ["--feature-version", v3], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and v3 in done.stdout, done.stderr
+    df = pd.read_parquet(tmp_path / "chroma_cache.parquet")
+    assert (df.feature_version == v3).all()
+    for row, flat, n in zip(rows, df.chroma, df.n_frames):
+        expected = features.chroma(audio.decode((tmp_path / row["path"]).read_bytes(), ext=".flac").samples,
+                                   feature_version=v3)
+        assert np.array_equal(np.asarray(flat).reshape(24, n), expected)
+    done = subprocess.run(job[:-3] + ["--feature-version", v3], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "--refresh-chroma" in done.stderr
 
     (tmp_path / rows[1]["path"]).unlink()
     done = subprocess.run(job, capture_output=True, text=True, timeout=300)

@@ -50,7 +50,7 @@ def sample_catalogue_correct(model, folder: Path) -> int:
     for path, _, key, _ in rows:
         samples = audio.decode((manifest.parent / path).read_bytes(), ext=Path(path).suffix).samples
         refs.append(keys.parse_key(key))
-        chromas.append(features.chroma(samples))
+        chromas.append(features.chroma(samples, feature_version=model.feature_version))
     ests = model.predict_keys(chromas)
     wrong = [(path, keys.key_name(int(e))) for (path, *_), ref, e in zip(rows, refs, ests) if e != ref]
     print(f"  sample catalogue: {len(rows) - len(wrong)} of {len(rows)} right; wrong: {wrong}")
@@ -59,7 +59,8 @@ def sample_catalogue_correct(model, folder: Path) -> int:
 
 def cadences_correct(model) -> int:
     """As tests/test_model.py's ``test_cadences_in_all_24_keys``."""
-    ests = model.predict_keys([features.chroma(y) for y in synth.cadences(sr=features.SAMPLE_RATE)])
+    ests = model.predict_keys([features.chroma(y, feature_version=model.feature_version)
+                               for y in synth.cadences(sr=features.SAMPLE_RATE)])
     wrong = [(keys.key_name(k), keys.key_name(int(e))) for k, e in enumerate(ests) if e != k]
     print(f"  cadences: {keys.N_KEYS - len(wrong)} of {keys.N_KEYS} right; wrong: {wrong}")
     return keys.N_KEYS - len(wrong)

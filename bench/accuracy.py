@@ -41,11 +41,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from keylib import templates  # noqa: E402
+from keylib import features, templates  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
 from keylib.mirex import calibration_error  # noqa: E402
 from keylib.report import plot_reliability  # noqa: E402
 from keylib.serving import track_seconds  # noqa: E402
+from keylib.tensors import pitch_classes  # noqa: E402
 from keylib.training.scores import LENGTH_BUCKETS, length_bucket, mirex_summary  # noqa: E402
 from heldout import load_heldout  # noqa: E402
 
@@ -87,7 +88,8 @@ def _speed(model, *, n_tracks: int = 512, frames: int = 1050, repeats: int = 5) 
     """Tracks per second (wall, and per CPU-second) of the served network alone, batched,
     on random 3.5-minute chroma (1,050 frames)."""
     rng = np.random.default_rng(0)
-    chromas = [rng.random((12, frames), dtype=np.float32) for _ in range(n_tracks)]
+    rows = features.n_rows(model.feature_version)
+    chromas = [rng.random((rows, frames), dtype=np.float32) for _ in range(n_tracks)]
     model.predict_probs(chromas[:64])  # warm-up
     wall, cpu = [], []
     for _ in range(repeats):
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
     roots = [Path(r) for r in args.set]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    df = load_heldout(roots)
+    model = load_model(args.model)
+    df = load_heldout(roots, model.feature_version)
     if args.limit:
         df = df.iloc[np.random.default_rng(0).permutation(len(df))[: args.limit]].reset_index(drop=True)
     if not len(df):
@@ -162,14 +165,13 @@ def main(argv=None) -> int:
         f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
     print("soundfonts: " + ", ".join(sorted(set(df["soundfont"]))) if "soundfont" in df else "")
 
-    model = load_model(args.model)
     t0 = time.perf_counter()
     probs = model.predict_probs(list(df["chroma"]))
     print(f"keylib {model.version}: {len(df)} files in {time.perf_counter() - t0:.2f} s (network only)")
     methods = {f"keylib {model.version}": probs.argmax(1)}
     for prof in ("krumhansl", "temperley"):
         methods[f"template {prof} (keylib chroma)"] = np.array(
-            [templates.template_key(c, profile=prof) for c in df["chroma"]])
+            [templates.template_key(pitch_classes(c), profile=prof) for c in df["chroma"]])
     if not args.no_essentia:
         profiles = tuple(x for x in args.profiles.split(",") if x)
         t0 = time.perf_counter()

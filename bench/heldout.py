@@ -17,16 +17,18 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from keylib.features import FEATURE_VERSION  # noqa: E402
 from keylib.training.data import load_dataset  # noqa: E402
 
 
-def load_heldout(roots: Sequence[Path]):
-    """``split == heldout`` rows of each folder's ``chroma_cache.parquet``, in folder order."""
+def load_heldout(roots: Sequence[Path], feature_version: str = FEATURE_VERSION):
+    """``split == heldout`` rows of ``feature_version`` (the scored model's) of each folder's
+    ``chroma_cache.parquet``, in folder order."""
     import pandas as pd
 
     parts = []
     for i, root in enumerate(Path(r) for r in roots):
-        part = load_dataset([root / "chroma_cache.parquet"])
+        part = load_dataset([root / "chroma_cache.parquet"], feature_version=feature_version)
         part = part[part["split"] == "heldout"].assign(render=i)
         part["path"] = [root / "audio" / "heldout" / s / f"{t}.flac" for s, t in zip(part["source"], part["track_id"])]
         parts.append(part)

@@ -60,7 +60,7 @@ def shares(paths: list[Path], model) -> dict[str, float]:
         t0 = time.perf_counter()
         decoded = audio.decode(path.read_bytes(), ext=".mp3")
         t1 = time.perf_counter()
-        tensors.append(features.chroma(decoded.samples))
+        tensors.append(features.chroma(decoded.samples, feature_version=model.feature_version))
         t2 = time.perf_counter()
         t["decode"] += t1 - t0
         t["features"] += t2 - t1

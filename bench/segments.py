@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     from keylib.serving import load_model
 
     model = load_model(args.model)
-    df = load_heldout([Path(r) for r in args.set])
+    df = load_heldout([Path(r) for r in args.set], model.feature_version)
     rng = np.random.default_rng(args.seed)
     in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
     pool = df[in_one_key] if args.medley_sources == "one-key" else df
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
             continue
         n, start = int(HALF_S * features.SAMPLE_RATE), int(args.from_s * features.SAMPLE_RATE)
         y = np.concatenate([_samples(a.path)[start:start + n], _samples(b.path)[start:start + n]])
-        medleys.append((features.chroma(y), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
+        medleys.append((features.chroma(y, feature_version=model.feature_version), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
     # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
     one_key = df[in_one_key & np.array([c.shape[1] >= 60 * features.FRAME_RATE for c in df["chroma"]])]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
@@ -222,7 +222,7 @@ def _pop909_modulations(root: Path, model, *, holdout_from: int) -> None:
             y = render_midi(write_midi(piece.notes, piece.programs, Path(tmp) / "x.mid"), Path(tmp) / "x.wav",
                             soundfont=soundfont)
             sf.write(Path(tmp) / "x.flac", y, RENDER_SR)  # through the decoder, as any track
-            chroma = features.chroma(_samples(Path(tmp) / "x.flac"))
+            chroma = features.chroma(_samples(Path(tmp) / "x.flac"), feature_version=model.feature_version)
             segs = segments.key_segments(chroma, model.predict_probs)
             span_end = min(regions[-1][1], chroma.shape[1] / features.FRAME_RATE)
             shifted = [(a - regions[0][0], b - regions[0][0], k) for a, b, k in regions]

@@ -17,7 +17,7 @@ import numpy as np
 
 from .features import FRAME_RATE, LOG_GAIN, N_CHROMA, n_rows
 
-__all__ = ["linear", "compress", "crop", "excerpt", "roll_pitch", "check_rows"]
+__all__ = ["linear", "compress", "crop", "excerpt", "roll_pitch", "pitch_classes", "check_rows"]
 
 _LOG_NORM = float(np.log1p(LOG_GAIN))
 
@@ -94,6 +94,13 @@ def roll_pitch(chroma: np.ndarray, semitones: int) -> np.ndarray:
         raise ValueError(f"chroma rows must be a multiple of {N_CHROMA}, got shape {c.shape}")
     bands = c.reshape((c.shape[0] // N_CHROMA, N_CHROMA) + c.shape[1:])
     return np.roll(bands, int(semitones), axis=1).reshape(c.shape)
+
+
+def pitch_classes(chroma: np.ndarray) -> np.ndarray:
+    """The full-band chroma every feature version starts with: rows 0-11 of a (rows, ...)
+    tensor or profile (a v3 tensor's bass band, rows 12-23, left out); what pitch-class
+    profiles (key templates, the tonality features) read."""
+    return np.asarray(chroma)[:N_CHROMA]
 
 
 def check_rows(chromas, feature_version: str) -> None:

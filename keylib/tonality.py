@@ -23,9 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .features import N_CHROMA
 from .templates import template_scores
-from .tensors import linear
+from .tensors import linear, pitch_classes
 
 __all__ = ["FEATURES", "tonality_features", "tonal_score", "fit_tonality"]
 
@@ -38,8 +37,8 @@ def tonality_features(chroma: np.ndarray, probs: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     chroma : np.ndarray, shape (rows, n_frames)
-        Any feature version: its rows 0-11, the chroma band every version has, make the
-        profile (a v3 tensor's bass rows are left out).
+        Any feature version: its full-band rows (:func:`keylib.tensors.pitch_classes`)
+        make the profile.
     probs : np.ndarray, shape (24,)
         Calibrated key probabilities.
 
@@ -50,7 +49,7 @@ def tonality_features(chroma: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """
     p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
     entropy = float(-(p * np.log(p)).sum() / np.log(len(p)))
-    profile = linear(chroma[:N_CHROMA]).mean(axis=1)
+    profile = linear(pitch_classes(chroma)).mean(axis=1)
     clarity = float(template_scores(profile).max())
     flatness = float(np.exp(np.log(profile + 1e-9).mean()) / (profile.mean() + 1e-9))
     return np.array([float(p.max()), entropy, clarity, flatness])

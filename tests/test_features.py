@@ -64,6 +64,10 @@ def test_filterbank_is_librosas_band_bit_for_bit(tuning_hundredths):
     lo, hi = features._BAND_BINS
     assert np.flatnonzero(band).tolist() == list(range(lo, hi))
     assert np.array_equal(features._filterbank(tuning_hundredths), bank[:, lo:hi])
+    bass = (freqs >= features.BASS_FMIN) & (freqs < features.BASS_FMAX)  # v3's bass band, the same bank
+    lo, hi = features._BASS_BINS
+    assert np.flatnonzero(bass).tolist() == list(range(lo, hi))
+    assert np.array_equal(features._filterbank(tuning_hundredths, features._BASS_BINS), bank[:, lo:hi])
 
 
 @pytest.mark.parametrize("cents", [-30, 30])

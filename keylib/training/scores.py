@@ -42,7 +42,7 @@ def predict_exact(net, chromas: Sequence[np.ndarray], fps: int, *, batch_size: i
 
     Parameters
     ----------
-    chromas : sequence of np.ndarray, each (12, n_frames)
+    chromas : sequence of np.ndarray, each (rows, n_frames)
 
     Returns
     -------

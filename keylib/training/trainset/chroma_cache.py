@@ -25,8 +25,8 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     as :func:`keylib.training.trainset.make.run_job` does. Renders nothing.
 
     Returns the cache's path. Raises :class:`~keylib.errors.InputError` when the folder has
-    no manifest or a listed file cannot be decoded (a training set is rendered whole, so a
-    missing file means a broken folder, not a track to skip).
+    no manifest or a listed file cannot be decoded or kills its worker twice (a training set
+    is rendered whole, so a missing file means a broken folder, not a track to skip).
     """
     from ...errors import InputError
 
@@ -38,7 +38,8 @@ def refresh_chroma_cache(out_dir: Path, *, workers: int = 2, progress: bool = Tr
     with manifest.open(newline="") as f:
         rows = list(csv.DictReader(f))
     fn = functools.partial(_chroma_of_file, root=str(out_dir), feature_version=feature_version)
-    results = pool_map(fn, [r["path"] for r in rows], workers=workers, ordered=True)
+    on_crash = functools.partial(_lost_file, root=str(out_dir))
+    results = pool_map(fn, [r["path"] for r in rows], workers=workers, ordered=True, on_crash=on_crash)
     if progress:
         from rich.progress import track
 
@@ -58,6 +59,12 @@ def _chroma_of_file(rel: str, root: str, feature_version: str) -> np.ndarray:
                                feature_version=feature_version)
     except (OSError, TrackError) as exc:
         raise InputError(f"{path}: cannot read its audio ({exc})") from exc
+
+
+def _lost_file(rel: str, message: str, root: str):
+    from ...errors import InputError
+
+    raise InputError(f"{Path(root) / rel}: cannot read its audio ({message} twice while decoding it)")
 
 
 def write_chroma_cache(rows: list[dict], path: Path, root: Path, *, replace_split: str | None = None,

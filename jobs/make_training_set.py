@@ -7,6 +7,7 @@
 Runs in a local process pool (no Spark) with a progress bar. Writes DIR/audio/**.flac,
 DIR/manifest.csv (path, track_id, key, source, piece, instrument, split, duration_s) and
 DIR/chroma_cache.parquet (the extraction job's columns, computed by the same code).
+Stopped part way, the same command run again into the same DIR renders only what is missing.
 """
 
 import argparse

@@ -1,14 +1,19 @@
-"""The render pool survives a worker that dies (real processes, killed for real)."""
+"""The render pool survives a worker that dies (real processes, killed for real), and a
+render stopped part way goes on from where it stopped."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
 import time
 
+import pandas as pd
 import pytest
 
+from keylib.training.trainset import make
+from keylib.training.trainset.journal import JOURNAL
 from keylib.training.trainset.pool import pool_map
 
 
@@ -45,6 +50,12 @@ def _die_once(x: int, marker: str) -> int:
 def _slow(x: int) -> int:
     time.sleep(0.5)
     return x
+
+
+def _chroma_or_die(rel, root, feature_version):
+    if rel == "audio/p2.flac":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return None
 
 
 def _lost(item, message):
@@ -86,3 +97,96 @@ def test_stopping_early_stops_the_workers():
     results.close()
     assert time.monotonic() - t0 < 5  # the workers are stopped, not waited for
     assert not mp.active_children()
+
+
+def _plan(seed: int = 11) -> dict:
+    return dict(pop909=None, n_procedural=4, n_chorales=0, n_folk=0, n_heldout_folk=0, transpositions=1,
+                pop909_renders=1, pop909_holdout_from=0, seed=seed)
+
+
+def test_an_interrupted_render_resumes_where_it_stopped(tmp_path, monkeypatch):
+    straight = make.make_training_set(tmp_path / "straight", workers=1, progress=False, **_plan())
+    assert len(pd.read_csv(straight)) == 4
+    rendered = []
+    run_job = make.run_job
+
+    def stopped_at_the_third(job, *args, **kwargs):
+        if len(rendered) == 2:
+            raise KeyboardInterrupt
+        rendered.append(job.ref)
+        return run_job(job, *args, **kwargs)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(make, "run_job", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        make.make_training_set(out, workers=1, progress=False, **_plan())
+    assert not (out / "manifest.csv").exists() and (out / JOURNAL).exists()
+    first = {p: p.stat().st_mtime_ns for p in (out / "audio").rglob("*.flac")}
+    assert len(first) == 2
+
+    again = []
+
+    def counted(job, *args, **kwargs):
+        again.append(job.ref)
+        return run_job(job, *args, **kwargs)
+
+    monkeypatch.setattr(make, "run_job", counted)
+    manifest = make.make_training_set(out, workers=1, progress=False, **_plan())
+    assert sorted(again + rendered) == sorted(f"{i:05d}" for i in range(4)) and not set(again) & set(rendered)
+    assert all(p.stat().st_mtime_ns == t for p, t in first.items())  # not rendered again
+    assert pd.read_csv(manifest).equals(pd.read_csv(straight))
+    a, b = pd.read_parquet(out / "chroma_cache.parquet"), pd.read_parquet(tmp_path / "straight" / "chroma_cache.parquet")
+    assert list(a.track_id) == list(b.track_id) and list(a.key) == list(b.key)
+    assert all((x == y).all() for x, y in zip(a.chroma, b.chroma))
+    assert not (out / JOURNAL).exists()
+
+
+def test_a_job_that_kills_its_worker_is_an_error_row(tmp_path, monkeypatch):
+    run_job = make.run_job
+
+    def crashing(job, *args, **kwargs):  # forked workers inherit the patch
+        if job.ref == "00001":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run_job(job, *args, **kwargs)
+
+    monkeypatch.setattr(make, "run_job", crashing)
+    manifest = make.make_training_set(tmp_path, workers=2, progress=False, with_chroma=False, **_plan())
+    assert len(pd.read_csv(manifest)) == 3
+    assert (tmp_path / "errors.txt").read_text() == "procedural 00001 (train): worker process died (signal SIGKILL)\n"
+    assert not (tmp_path / JOURNAL).exists()
+
+
+def test_a_file_that_kills_its_chroma_worker_is_an_input_error(tmp_path, monkeypatch):
+    from keylib.errors import InputError
+    from keylib.training.trainset import chroma_cache
+
+    (tmp_path / "manifest.csv").write_text("path\n" + "".join(f"audio/p{i}.flac\n" for i in range(4)))
+
+    monkeypatch.setattr(chroma_cache, "_chroma_of_file", _chroma_or_die)
+    with pytest.raises(InputError, match=r"p2\.flac: cannot read its audio \(worker process died \(signal SIGKILL\)"):
+        chroma_cache.refresh_chroma_cache(tmp_path, workers=2, progress=False)
+    assert not mp.active_children()
+
+
+def test_the_journal_reads_past_a_cut_line_and_keeps_other_renders_lines(tmp_path):
+    import numpy as np
+
+    from keylib.training.trainset.journal import RenderJournal
+
+    chroma = np.random.default_rng(0).random((12, 7)).astype(np.float32)
+    journal = RenderJournal(tmp_path, chroma="v2")
+    journal.append("a", [{"track_id": "t", "duration_s": 21.37, "chroma": chroma}])
+    journal.append("other", [{"track_id": "o"}])
+    with (tmp_path / JOURNAL).open("a") as f:
+        f.write('{"job": "b", "rows": [')  # the render stopped mid-line
+    journal = RenderJournal(tmp_path, chroma="v2")
+    assert journal.rows_of("b") is None
+    [row] = journal.rows_of("a")
+    assert row["duration_s"] == 21.37 and row["chroma"].dtype == np.float32 and np.array_equal(row["chroma"], chroma)
+    assert RenderJournal(tmp_path, chroma=None).rows_of("a") is None  # rendered with chroma, asked without
+    journal.append("b", [{"track_id": "u"}])
+    assert RenderJournal(tmp_path, chroma="v2").rows_of("b") == [{"track_id": "u"}]
+    journal.finish({"a", "b"})
+    assert [json.loads(line)["job"] for line in (tmp_path / JOURNAL).read_text().splitlines()] == ["other"]
+    RenderJournal(tmp_path, chroma="v2").finish({"other"})
+    assert not (tmp_path / JOURNAL).exists()

@@ -39,6 +39,7 @@ Modules, one concern each:
 - :mod:`.plan`: which pieces, keys, transpositions, splits and soundfonts; a job's pieces.
 - :mod:`.make`: rendering a job into clips, the whole set and its ``manifest.csv``.
 - :mod:`.chroma_cache`: ``chroma_cache.parquet``, written or recomputed.
+- :mod:`.journal`: each rendered job's rows, kept as it finishes, so a stopped render resumes.
 - :mod:`.pool`: the local process pool.
 """
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ...features import FEATURE_VERSION
 from ...keys import KEY_NAMES
 from .atonal import atonal_clip
 from .chroma_cache import write_chroma_cache
+from .journal import RenderJournal, job_id
 from .midi import DRUM_CHANNEL, Piece, write_midi
 from .plan import Job, pieces_of, plan_jobs
 from .pool import pool_map
@@ -142,7 +144,12 @@ def _whole(y: np.ndarray, piece: Piece) -> list[tuple[str, np.ndarray]]:
 def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = True, progress: bool = True,
                       **plan) -> Path:
     """Render the planned jobs (:func:`plan_jobs`) in a local process pool; write
-    manifest.csv (+ chroma_cache.parquet).
+    manifest.csv (+ chroma_cache.parquet), and errors.txt for the jobs that failed.
+
+    Each job's rows go to the folder's render journal (:mod:`.journal`) as the job
+    finishes: the same call run again into the same folder after a stop (a crash, Ctrl-C)
+    renders only the jobs not journaled. The journal goes once manifest and cache are
+    written. A worker process that dies costs its job (an error row), not the render.
 
     Returns the manifest's path.
     """
@@ -152,29 +159,8 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
     # expensive jobs first so the pool's tail is short
     order = {"polish": 0, "score": 0, "chorale": 1, "abc": 2, "pop909": 3, "procedural": 4, "atonal": 5}
     jobs.sort(key=lambda j: order[j.kind])
-    rows: list[dict] = []
-    errors: list[str] = []
-    fn = functools.partial(run_job, out_dir=str(out_dir), with_chroma=with_chroma)
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                       TimeElapsedColumn(), TimeRemainingColumn())
-        bar.start()
-        task = bar.add_task("rendering", total=len(jobs))
-    try:
-        for res in pool_map(fn, jobs, workers=workers, ordered=False):
-            for row in res:
-                if "error" in row:
-                    errors.append(row["error"])
-                else:
-                    rows.append(row)
-            if bar is not None:
-                bar.update(task, advance=1, description=f"rendering ({len(rows)} clips)")
-    finally:
-        if bar is not None:
-            bar.stop()
+    journal = RenderJournal(out_dir, chroma=FEATURE_VERSION if with_chroma else None)
+    rows, errors = _render(jobs, out_dir, journal, workers=workers, with_chroma=with_chroma, progress=progress)
     rows.sort(key=lambda r: r["track_id"])
     manifest, cache = out_dir / "manifest.csv", out_dir / "chroma_cache.parquet"
     only_split = plan.get("only_split")
@@ -189,7 +175,55 @@ def make_training_set(out_dir: Path, *, workers: int = 2, with_chroma: bool = Tr
         write_chroma_cache(rows, cache, out_dir, replace_split=only_split)
     if errors:
         (out_dir / "errors.txt").write_text("\n".join(errors) + "\n")
+    journal.finish({job_id(j) for j in jobs})
     return manifest
+
+
+def _render(jobs: list[Job], out_dir: Path, journal: RenderJournal, *, workers: int, with_chroma: bool,
+            progress: bool) -> tuple[list[dict], list[str]]:
+    """The rows and errors of ``jobs``: those journaled read back, the others rendered and
+    journaled as they finish (all but failed ones, which run again next time)."""
+    rows: list[dict] = []
+    errors: list[str] = []
+    todo = []
+    for job in jobs:
+        done = journal.rows_of(job_id(job))
+        if done is None:
+            todo.append(job)
+        else:
+            rows += done
+    fn = functools.partial(_run_identified, out_dir=str(out_dir), with_chroma=with_chroma)
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn(), TimeRemainingColumn())
+        bar.start()
+        task = bar.add_task("rendering", total=len(jobs), completed=len(jobs) - len(todo))
+    try:
+        for jid, res in pool_map(fn, todo, workers=workers, ordered=False, on_crash=_lost_job):
+            if any("error" in row for row in res):
+                errors += [row["error"] for row in res if "error" in row]
+            else:
+                journal.append(jid, res)
+            rows += [row for row in res if "error" not in row]
+            if bar is not None:
+                bar.update(task, advance=1, description=f"rendering ({len(rows)} clips)")
+    finally:
+        if bar is not None:
+            bar.stop()
+    return rows, errors
+
+
+def _run_identified(job: Job, out_dir: str, with_chroma: bool) -> tuple[str, list[dict]]:
+    """:func:`run_job` in a worker, its rows with the job's id."""
+    return job_id(job), run_job(job, out_dir, with_chroma=with_chroma)
+
+
+def _lost_job(job: Job, message: str) -> tuple[str, list[dict]]:
+    """A job whose worker died twice: an error row."""
+    return job_id(job), [{"error": f"{job.kind} {job.ref} ({job.split}): {message}"}]
 
 
 def _other_splits(manifest: Path, split: str) -> list[dict]:

@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -129,7 +130,8 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
     print(f"card updated: {card_path}")
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", required=True, action="append",
                    help="training-set folder (manifest.csv, chroma_cache.parquet); repeat for more held-out renders")
@@ -141,7 +143,173 @@ def main(argv=None) -> int:
     p.add_argument("--update-card", action="store_true",
                    help="record these figures in the model's card (benchmark) and put the reliability "
                         "diagram beside it: how the shipped card and README figures are made")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def _held_out_files(df, roots: list[Path]) -> SimpleNamespace:
+    """The scored files' truth and groups, with a line on where they come from.
+
+    Returns
+    -------
+    SimpleNamespace
+        ``refs`` (key indices), ``buckets`` (length bucket names), ``bucket_names`` (those
+        present, in :data:`LENGTH_BUCKETS` order), ``sources``, ``render`` (folder index)
+        and ``paths``.
+    """
+    seconds = track_seconds(df["chroma"])
+    buckets = np.array([length_bucket(x) for x in seconds])
+    files = SimpleNamespace(paths=[str(p) for p in df["path"]], render=np.asarray(df["render"]),
+                            refs=np.asarray(df["key_index"]), buckets=buckets, sources=np.asarray(df["source"]),
+                            bucket_names=[name for name, _, _ in LENGTH_BUCKETS if name in set(buckets)])
+    sources = files.sources
+    print(f"{len(df)} held-out files from {', '.join(map(str, roots))}: " + ", ".join(
+        f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
+    print("soundfonts: " + ", ".join(sorted(set(df["soundfont"]))) if "soundfont" in df else "")
+    return files
+
+
+def _answers(model, df, files: SimpleNamespace, args, out: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every method's key for every file.
+
+    Returns
+    -------
+    probs : np.ndarray
+        keylib's calibrated probabilities, one row per file.
+    methods : dict
+        Method name to its key indices: keylib, the two templates, then each Essentia profile.
+    """
+    t0 = time.perf_counter()
+    probs = model.predict_probs(list(df["chroma"]))
+    print(f"keylib {model.version}: {len(df)} files in {time.perf_counter() - t0:.2f} s (network only)")
+    methods = {f"keylib {model.version}": probs.argmax(1)}
+    for prof in ("krumhansl", "temperley"):
+        methods[f"template {prof} (keylib chroma)"] = np.array(
+            [templates.template_key(pitch_classes(c), profile=prof) for c in df["chroma"]])
+    if not args.no_essentia:
+        paths = files.paths
+        profiles = tuple(x for x in args.profiles.split(",") if x)
+        t0 = time.perf_counter()
+        answers = _essentia_answers(paths, profiles, out / "essentia.json")
+        print(f"essentia: {len(paths)} files, {time.perf_counter() - t0:.0f} s (cached answers reused)")
+        for prof in profiles:
+            methods[f"essentia KeyExtractor {prof}"] = np.array([parse_key(answers[p][prof]) for p in paths])
+    return probs, methods
+
+
+def _score_method(ests: np.ndarray, files: SimpleNamespace) -> dict:
+    """One method's scores over all files, by length bucket and by source."""
+    refs, buckets, sources = files.refs, files.buckets, files.sources
+    entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}}
+    for b in files.bucket_names:
+        entry["by_length"][b] = _scores(refs[buckets == b], ests[buckets == b])
+    for s in sorted(set(sources)):
+        entry["by_source"][s] = _scores(refs[sources == s], ests[sources == s])
+    return entry
+
+
+def _print_scores(entries: dict[str, dict], files: SimpleNamespace) -> None:
+    """The weighted MIREX tables: by length bucket (both conventions), then by source."""
+    buckets, sources, bucket_names = files.buckets, files.sources, files.bucket_names
+    print("\nweighted MIREX, fifth up / fifths both ways (n files per column)")
+    header = f"{'method':<44}{'all':>14}" + "".join(f"{b:>22}" for b in bucket_names)
+    print(header)
+    print(f"{'':<44}{len(files.refs):>14}" + "".join(f"{int((buckets == b).sum()):>22}" for b in bucket_names))
+    cell = lambda d: f"{d['up']:.3f} / {d['both']:.3f}"  # noqa: E731
+    for name, entry in entries.items():
+        print(f"{name:<44}{cell(entry['all']):>14}" + "".join(f"{cell(entry['by_length'][b]):>22}" for b in bucket_names))
+
+    print("\nby source (MIREX both ways)")
+    srcs = sorted(set(sources))
+    print(f"{'method':<44}" + "".join(f"{s[:18]:>20}" for s in srcs))
+    print(f"{'':<44}" + "".join(f"{int((sources == s).sum()):>20}" for s in srcs))
+    for name, entry in entries.items():
+        print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
+
+
+def _relative_major(methods: dict[str, np.ndarray], files: SimpleNamespace) -> dict[str, dict]:
+    """Minor-key files each method names as their relative major, by source, printed.
+
+    What a chroma without register confuses most. Returns, per method and source, the
+    counts of minor files and of those so named, over all files and over whole files.
+    """
+    refs, sources = files.refs, files.sources
+    minor = refs >= 12
+    relative_major = (refs % 12 + 3) % 12
+    whole = files.buckets == LENGTH_BUCKETS[-1][0]
+    counts = {}
+    print("\nminor-key files named as their relative major (whole files over 120 s / all), by source")
+    for name, ests in methods.items():
+        wrong = minor & (ests == relative_major)
+        counts[name] = cells = {
+            s: {"minor": int((minor & (sources == s)).sum()), "named_relative_major": int((wrong & (sources == s)).sum()),
+                "whole_minor": int((minor & whole & (sources == s)).sum()),
+                "whole_named_relative_major": int((wrong & whole & (sources == s)).sum())}
+            for s in sorted(set(sources[minor]))}
+        print(f"{name:<44}" + "  ".join(f"{s} {c['whole_named_relative_major']}/{c['whole_minor']} "
+                                        f"({c['named_relative_major']}/{c['minor']})" for s, c in cells.items()))
+    return counts
+
+
+def _paired(df, methods: dict[str, np.ndarray], refs: np.ndarray, keylib_name: str) -> dict | None:
+    """The same songs whole and as their 30 s excerpt from 15 s of the same render, printed.
+
+    Returns
+    -------
+    dict or None
+        ``n`` (songs) and each method's ``whole`` and ``excerpt`` scores; None when no song
+        is held out both ways.
+    """
+    song = list(zip(df["render"], df["source"], df["piece"]))
+    whole_of = {k: i for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "whole"}
+    pairs = [(whole_of[k], i) for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "excerpt" and k in whole_of]
+    if not pairs:
+        return None
+    whole_i, ex_i = (np.array(x) for x in zip(*pairs))
+    print(f"\nsame songs, whole against their 30 s excerpt from 15 s ({len(pairs)} songs; MIREX up / both)")
+    paired: dict = {"n": len(pairs)}
+    for name, ests in methods.items():
+        w, e = _scores(refs[whole_i], ests[whole_i]), _scores(refs[ex_i], ests[ex_i])
+        paired[name] = {"whole": w, "excerpt": e}
+        print(f"{name:<44} whole {w['up']:.3f} / {w['both']:.3f}   excerpt {e['up']:.3f} / {e['both']:.3f}")
+    essentia_best = max((k for k in methods if k.startswith("essentia")),
+                        key=lambda k: paired[k]["whole"]["up"], default=None)
+    if essentia_best:
+        ours = paired[keylib_name]["whole"]["up"]
+        theirs = paired[essentia_best]["whole"]["up"]
+        print(f"whole songs: keylib - best Essentia profile ({essentia_best.split()[-1]}) = "
+              f"{ours - theirs:+.3f} (fifth up)")
+    return paired
+
+
+def _calibration(probs: np.ndarray, files: SimpleNamespace, roots: list[Path], png: Path, title: str) -> dict:
+    """keylib's calibration, printed: ECE over 15 bins, its reliability diagram (``png``),
+    the perfectly calibrated reference, and the same by length bucket and by folder."""
+    refs = files.refs
+    conf = probs.max(1)
+    cal = calibration_error(conf, probs.argmax(1) == refs)
+    plot_reliability(cal, png, title=title)
+    print(f"\ncalibration: ECE {cal['ece']:.3f} over 15 bins, mean confidence {conf.mean():.3f}, "
+          f"accuracy {(probs.argmax(1) == refs).mean():.3f}; reliability diagram {png}")
+    cal["perfectly_calibrated"] = _null_ece(conf)
+    print("  a perfectly calibrated model with these confidences would read ECE {mean:.3f} "
+          "(90% of draws {p5:.3f}-{p95:.3f})".format(**cal["perfectly_calibrated"]))
+    right = probs.argmax(1) == refs
+    groups = {"by_length": [(b, files.buckets == b) for b in files.bucket_names],
+              "by_set": [(root.name, files.render == i) for i, root in enumerate(roots)] if len(roots) > 1 else []}
+    for field, parts in groups.items():
+        cal[field] = {}
+        for name, m in parts:
+            part = {"n": int(m.sum()), "confidence": float(conf[m].mean()), "accuracy": float(right[m].mean()),
+                    "ece": calibration_error(conf[m], right[m])["ece"], "perfectly_calibrated": _null_ece(conf[m])}
+            cal[field][name] = part
+            print(f"  {name:<18} {part['n']:>4} files: confidence {part['confidence']:.3f}, accuracy "
+                  f"{part['accuracy']:.3f}, ECE {part['ece']:.3f} (perfectly calibrated: "
+                  f"{part['perfectly_calibrated']['mean']:.3f})")
+    return cal
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     from keylib.serving import load_model
 
@@ -155,112 +323,19 @@ def main(argv=None) -> int:
     if not len(df):
         print(f"no held-out rows in {', '.join(map(str, roots))}")
         return 3
-    paths = [str(p) for p in df["path"]]
-    render = np.asarray(df["render"])
-    refs = np.asarray(df["key_index"])
-    seconds = track_seconds(df["chroma"])
-    buckets = np.array([length_bucket(x) for x in seconds])
-    sources = np.asarray(df["source"])
-    print(f"{len(df)} held-out files from {', '.join(map(str, roots))}: " + ", ".join(
-        f"{s} {int((sources == s).sum())}" for s in sorted(set(sources))))
-    print("soundfonts: " + ", ".join(sorted(set(df["soundfont"]))) if "soundfont" in df else "")
+    files = _held_out_files(df, roots)
+    probs, methods = _answers(model, df, files, args, out)
 
-    t0 = time.perf_counter()
-    probs = model.predict_probs(list(df["chroma"]))
-    print(f"keylib {model.version}: {len(df)} files in {time.perf_counter() - t0:.2f} s (network only)")
-    methods = {f"keylib {model.version}": probs.argmax(1)}
-    for prof in ("krumhansl", "temperley"):
-        methods[f"template {prof} (keylib chroma)"] = np.array(
-            [templates.template_key(pitch_classes(c), profile=prof) for c in df["chroma"]])
-    if not args.no_essentia:
-        profiles = tuple(x for x in args.profiles.split(",") if x)
-        t0 = time.perf_counter()
-        answers = _essentia_answers(paths, profiles, out / "essentia.json")
-        print(f"essentia: {len(paths)} files, {time.perf_counter() - t0:.0f} s (cached answers reused)")
-        for prof in profiles:
-            methods[f"essentia KeyExtractor {prof}"] = np.array([parse_key(answers[p][prof]) for p in paths])
-
-    report: dict = {"files": int(len(df)), "model": model.version, "methods": {}}
-    bucket_names = [name for name, _, _ in LENGTH_BUCKETS if name in set(buckets)]
-    print("\nweighted MIREX, fifth up / fifths both ways (n files per column)")
-    header = f"{'method':<44}{'all':>14}" + "".join(f"{b:>22}" for b in bucket_names)
-    print(header)
-    print(f"{'':<44}{len(df):>14}" + "".join(f"{int((buckets == b).sum()):>22}" for b in bucket_names))
-    for name, ests in methods.items():
-        entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}}
-        for b in bucket_names:
-            entry["by_length"][b] = _scores(refs[buckets == b], ests[buckets == b])
-        for s in sorted(set(sources)):
-            entry["by_source"][s] = _scores(refs[sources == s], ests[sources == s])
-        report["methods"][name] = entry
-        cell = lambda d: f"{d['up']:.3f} / {d['both']:.3f}"  # noqa: E731
-        print(f"{name:<44}{cell(entry['all']):>14}" + "".join(f"{cell(entry['by_length'][b]):>22}" for b in bucket_names))
-
-    print("\nby source (MIREX both ways)")
-    srcs = sorted(set(sources))
-    print(f"{'method':<44}" + "".join(f"{s[:18]:>20}" for s in srcs))
-    print(f"{'':<44}" + "".join(f"{int((sources == s).sum()):>20}" for s in srcs))
-    for name, entry in report["methods"].items():
-        print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
-
-    # Minor-key tracks named as their relative major: what a chroma without register confuses most.
-    minor = refs >= 12
-    relative_major = (refs % 12 + 3) % 12
-    print("\nminor-key files named as their relative major (whole files over 120 s / all), by source")
-    for name, ests in methods.items():
-        wrong = minor & (ests == relative_major)
-        whole = buckets == LENGTH_BUCKETS[-1][0]
-        report["methods"][name]["minor_as_relative_major"] = {
-            s: {"minor": int((minor & (sources == s)).sum()), "named_relative_major": int((wrong & (sources == s)).sum()),
-                "whole_minor": int((minor & whole & (sources == s)).sum()),
-                "whole_named_relative_major": int((wrong & whole & (sources == s)).sum())}
-            for s in sorted(set(sources[minor]))}
-        cells = report["methods"][name]["minor_as_relative_major"]
-        print(f"{name:<44}" + "  ".join(f"{s} {c['whole_named_relative_major']}/{c['whole_minor']} "
-                                        f"({c['named_relative_major']}/{c['minor']})" for s, c in cells.items()))
-
-    # The same songs whole and as their 30 s excerpt from 15 s of the same render.
-    song = list(zip(df["render"], df["source"], df["piece"]))
-    whole_of = {k: i for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "whole"}
-    pairs = [(whole_of[k], i) for i, (k, c) in enumerate(zip(song, df["cut"])) if c == "excerpt" and k in whole_of]
-    if pairs:
-        whole_i, ex_i = (np.array(x) for x in zip(*pairs))
-        print(f"\nsame songs, whole against their 30 s excerpt from 15 s ({len(pairs)} songs; MIREX up / both)")
-        report["paired"] = {"n": len(pairs)}
-        for name, ests in methods.items():
-            w, e = _scores(refs[whole_i], ests[whole_i]), _scores(refs[ex_i], ests[ex_i])
-            report["paired"][name] = {"whole": w, "excerpt": e}
-            print(f"{name:<44} whole {w['up']:.3f} / {w['both']:.3f}   excerpt {e['up']:.3f} / {e['both']:.3f}")
-        essentia_best = max((k for k in methods if k.startswith("essentia")),
-                            key=lambda k: report["paired"][k]["whole"]["up"], default=None)
-        if essentia_best:
-            ours = report["paired"][f"keylib {model.version}"]["whole"]["up"]
-            theirs = report["paired"][essentia_best]["whole"]["up"]
-            print(f"whole songs: keylib - best Essentia profile ({essentia_best.split()[-1]}) = "
-                  f"{ours - theirs:+.3f} (fifth up)")
-
-    conf = probs.max(1)
-    cal = calibration_error(conf, probs.argmax(1) == refs)
-    report["calibration"] = cal
+    report: dict = {"files": int(len(df)), "model": model.version,
+                    "methods": {name: _score_method(ests, files) for name, ests in methods.items()}}
+    _print_scores(report["methods"], files)
+    for name, counts in _relative_major(methods, files).items():
+        report["methods"][name]["minor_as_relative_major"] = counts
+    paired = _paired(df, methods, files.refs, f"keylib {model.version}")
+    if paired is not None:
+        report["paired"] = paired
     png = out / "reliability.png"
-    plot_reliability(cal, png, title=f"keylib {model.version}, {len(df)} held-out files")
-    print(f"\ncalibration: ECE {cal['ece']:.3f} over 15 bins, mean confidence {conf.mean():.3f}, "
-          f"accuracy {(probs.argmax(1) == refs).mean():.3f}; reliability diagram {png}")
-    report["calibration"]["perfectly_calibrated"] = _null_ece(conf)
-    print("  a perfectly calibrated model with these confidences would read ECE {mean:.3f} "
-          "(90% of draws {p5:.3f}-{p95:.3f})".format(**report["calibration"]["perfectly_calibrated"]))
-    right = probs.argmax(1) == refs
-    groups = {"by_length": [(b, buckets == b) for b in bucket_names],
-              "by_set": [(root.name, render == i) for i, root in enumerate(roots)] if len(roots) > 1 else []}
-    for field, parts in groups.items():
-        report["calibration"][field] = {}
-        for name, m in parts:
-            part = {"n": int(m.sum()), "confidence": float(conf[m].mean()), "accuracy": float(right[m].mean()),
-                    "ece": calibration_error(conf[m], right[m])["ece"], "perfectly_calibrated": _null_ece(conf[m])}
-            report["calibration"][field][name] = part
-            print(f"  {name:<18} {part['n']:>4} files: confidence {part['confidence']:.3f}, accuracy "
-                  f"{part['accuracy']:.3f}, ECE {part['ece']:.3f} (perfectly calibrated: "
-                  f"{part['perfectly_calibrated']['mean']:.3f})")
+    report["calibration"] = _calibration(probs, files, roots, png, f"keylib {model.version}, {len(df)} held-out files")
     wall, per_cpu = _speed(model)
     report["network_tracks_per_s"] = {"wall": wall, "per_cpu_second": per_cpu}
     print(f"\nspeed: the served network alone (ONNX Runtime, 1 thread), 3.5-min tracks batched: "

@@ -96,7 +96,8 @@ def _interval(successes) -> str:
     return f"{centre - half:.0%}-{centre + half:.0%}"
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
+    """The command line."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", required=True, action="append",
                    help="training-set folder whose held-out audio is used; repeat for more held-out renders")
@@ -116,32 +117,32 @@ def main(argv=None) -> int:
                    help="evidence (nats) that splits a one-key track in two; inf = no such test")
     p.add_argument("--pop909", default=None, help="POP909 folder for its modulating held-out songs "
                    "(default: conf/train.toml's; '' = skip)")
-    args = p.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from keylib.serving import load_model
+    return p.parse_args(argv)
 
-    model = load_model(args.model)
-    df = load_heldout([Path(r) for r in args.set], model.feature_version)
-    rng = np.random.default_rng(args.seed)
-    in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
-    pool = df[in_one_key] if args.medley_sources == "one-key" else df
-    long_enough = pool[[c.shape[1] >= (args.from_s + HALF_S + 1) * features.FRAME_RATE
+
+def _medleys(pool, model, rng: np.random.Generator, *, count: int, from_s: float) -> list:
+    """Two-key medleys: 30 s of one clip of ``pool`` then 30 s of another in a different key.
+
+    Returns
+    -------
+    list of (np.ndarray, list)
+        Each medley's chroma and its truth, ``(start s, end s, key index)`` per half.
+    """
+    long_enough = pool[[c.shape[1] >= (from_s + HALF_S + 1) * features.FRAME_RATE
                         for c in pool["chroma"]]].reset_index(drop=True)
     medleys = []
-    while len(medleys) < args.medleys:
+    while len(medleys) < count:
         a, b = long_enough.iloc[rng.choice(len(long_enough), 2, replace=False)].itertuples(index=False)
         if a.key_index == b.key_index or a.piece == b.piece:
             continue
-        n, start = int(HALF_S * features.SAMPLE_RATE), int(args.from_s * features.SAMPLE_RATE)
+        n, start = int(HALF_S * features.SAMPLE_RATE), int(from_s * features.SAMPLE_RATE)
         y = np.concatenate([_samples(a.path)[start:start + n], _samples(b.path)[start:start + n]])
         medleys.append((features.chroma(y, feature_version=model.feature_version), [(0.0, HALF_S, a.key_index), (HALF_S, 2 * HALF_S, b.key_index)]))
-    # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
-    one_key = df[in_one_key & np.array([c.shape[1] >= 60 * features.FRAME_RATE for c in df["chroma"]])]
-    one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
-    sources = "pop songs and folk tunes" if args.medley_sources == "one-key" else "all held-out sources"
-    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip; {sources}); "
-          f"{len(one_key)} one-key held-out pop songs and folk tunes (60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
-    # The bound segmentation cannot pass: the true boundary, each half named by the network.
+    return medleys
+
+
+def _print_bound(medleys: list, model) -> None:
+    """The bound segmentation cannot pass: the true boundary, each half named by the network."""
     half = int(HALF_S * features.FRAME_RATE)
     bound = []
     for chroma, truth in medleys:
@@ -152,6 +153,11 @@ def main(argv=None) -> int:
         bound.append(_time_weighted(segs, truth, chroma.shape[1] / features.FRAME_RATE))
     print(f"true boundary, each half's key from the network: time-weighted MIREX {np.mean(bound):.3f} "
           "(what segmentation can reach with this network)")
+
+
+def _compare_settings(medleys: list, one_key, model, args: argparse.Namespace) -> None:
+    """One printed row per window, switch penalty and split evidence: the medleys' score and
+    boundaries found, the one-key tracks left in one segment, and the CPU time per track."""
     print(f"{'window':>7} {'penalty':>8} {'split':>6} {'time-weighted MIREX':>20} {'boundary within 3 s':>20} "
           f"{'one-key: 1 segment':>19} {'ms/track':>9}")
     grid = [(float(w), float(p), float(e)) for w in args.windows.split(",") for p in args.penalties.split(",")
@@ -174,6 +180,27 @@ def main(argv=None) -> int:
               f"one segment {_interval(single)})")
     print(f"shipped default: SWITCH_PENALTY = {segments.SWITCH_PENALTY}, windows of {segments.WINDOW_S:.0f} s "
           f"every {segments.HOP_S:.0f} s, SPLIT_EVIDENCE = {segments.SPLIT_EVIDENCE}")
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from keylib.serving import load_model
+
+    model = load_model(args.model)
+    df = load_heldout([Path(r) for r in args.set], model.feature_version)
+    rng = np.random.default_rng(args.seed)
+    in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
+    pool = df[in_one_key] if args.medley_sources == "one-key" else df
+    medleys = _medleys(pool, model, rng, count=args.medleys, from_s=args.from_s)
+    # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
+    one_key = df[in_one_key & np.array([c.shape[1] >= 60 * features.FRAME_RATE for c in df["chroma"]])]
+    one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
+    sources = "pop songs and folk tunes" if args.medley_sources == "one-key" else "all held-out sources"
+    print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip; {sources}); "
+          f"{len(one_key)} one-key held-out pop songs and folk tunes (60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
+    _print_bound(medleys, model)
+    _compare_settings(medleys, one_key, model, args)
     trainset = load_train_config()["trainset"]
     pop909 = trainset["pop909"] if args.pop909 is None else args.pop909
     if pop909:

@@ -56,23 +56,98 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
+    """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def _write_times(spark, s3: dict, n: int, repeats: int) -> tuple[float, float, float, str]:
+    """Median times of writing N tracks: a plain Parquet PUT, a commit, an upsert of 1 %.
+
+    Returns
+    -------
+    tuple
+        The baseline PUT's, the commit's and the upsert's seconds, and the URI of the last
+        table committed (upserted too).
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from keylib.spark import frames
+    from keylib.spark.schemas import keys_schema
+    from keylib.storage import locations
+
+    pdf = keys_rows(n)
+    schema = frames.arrow_schema(keys_schema())
+    arrow = pa.Table.from_pandas(pdf, schema=schema, preserve_index=False)
+    fs, _ = locations.filesystem("s3://bench/x", s3)
+
+    def baseline(counter=iter(range(10**6))):
+        with fs.open_output_stream(f"bench/plain-{n}-{next(counter)}.parquet") as out:
+            pq.write_table(arrow, out, compression="zstd")
+
+    frame = spark.createDataFrame(pdf, keys_schema()).repartition(2).cache()
+    frame.count()
+    changed = spark.createDataFrame(keys_rows(n, version="bench-2").sample(frac=0.01, random_state=1),
+                                    keys_schema()).repartition(2).cache()
+    changed.count()
+    base_s, _ = timed(baseline, repeats)
+    counter = iter(range(10**6))
+    uris: list[str] = []
+
+    def commit():
+        uri = f"s3://bench/keys-{n}-{next(counter)}"
+        uris.append(uri)
+        return frames.commit_run(frame, uri, run_id=locations.new_run_id(), s3_settings=s3)
+
+    commit_s, result = timed(commit, repeats)
+    assert result.rows == n
+    upsert_s, result = timed(lambda: frames.commit_run(changed, uris[-1], run_id=locations.new_run_id(),
+                                                       s3_settings=s3), repeats)
+    frame.unpersist()
+    changed.unpersist()
+    return base_s, commit_s, upsert_s, uris[-1]
+
+
+def _read_times(uri: str, s3: dict, n: int, repeats: int) -> tuple[float, float, float]:
+    """Median times of reading the N current rows of ``uri`` back without Spark.
+
+    Returns
+    -------
+    tuple
+        Seconds of ``keylib keys``' reader (pandas), of Polars and of DuckDB.
+    """
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    from keylib.cli import read_keys_table
+    from keylib.storage import locations
+
+    options = locations.storage_options(uri, s3)
+    read_s, keys = timed(lambda: read_keys_table(uri, s3_settings=s3), repeats)
+    assert len(keys) == n and keys["track_id"].is_unique
+    polars_s, frame_pl = timed(lambda: pl.read_delta(uri, storage_options=options), repeats)
+    assert frame_pl.height == n
+
+    def duck():  # the README's two lines, then a query
+        keys = duckdb.from_arrow(DeltaTable(uri, storage_options=options).to_pyarrow_dataset())
+        return keys.aggregate("count(*)").fetchall()[0][0]
+
+    duck_s, count = timed(duck, repeats)
+    assert count == n
+    return read_s, polars_s, duck_s
+
+
+def main() -> None:
+    args = _parse_args()
     from servers import CREDENTIALS, MotoServer  # the dummy credentials for boto3's chain
 
     os.environ.update(CREDENTIALS)
-    from keylib.spark import frames
-    from keylib.storage import locations
-    from keylib.cli import read_keys_table
     from keylib.config import load_config
-    from keylib.spark.schemas import keys_schema
     from keylib.spark.session import get_session
 
     server = MotoServer().start()
@@ -88,54 +163,10 @@ def main() -> None:
                   f"{'read pandas':>11}  {'read polars':>11}  {'read duckdb':>11}")
         print(header)
         for n in args.sizes:
-            pdf = keys_rows(n)
-            schema = frames.arrow_schema(keys_schema())
-            arrow = pa.Table.from_pandas(pdf, schema=schema, preserve_index=False)
-            fs, _ = locations.filesystem("s3://bench/x", s3)
-
-            def baseline(counter=iter(range(10**6))):
-                with fs.open_output_stream(f"bench/plain-{n}-{next(counter)}.parquet") as out:
-                    pq.write_table(arrow, out, compression="zstd")
-
-            frame = spark.createDataFrame(pdf, keys_schema()).repartition(2).cache()
-            frame.count()
-            changed = spark.createDataFrame(keys_rows(n, version="bench-2").sample(frac=0.01, random_state=1),
-                                            keys_schema()).repartition(2).cache()
-            changed.count()
-            base_s, _ = timed(baseline, args.repeats)
-            counter = iter(range(10**6))
-            uris: list[str] = []
-
-            def commit():
-                uri = f"s3://bench/keys-{n}-{next(counter)}"
-                uris.append(uri)
-                return frames.commit_run(frame, uri, run_id=locations.new_run_id(), s3_settings=s3)
-
-            commit_s, result = timed(commit, args.repeats)
-            assert result.rows == n
-            upsert_s, result = timed(lambda: frames.commit_run(changed, uris[-1], run_id=locations.new_run_id(),
-                                                               s3_settings=s3), args.repeats)
-            options = locations.storage_options(uris[-1], s3)
-            read_s, keys = timed(lambda: read_keys_table(uris[-1], s3_settings=s3), args.repeats)
-            assert len(keys) == n and keys["track_id"].is_unique
-
-            import duckdb
-            import polars as pl
-            from deltalake import DeltaTable
-
-            polars_s, frame_pl = timed(lambda: pl.read_delta(uris[-1], storage_options=options), args.repeats)
-            assert frame_pl.height == n
-
-            def duck():  # the README's two lines, then a query
-                keys = duckdb.from_arrow(DeltaTable(uris[-1], storage_options=options).to_pyarrow_dataset())
-                return keys.aggregate("count(*)").fetchall()[0][0]
-
-            duck_s, count = timed(duck, args.repeats)
-            assert count == n
+            base_s, commit_s, upsert_s, uri = _write_times(spark, s3, n, args.repeats)
+            read_s, polars_s, duck_s = _read_times(uri, s3, n, args.repeats)
             print(f"{n:>7,}  {base_s:>11.2f}s  {commit_s:>7.2f}s  {commit_s / base_s:>5.1f}x  {upsert_s:>8.2f}s  "
                   f"{read_s:>10.2f}s  {polars_s:>10.2f}s  {duck_s:>10.2f}s")
-            frame.unpersist()
-            changed.unpersist()
         spark.stop()
     finally:
         server.stop()

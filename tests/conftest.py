@@ -1,6 +1,6 @@
 """Shared fixtures and helpers: one real local[2] Spark session, one generated sample
-catalogue, an untrained network for plumbing tests, and the shipped model's card with the
-model-acceptance thresholds.
+catalogue, an untrained network for plumbing tests, the shipped model's card with the
+model-acceptance thresholds, and an output's lease store.
 
 Markers (registered in pyproject.toml; nothing is deselected by default, so
 ``./submit.sh test`` runs every test):
@@ -72,6 +72,24 @@ def spark(config):
     session = get_session(config, app_name="keylib-tests")
     yield session
     session.stop()
+
+
+@pytest.fixture
+def lease_store():
+    """Opens the lease store of an output: ``lease_store(out, s3)``.
+
+    Returns
+    -------
+    callable
+        ``(out, s3) -> store``: :func:`keylib.storage.lease_store.open_store` of the output
+        ``out`` (a folder or URI) reached with the ``[s3]`` settings ``s3``.
+    """
+    from keylib.storage import lease_store as stores, locations
+
+    def open_store(out, s3):
+        return stores.open_store(locations.resolve_output(out), s3)
+
+    return open_store
 
 
 @pytest.fixture(scope="session")

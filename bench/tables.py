@@ -32,6 +32,7 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 def keys_rows(n: int, *, version: str = "bench-1") -> pd.DataFrame:
     """N realistic keys rows (24 probabilities each)."""
+    from keylib.features import FEATURE_VERSION
     from keylib.inference import KEYS_COLUMNS, keys_fields
 
     rng = np.random.default_rng(n)
@@ -39,9 +40,14 @@ def keys_rows(n: int, *, version: str = "bench-1") -> pd.DataFrame:
     now = datetime.now(timezone.utc)
     rows = []
     for i in range(n):
+        key = keys_fields(probs[i])
+        # A one-key 30 s track, as most rows are: tonal, one segment, a small detuning.
+        described = {"tonal": True, "tuning_cents": float(rng.integers(-20, 21)),
+                     "segments": [{"start_s": 0.0, "end_s": 30.0, "key": key["key"],
+                                   "confidence": key["confidence"]}]}
         rows.append({"track_id": f"catalogue/artist{i % 997:04d}/track{i:07d}.mp3",
                      "uri": f"s3://music/catalogue/artist{i % 997:04d}/track{i:07d}.mp3",
-                     **keys_fields(probs[i]), "model_version": version, "feature_version": "chroma-v1",
+                     **key, **described, "model_version": version, "feature_version": FEATURE_VERSION,
                      "status": "ok", "error": None, "identity": f"sha256:{i:064x}", "extracted_at": now,
                      "inferred_at": now})
     return pd.DataFrame(rows, columns=KEYS_COLUMNS)

@@ -211,13 +211,14 @@ def pieces_of(job: Job) -> list[Piece]:
                                        programs_by_role=programs_for(job.split), split=job.split, whole=job.whole))
         return _with_soundfonts(pieces, job)
     if job.kind == "polish":
-        from .polish import PolishScore
+        from .polish import PolishScore, score_tracks
 
         score = PolishScore(job.ref, job.extra, job.key, True)
+        tracks = score_tracks(score.path)  # one Verovio conversion for all the variants
         for transpose, seed in job.variants:
             rng = np.random.default_rng(seed)
             pieces.append(polish_piece(score, rng, transpose=transpose, programs_by_role=programs_for(job.split),
-                                       split=job.split))
+                                       split=job.split, tracks=tracks))
         return _with_soundfonts(pieces, job)
     # music21 scores
     from music21 import converter, corpus

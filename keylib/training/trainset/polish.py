@@ -152,7 +152,7 @@ def kern_to_midi(path: str | Path, *, timeout_s: float = 120.0) -> bytes:
     """Verovio's MIDI of a ``**kern`` file, made in a child process: Verovio crashes
     (SIGSEGV) on a few scores of the archive, which must cost that score, not the worker
     process that renders a training set (a lost worker stalls the whole pool)."""
-    cmd = [sys.executable, "-m", __name__, str(path)]
+    cmd = [sys.executable, "-c", _VEROVIO_CHILD, str(path)]
     try:
         done = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -163,15 +163,22 @@ def kern_to_midi(path: str | Path, *, timeout_s: float = 120.0) -> bytes:
     return base64.b64decode(done.stdout)
 
 
-def _kern_to_midi_here(path: str) -> str:
-    import verovio
+# kern_to_midi's child: the base64 MIDI of one file on stdout. It imports Verovio alone, not
+# keylib (``-m`` this module would import the package, numpy and all, for every score).
+_VEROVIO_CHILD = """
+import sys
+from pathlib import Path
 
-    verovio.enableLog(False)
-    tk = verovio.toolkit()
-    tk.setOptions({"breaks": "none"})
-    if not tk.loadData(Path(path).read_text(errors="replace")):
-        raise SystemExit(f"verovio cannot read {path}")
-    return tk.renderToMIDI()
+import verovio
+
+path = sys.argv[1]
+verovio.enableLog(False)
+tk = verovio.toolkit()
+tk.setOptions({"breaks": "none"})
+if not tk.loadData(Path(path).read_text(errors="replace")):
+    raise SystemExit(f"verovio cannot read {path}")
+print(tk.renderToMIDI())
+"""
 
 
 def _track_notes(track, mid) -> list[tuple[float, float, int, int]]:
@@ -195,13 +202,15 @@ def _track_notes(track, mid) -> list[tuple[float, float, int, int]]:
 
 
 def polish_piece(score: PolishScore, rng: np.random.Generator, *, transpose: int, programs_by_role: dict,
-                 split: str, own_instruments: float = 0.6) -> Piece:
+                 split: str, own_instruments: float = 0.6,
+                 tracks: list[tuple[str, int, list[tuple[float, float, int, int]]]] | None = None) -> Piece:
     """A score, transposed, at a tempo scaled by 0.85-1.15 (in training its first
     :data:`TRAIN_MAX_S` seconds, else whole): with probability
     ``own_instruments`` each part keeps the score's instrument (held-out programs swapped
     for a near one in training), else every part gets a random program of its role (the
-    lowest part the bass)."""
-    tracks = score_tracks(score.path)
+    lowest part the bass). ``tracks``: the score's :func:`score_tracks`, when already made
+    (the variants of one score share them)."""
+    tracks = score_tracks(score.path) if tracks is None else tracks
     if not tracks:
         return Piece([], transpose_index(score.key, transpose), POLISH_SOURCE, _piece_name(score), {}, split, 0.0)
     stretch = float(rng.uniform(0.85, 1.15))
@@ -230,7 +239,3 @@ def polish_piece(score: PolishScore, rng: np.random.Generator, *, transpose: int
 
 def _piece_name(score: PolishScore) -> str:
     return Path(score.path).stem
-
-
-if __name__ == "__main__":  # kern_to_midi's child: the base64 MIDI of one file on stdout
-    print(_kern_to_midi_here(sys.argv[1]))

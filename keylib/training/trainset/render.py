@@ -73,7 +73,7 @@ def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: f
            "-R", "0", "-C", "0", str(soundfont), str(midi_path)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     y, file_sr = sf.read(str(wav_path), dtype="float32", always_2d=True)
-    return y.mean(axis=1)
+    return _mono(y)
 
 
 def _render_timidity(midi_path: Path, wav_path: Path, *, sr: int, config: Path) -> np.ndarray:
@@ -82,6 +82,16 @@ def _render_timidity(midi_path: Path, wav_path: Path, *, sr: int, config: Path) 
     cmd = ["timidity", "-c", str(config), "-Ow", "--output-mono", "-s", str(sr), "-o", str(wav_path), str(midi_path)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
     y, _ = sf.read(str(wav_path), dtype="float32", always_2d=True)
+    return _mono(y)
+
+
+def _mono(y: np.ndarray) -> np.ndarray:
+    """``y.mean(axis=1)`` of (n, channels) float32, the same numbers: for one or two channels
+    without numpy's strided reduction over rows (a sum of two then a halving, as mean does)."""
+    if y.shape[1] == 1:
+        return y[:, 0].copy()
+    if y.shape[1] == 2:
+        return (y[:, 0] + y[:, 1]) / np.float32(2)
     return y.mean(axis=1)
 
 

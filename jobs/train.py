@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from keylib.errors import ConfigError
+from keylib.errors import ConfigError, ModelError
 from keylib.outcome import EXIT_INPUT, report_error
 from keylib.training.data import load_dataset, split_dataset
 from keylib.training.settings import TRAIN_CONF, TrainConfig, load_train_config, network_shape
@@ -63,18 +63,17 @@ def main(argv=None) -> int:
         print("keylib train: no training rows", file=sys.stderr)
         return EXIT_INPUT
     refit = None
-    if args.refit:
-        from keylib.errors import ModelError
-        from keylib.training.networks import check_input_rows, load_network
-        from keylib.serving import card_path, read_card
+    try:
+        if args.refit:
+            from keylib.training.networks import load_network
+            from keylib.serving import card_path, read_card
 
-        try:
             refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(args.refit)))
-            check_input_rows(refit[0], cfg.feature_version)
-        except ModelError as exc:  # as for --model elsewhere: a configuration error
-            return report_error("train", exc)
-    _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df, out_dir=Path(args.output),
-                          refit=refit)
+        # A refit network that does not take cfg.feature_version's rows is refused first thing.
+        _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df,
+                              out_dir=Path(args.output), refit=refit)
+    except ModelError as exc:  # as for --model elsewhere: a configuration error
+        return report_error("train", exc)
     validation = dict(card.get("validation", {}))
     by_sound = validation.pop("by_sound_source", {})
     summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in validation.items()}

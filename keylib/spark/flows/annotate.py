@@ -15,13 +15,14 @@ from pyspark.sql import DataFrame, SparkSession
 from ...incremental import stale_tracks
 from ...inference import KEYS_TABLE
 from ...outcome import RunSummary
+from ...serving import model_info
 from ...storage.io import is_remote
 from ...storage.lease import leased
 from ...storage.locations import new_run_id, table_uri
 from ..workers import annotate_dataframe, chroma_projection, keys_projection
 from .evaluate import run_evaluate
-from .extract import ExtractPlan, commit_table_run, configured_model_path, plan_extract, served_feature_version
-from .infer import driver_model_version, infer_rows, only_tracks, previous_keys_meta, read_chroma
+from .extract import ExtractPlan, commit_table_run, configured_model_path, plan_extract
+from .infer import infer_rows, only_tracks, previous_keys_meta, read_chroma
 
 __all__ = ["run_annotate", "summarize_keys", "manifest_has_keys"]
 
@@ -87,9 +88,11 @@ def run_annotate(
     """
     run_id = run_id or new_run_id()
     model_path = configured_model_path(config, model_path)
-    version = driver_model_version(model_path)
+    # The card, read once on the driver: a bad model fails before any task runs.
+    model = model_info(model_path)
+    version = model.version
     plan = plan_extract(spark, input_uri=input_uri, output=output, config=config, force=force, run_id=run_id,
-                        feature_version=served_feature_version(config, model_path))
+                        feature_version=model.feature_version)
     extract = plan.summary
     infer = RunSummary(job="infer")
     infer.extra.update(run_id=run_id, model_version=version)

@@ -24,17 +24,11 @@ from ..workers import infer_dataframe
 from .extract import commit_table_run, configured_model_path
 
 __all__ = [
-    "run_infer", "read_keys", "driver_model_version", "read_chroma",
+    "run_infer", "read_keys", "read_chroma",
     "previous_keys_meta", "only_tracks", "infer_rows",
 ]
 
 log = logging.getLogger("keylib")
-
-
-def driver_model_version(model_path: str | None) -> str:
-    """The model's version from its files and card, checked on the driver so that a bad
-    model fails before any task runs; the network itself loads only on executors."""
-    return model_info(model_path).version
 
 
 def read_chroma(spark: SparkSession, table: str, *, s3_settings: Mapping | None = None) -> DataFrame | None:
@@ -100,7 +94,9 @@ def run_infer(
     chroma = read_chroma(spark, features, s3_settings=s3)
     if chroma is None:
         raise InputError(f"no committed chroma table at {features} (run extract first)")
-    version = driver_model_version(model_path)
+    # The card, checked on the driver so that a bad model fails before any task runs; the
+    # network itself loads only on the executors.
+    version = model_info(model_path).version
     summary.extra.update(run_id=run_id, model_version=version)
 
     root = table_uri(output, KEYS_TABLE)

@@ -203,10 +203,10 @@ def _render(jobs: list[Job], out_dir: Path, journal: RenderJournal, *, workers: 
         task = bar.add_task("rendering", total=len(jobs), completed=len(jobs) - len(todo))
     try:
         for jid, res in pool_map(fn, todo, workers=workers, ordered=False, on_crash=_lost_job):
-            if any("error" in row for row in res):
-                errors += [row["error"] for row in res if "error" in row]
-            else:
+            failed = [row["error"] for row in res if "error" in row]
+            if not failed:
                 journal.append(jid, res)
+            errors += failed
             rows += [row for row in res if "error" not in row]
             if bar is not None:
                 bar.update(task, advance=1, description=f"rendering ({len(rows)} clips)")

@@ -130,11 +130,17 @@ def untrained_model_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def untrained_v3_model_path(tmp_path_factory) -> Path:
-    """:func:`make_untrained_model` of the v3 features (24 rows), made once per run."""
+def other_feature_version() -> str:
+    """The feature version the shipped model does not take (v3 while v2 ships, and back)."""
     from keylib import features
 
-    return make_untrained_model(tmp_path_factory.mktemp("untrained-v3-model"), features.FEATURE_VERSION_V3)
+    return next(v for v in features.FEATURE_VERSIONS if v != features.FEATURE_VERSION)
+
+
+@pytest.fixture(scope="session")
+def other_features_model_path(tmp_path_factory, other_feature_version) -> Path:
+    """:func:`make_untrained_model` of :func:`other_feature_version`, made once per run."""
+    return make_untrained_model(tmp_path_factory.mktemp("other-features-model"), other_feature_version)
 
 
 @pytest.fixture(scope="session")

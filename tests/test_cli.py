@@ -57,13 +57,12 @@ def test_analyze_files_rows(files, model_path):
     assert missing["status"] == "missing" and "no such file" in missing["error"]
 
 
-def test_analyze_files_with_a_v3_model_computes_its_features(files, untrained_v3_model_path):
-    from keylib import features
-
-    [good, silent] = analyze_files([files["c_major"], files["silence"]], model_path=str(untrained_v3_model_path))
-    assert good["status"] == "ok" and good["feature_version"] == features.FEATURE_VERSION_V3
-    assert len(good["probs"]) == 24 and good["model_version"] == f"untrained-{features.FEATURE_VERSION_V3}"
-    assert silent["status"] == "silent" and silent["feature_version"] == features.FEATURE_VERSION_V3
+def test_analyze_files_with_a_model_of_other_features_computes_them(files, other_features_model_path, other_feature_version):
+    other = other_feature_version
+    [good, silent] = analyze_files([files["c_major"], files["silence"]], model_path=str(other_features_model_path))
+    assert good["status"] == "ok" and good["feature_version"] == other
+    assert len(good["probs"]) == 24 and good["model_version"] == f"untrained-{other}"
+    assert silent["status"] == "silent" and silent["feature_version"] == other
 
 
 def test_main_json_and_exit_codes(files, model_path, c_major_row, capsys):

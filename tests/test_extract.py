@@ -18,6 +18,7 @@ from keylib.spark.flows import run_extract
 from keylib.spark.frames import read_current
 from keylib.storage.tables import committed_runs, read_rows
 from keylib.templates import template_scores
+from keylib.tensors import pitch_classes
 from keylib.track import CHROMA_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +67,7 @@ def test_schema_and_tensor_round_trip(spark, config, sample_manifest, tmp_path):
     assert frame["identity"].str.match(r"^sha256:[0-9a-f]{64}$").all()
     assert (frame["hop"] == features.HOP_LENGTH).all() and (frame["sample_rate"] == features.SAMPLE_RATE).all()
     row = frame.loc["sample-wav-00"]  # C major
-    tensor = np.asarray(row["chroma"], dtype=np.float32).reshape(12, row["n_frames"])
+    tensor = pitch_classes(np.asarray(row["chroma"], dtype=np.float32).reshape(-1, row["n_frames"]))
     assert row["duration_s"] == pytest.approx(4.0, abs=0.05)
     assert row["truth_key"] == "C major" and row["source"] == "synth-wav"
     # the profile is C major's: the Krumhansl-Schmuckler template picks it (it does for all 48 clips)
@@ -93,7 +94,7 @@ def test_bad_input_gets_error_rows_and_good_tracks_succeed(spark, config, bad_ca
     assert bad["error"].str.len().gt(10).all(), bad["error"]
     silence = frame.loc["silence"]
     tensor = np.asarray(silence["chroma"])
-    assert tensor.size == 12 * silence["n_frames"] and np.isfinite(tensor).all() and not tensor.any()
+    assert tensor.size == features.n_rows(features.FEATURE_VERSION) * silence["n_frames"] and np.isfinite(tensor).all() and not tensor.any()
     assert silence["tuning_cents"] is None or np.isnan(silence["tuning_cents"])  # no pitch to measure
     assert frame.loc[["empty", "notes", "does_not_exist"], "chroma"].isna().all()
     assert summary.failed == 7  # silent is not a failure
@@ -126,10 +127,11 @@ def test_incremental_rerun_then_added_then_changed_then_force(spark, config, tmp
     assert len(_current(spark, out)) == 4
 
 
-def test_extraction_computes_the_served_models_features(spark, config, tmp_path, untrained_v3_model_path):
-    """The shipped model's features (v2, 12 rows) by default; a model of other features (v3)
-    gets its own, and a rerun for it re-extracts every track once. Inference serves each
-    model the rows of its own version and refuses the others (feature_mismatch)."""
+def test_extraction_computes_the_served_models_features(spark, config, tmp_path, other_features_model_path,
+                                                        other_feature_version):
+    """The shipped model's features by default; a model of other features gets its own, and
+    a rerun for it re-extracts every track once. Inference serves each model the rows of its
+    own version and refuses the others (feature_mismatch)."""
     from keylib import serving
     from keylib.inference import STATUS_FEATURE_MISMATCH, predict_records
 
@@ -138,21 +140,23 @@ def test_extraction_computes_the_served_models_features(spark, config, tmp_path,
         synth.write_audio(folder / f"t{index}.wav", synth.chord_progression(index, duration_s=3.0, sr=22050), sr=22050)
     out = tmp_path / "out"
     shipped = run_extract(spark, input_uri=str(folder), output=out, config=config)
-    v2_rows = _current(spark, out)
-    assert shipped.new == 2 and (v2_rows["feature_version"] == features.FEATURE_VERSION).all()
-    assert all(len(c) == 12 * n for c, n in zip(v2_rows["chroma"], v2_rows["n_frames"]))
-    v3 = features.FEATURE_VERSION_V3
-    first = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=str(untrained_v3_model_path))
-    again = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=str(untrained_v3_model_path))
+    shipped_rows = _current(spark, out)
+    assert shipped.new == 2 and (shipped_rows["feature_version"] == features.FEATURE_VERSION).all()
+    rows = features.n_rows(features.FEATURE_VERSION)
+    assert all(len(c) == rows * n for c, n in zip(shipped_rows["chroma"], shipped_rows["n_frames"]))
+    other, other_model = other_feature_version, str(other_features_model_path)
+    first = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=other_model)
+    again = run_extract(spark, input_uri=str(folder), output=out, config=config, model_path=other_model)
     assert (first.new, again.new, again.skipped) == (2, 0, 2)
-    v3_rows = _current(spark, out)
-    assert (v3_rows["feature_version"] == v3).all()
-    assert all(len(c) == 24 * n for c, n in zip(v3_rows["chroma"], v3_rows["n_frames"]))
-    records = [{**r, "track_id": t} for t, r in v3_rows.to_dict("index").items()]
-    served = predict_records(records, serving.load_model(untrained_v3_model_path))
+    other_rows = _current(spark, out)
+    assert (other_rows["feature_version"] == other).all()
+    rows = features.n_rows(other)
+    assert all(len(c) == rows * n for c, n in zip(other_rows["chroma"], other_rows["n_frames"]))
+    records = [{**r, "track_id": t} for t, r in other_rows.to_dict("index").items()]
+    served = predict_records(records, serving.load_model(other_model))
     assert [r["status"] for r in served] == ["ok", "ok"] and all(len(r["probs"]) == 24 for r in served)
     refused = predict_records(records, serving.load_model())
-    assert {r["status"] for r in refused} == {STATUS_FEATURE_MISMATCH} and v3 in refused[0]["error"]
+    assert {r["status"] for r in refused} == {STATUS_FEATURE_MISMATCH} and other in refused[0]["error"]
 
 
 def test_missing_input_is_an_input_error(spark, config, tmp_path):

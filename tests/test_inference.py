@@ -45,7 +45,8 @@ def test_keys_fields_rejects_bad_shapes():
 def _chroma_row(track_id, n_frames, *, status="ok", error=None, feature_version=features.FEATURE_VERSION,
                 seed=0, tensor=True):
     rng = np.random.default_rng(seed)
-    flat = rng.random(12 * n_frames, dtype=np.float32) if tensor and n_frames else None
+    rows = features.FEATURE_VERSIONS.get(feature_version, 12)  # an unknown version: 12 rows, refused anyway
+    flat = rng.random(rows * n_frames, dtype=np.float32) if tensor and n_frames else None
     return {"track_id": track_id, "uri": f"/m/{track_id}.mp3", "identity": f"sha256:{track_id}",
             "n_frames": n_frames if tensor else None, "feature_version": feature_version, "chroma": flat,
             "status": status, "error": error, "extracted_at": datetime(2026, 11, 24, tzinfo=timezone.utc)}
@@ -72,7 +73,7 @@ def test_predict_frame_statuses_and_any_length(model):
         assert r["key"] == KEY_NAMES[int(np.argmax(r["probs"]))]
         # the probabilities are the served model's on this row's tensor, not any 24 numbers
         source = rows.set_index("track_id").loc[tid]
-        tensor = np.asarray(source["chroma"], dtype=np.float32).reshape(12, int(source["n_frames"]))
+        tensor = np.asarray(source["chroma"], dtype=np.float32).reshape(-1, int(source["n_frames"]))
         np.testing.assert_allclose(r["probs"], model.predict_probs([tensor])[0], atol=1e-5)
         assert r["model_version"] == "untrained-test"
     assert out.loc["silent", "status"] == "silent" and out.loc["silent", "key"] is None

@@ -12,9 +12,11 @@ import pytest
 from keylib import audio, features, keys, mirex, synth
 from keylib.errors import ModelError
 from keylib.serving import SHIPPED_MODEL, to_steps
+from keylib.tensors import roll_pitch
 from keylib.training.networks import KeyModel, load_keras_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+ROWS = features.n_rows(features.FEATURE_VERSION)  # the shipped model's chroma rows
 
 # The accuracy thresholds of the acceptance tests below: conftest.py's ``acceptance`` fixture,
 # read from the card's ``acceptance`` block (bench/acceptance.py measures the same figures).
@@ -171,7 +173,7 @@ def test_cadences_in_all_24_keys(cadences, acceptance):
 def test_any_length_batched(model, cadences):
     rng = np.random.default_rng(0)
     chromas = [cadences[0][:, :1], cadences[1][:, :7], cadences[2], np.tile(cadences[3], (1, 80)),
-               np.zeros((12, 20), np.float32), rng.random((12, 333), dtype=np.float32)]
+               np.zeros((ROWS, 20), np.float32), rng.random((ROWS, 333), dtype=np.float32)]
     probs = model.predict_probs(chromas, batch_size=2)
     assert probs.shape == (6, 24) and probs.dtype == np.float32
     assert np.all(np.isfinite(probs)) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
@@ -192,10 +194,10 @@ def test_transposing_the_chroma_moves_every_probability(model, cadences, runtime
 
     net = model if runtime == "keras" else serving.load_model()
     rng = np.random.default_rng(5)
-    tracks = [cadences[14], cadences[3], rng.random((12, 57), dtype=np.float32)]  # D minor, Eb major, noise
+    tracks = [cadences[14], cadences[3], rng.random((ROWS, 57), dtype=np.float32)]  # D minor, Eb major, noise
     for track in tracks:
         base = net.predict_probs([track])[0]
-        moved = net.predict_probs([np.roll(track, shift, axis=0) for shift in range(12)])
+        moved = net.predict_probs([roll_pitch(track, shift) for shift in range(12)])
         for shift in range(12):
             expected = np.empty_like(base)
             expected[[keys.transpose_index(k, shift) for k in range(keys.N_KEYS)]] = base

@@ -18,6 +18,7 @@ from keylib.errors import ModelError
 
 REPO = Path(__file__).resolve().parent.parent
 STEP_LENGTHS = (1, 2, 3, 7, 8, 17, 40, 301)
+ROWS = features.n_rows(features.FEATURE_VERSION)  # the shipped model's chroma rows
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,8 @@ def random_chromas(seed: int, frames_per_step: int = 5):
     rng = np.random.default_rng(seed)
     out = []
     for steps in STEP_LENGTHS:
-        out.append(rng.random((12, steps * frames_per_step), dtype=np.float32))
-        out.append(rng.random((12, steps * frames_per_step + 2), dtype=np.float32) ** 3)
+        out.append(rng.random((ROWS, steps * frames_per_step), dtype=np.float32))
+        out.append(rng.random((ROWS, steps * frames_per_step + 2), dtype=np.float32) ** 3)
     return out
 
 
@@ -107,11 +108,11 @@ def test_each_track_runs_at_its_real_length(served):
     """No tiling: a 17-step track (tiled to 24 before) is the network on exactly its 17 steps,
     alone or in a batch of mixed lengths."""
     rng = np.random.default_rng(3)
-    track = rng.random((12, 17 * 5), dtype=np.float32)
+    track = rng.random((ROWS, 17 * 5), dtype=np.float32)
     steps = serving.to_steps(track, 5)
-    assert steps.shape == (17, 12)
+    assert steps.shape == (17, ROWS)
     direct = serving.calibrate(served._run(steps[None]), serving.temperatures([17.0], served.calibration))
-    mixed = served.predict_probs([rng.random((12, 40), dtype=np.float32), track, track[:, :7]])
+    mixed = served.predict_probs([rng.random((ROWS, 40), dtype=np.float32), track, track[:, :7]])
     assert np.abs(mixed[1] - direct[0]).max() < 1e-6
     # The tiled input of old (17 steps looped to 24) gives another answer: 7 steps counted twice.
     tiled = serving.calibrate(served._run(steps[np.arange(24) % 17][None]), serving.temperatures([17.0], served.calibration))
@@ -319,14 +320,15 @@ def test_a_card_of_unknown_features_is_refused_naming_the_known_ones(tmp_path):
     assert all(version in str(caught.value) for version in features.FEATURE_VERSIONS)
 
 
-def test_a_v3_model_is_served_24_rows_and_refuses_12(untrained_v3_model_path):
-    served = serving.load_model(untrained_v3_model_path)
-    assert served.feature_version == features.FEATURE_VERSION_V3
+def test_a_model_of_other_features_is_served_its_rows_and_refuses_the_shipped_ones(other_features_model_path, other_feature_version):
+    other = other_feature_version
+    served = serving.load_model(other_features_model_path)
+    assert served.feature_version == other
     y = synth.chord_progression(21, duration_s=6.0, sr=features.SAMPLE_RATE)
-    c = features.chroma(y, feature_version=features.FEATURE_VERSION_V3)
+    c = features.chroma(y, feature_version=other)
     probs = served.predict_probs([c, c[:, :7]])
     assert probs.shape == (2, 24) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="24"):
+    with pytest.raises(ValueError, match=str(features.n_rows(other))):
         served.predict_probs([features.chroma(y)])
-    with pytest.raises(ValueError, match="12"):
+    with pytest.raises(ValueError, match=str(features.n_rows(features.FEATURE_VERSION))):
         serving.load_model().predict_probs([c])

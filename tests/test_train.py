@@ -44,7 +44,7 @@ def small_set(tmp_path_factory):
 def test_load_and_split(small_set):
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     assert len(df) == 12 and "bad" not in set(df.track_id)
-    assert df.chroma[0].shape[0] == 12 and df.key_index[3] == 7
+    assert df.chroma[0].shape[0] == features.n_rows(features.FEATURE_VERSION) and df.key_index[3] == 7
     train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
     assert len(held) == 2 and len(train) + len(val) == 10 and len(val) > 0 and len(train) > 0
     assert not set(train.piece) & set(val.piece)  # held out by piece
@@ -332,10 +332,11 @@ def test_training_data_and_refit_must_match_the_feature_version(small_set, tmp_p
     from keylib.errors import ModelError
     from keylib.training.networks import build_keynet_eq
 
+    v2 = features.FEATURE_VERSION_V2
     only_v2 = tmp_path / "v2.parquet"
     table = pq.read_table(small_set / "chroma" / "part-0.parquet")
-    pq.write_table(table.filter(pa.compute.equal(table["feature_version"], features.FEATURE_VERSION)), only_v2)
-    with pytest.raises(ValueError, match=f"no rows with feature_version '{V3}'.*found: {features.FEATURE_VERSION}"):
+    pq.write_table(table.filter(pa.compute.equal(table["feature_version"], v2)), only_v2)
+    with pytest.raises(ValueError, match=f"no rows with feature_version '{V3}'.*found: {v2}"):
         load_dataset([only_v2], [small_set / "manifest.csv"], feature_version=V3)
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"], feature_version=V3)
     train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)

@@ -53,7 +53,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ModelError
-from ..features import N_CHROMA, n_rows
+from ..features import FEATURE_VERSION, N_CHROMA, n_rows
 from ..serving import (calibrate, check_card, model_card, model_path, predict_by_length, temperatures, to_steps,
                        track_seconds)
 from ..tensors import check_rows
@@ -167,15 +167,17 @@ def _pitch_planes(inp, rows: int):
     return layers.Permute((1, 3, 2))(x)
 
 
-def build_keynet_eq(*, rows: int = 12, filters: int = 48, mix: int = 48, head: int = 64, context: int = 3,
+def build_keynet_eq(*, rows: int | None = None, filters: int = 48, mix: int = 48, head: int = 64, context: int = 3,
                     dropout: float = 0.3, activation: str = "elu", name: str = "keynet_eq"):
     """The transposition-equivariant key network; input (batch, steps, rows) of 1-s steps.
 
-    ``rows``: the chroma rows of its feature version (12 or 24; module docstring).
+    ``rows``: the chroma rows of its feature version (12 or 24; module docstring); default
+    the shipped features' (:data:`keylib.features.FEATURE_VERSION`).
     ``activation`` of the per-step layers (``local``, ``mix``), which run on every step of a
     track and so set the serving cost; the head runs once per track and keeps ELU.
     """
     keras, layers, CircularPad, TimeMean, KeyLogits = _layers()
+    rows = rows or n_rows(FEATURE_VERSION)
     inp = keras.Input(shape=(None, rows), name="chroma_steps")
     x = _pitch_planes(inp, rows)
     x = CircularPad(axis=2, before=0, after=11)(x)
@@ -196,10 +198,12 @@ def build_keynet_eq(*, rows: int = 12, filters: int = 48, mix: int = 48, head: i
     return keras.Model(inp, out, name=name)
 
 
-def build_keycnn_ref(*, rows: int = 12, filters: int = 24, width: int = 5, dense: int = 48, dropout: float = 0.5,
-                     name: str = "keycnn_ref"):
-    """The reference CNN; input (batch, frames, rows) at the feature frame rate."""
+def build_keycnn_ref(*, rows: int | None = None, filters: int = 24, width: int = 5, dense: int = 48,
+                     dropout: float = 0.5, name: str = "keycnn_ref"):
+    """The reference CNN; input (batch, frames, rows) at the feature frame rate (``rows``:
+    as :func:`build_keynet_eq`'s)."""
     keras, layers, CircularPad, TimeMean, KeyLogits = _layers()
+    rows = rows or n_rows(FEATURE_VERSION)
     inp = keras.Input(shape=(None, rows), name="chroma_frames")
     x = _pitch_planes(inp, rows)
     x = layers.Conv2D(filters, (width, 12), padding="same", activation="elu")(x)

@@ -39,7 +39,12 @@ def main(argv=None) -> int:
                    help="train nothing: keep this network's weights and fit its calibration, tonality classifier "
                         "and scores again on --features (after a feature change that keeps most tensors; "
                         "the network must take the rows of [train] feature_version)")
+    p.add_argument("--init-from", default=None, metavar="MODEL.keras",
+                   help="start training from this network's weights (same architecture and shape; a 12-row "
+                        "network starts a 24-row one as the same model, its bass weights zero)")
     args = p.parse_args(argv)
+    if args.refit and args.init_from:
+        return report_error("train", ConfigError("--refit trains nothing, --init-from starts training: give one"))
     try:
         cfg = TrainConfig(**load_train_config(args.train_conf)["train"])
         for k in ("arch", "epochs", "seed", "threads", "max_steps_per_epoch"):
@@ -62,16 +67,12 @@ def main(argv=None) -> int:
     if not len(train_df):
         print("keylib train: no training rows", file=sys.stderr)
         return EXIT_INPUT
-    refit = None
     try:
-        if args.refit:
-            from keylib.training.networks import load_network
-            from keylib.serving import card_path, read_card
-
-            refit = (load_network(args.refit, threads=cfg.threads), read_card(card_path(args.refit)))
+        refit, init_from = (_network_and_card(path, cfg.threads) if path else None
+                            for path in (args.refit, args.init_from))
         # A refit network that does not take cfg.feature_version's rows is refused first thing.
         _, card = train_model(train_df, val_df, cfg, heldout_df=held_df, atonal_df=atonal_df,
-                              out_dir=Path(args.output), refit=refit)
+                              out_dir=Path(args.output), refit=refit, init_from=init_from)
     except ModelError as exc:  # as for --model elsewhere: a configuration error
         return report_error("train", exc)
     validation = dict(card.get("validation", {}))
@@ -85,6 +86,14 @@ def main(argv=None) -> int:
         summary["heldout tonal kept"] = card["heldout"].get("tonal_kept")
     print(f"model: {Path(args.output) / (cfg.name + '.keras')}  MIREX (fifths both ways): {json.dumps(summary)}")
     return 0
+
+
+def _network_and_card(path: str, threads: int | None) -> tuple[object, dict]:
+    """A trained network (``.keras``) and its card, for --refit and --init-from."""
+    from keylib.serving import card_path, read_card
+    from keylib.training.networks import load_network
+
+    return load_network(path, threads=threads), read_card(card_path(path))
 
 
 def _check_arch(cfg: TrainConfig) -> None:

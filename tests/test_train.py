@@ -345,3 +345,37 @@ def test_training_data_and_refit_must_match_the_feature_version(small_set, tmp_p
     with pytest.raises(ModelError, match="12 chroma rows"):
         train_model(train, val, cfg, refit=(network, {"version": "v2-net", "architecture": "keynet_eq"}),
                     log=lambda *_: None)
+
+
+def test_a_v3_network_started_from_a_v2_one_is_that_model_until_it_trains(small_set, tmp_path):
+    """`train --init-from`: the 12-row network's weights go into the 24-row one, its bass
+    weights zero, so on v3 chroma it answers as the v2 network does on v2 chroma; training
+    then goes on from there. Networks of another shape are refused."""
+    import keras
+
+    from keylib.errors import ModelError
+    from keylib.training.networks import build_keynet_eq
+    from keylib.training.scores import predict_exact
+    from keylib.training.train import transfer_weights
+
+    keras.utils.set_random_seed(2)
+    v2_net = build_keynet_eq(rows=12, filters=8, mix=8, head=8, dropout=0.0)
+    v3_net = build_keynet_eq(rows=24, filters=8, mix=8, head=8, dropout=0.0)
+    y = synth.chord_progression(14, duration_s=6.0, sr=features.SAMPLE_RATE)
+    v2, v3 = (features.chroma(y, feature_version=v) for v in (features.FEATURE_VERSION_V2, V3))
+    assert np.abs(predict_exact(v3_net, [v3], 5) - predict_exact(v2_net, [v2], 5)).max() > 1e-3  # not yet
+    transfer_weights(v2_net, v3_net)
+    np.testing.assert_allclose(predict_exact(v3_net, [v3], 5), predict_exact(v2_net, [v2], 5), atol=1e-6)
+    with pytest.raises(ModelError, match="cannot start"):
+        transfer_weights(build_keynet_eq(rows=12, filters=4, mix=8, head=8), v3_net)
+    with pytest.raises(ModelError, match="cannot start"):
+        transfer_weights(v3_net, v2_net)  # a band cannot be dropped
+
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"], feature_version=V3)
+    train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
+    cfg = TrainConfig(arch="keynet_eq", feature_version=V3, epochs=1, batch_size=8, batches_per_epoch=2, seed=3,
+                      threads=1, filters=8, mix=8, head=8, name="warm", version="warm-1")
+    net, card = train_model(train, val, cfg, log=lambda *_: None,
+                            init_from=(v2_net, {"version": "v2-net", "feature_version": features.FEATURE_VERSION_V2}))
+    assert card["training"]["initialised_from"] == {"version": "v2-net", "feature_version": features.FEATURE_VERSION_V2}
+    assert net.input_shape[-1] == 24

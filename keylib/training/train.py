@@ -21,11 +21,12 @@ from .data import counts
 from .scores import evaluate_heldout, mirex_summary, predict_exact
 from .settings import TrainConfig, network_shape
 
-__all__ = ["train_model", "WeightAverage"]
+__all__ = ["train_model", "transfer_weights", "WeightAverage"]
 
 
 def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_df=None,
-                out_dir: Path | None = None, log=print, refit: tuple[object, dict] | None = None) -> tuple[object, dict]:
+                out_dir: Path | None = None, log=print, refit: tuple[object, dict] | None = None,
+                init_from: tuple[object, dict] | None = None) -> tuple[object, dict]:
     """Train ``cfg.arch`` on ``train_df``; early stopping on the validation MIREX score.
 
     With ``refit`` (a trained network and its card) nothing is trained: the network keeps
@@ -33,6 +34,11 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     scores) is fitted again on this data, e.g. after a feature change that leaves most
     tensors as they were; the card keeps the network's training record under ``training``
     and says where it came from under ``refit``.
+
+    With ``init_from`` (a trained network of the same architecture and shape, and its card)
+    training starts from that network's weights (:func:`transfer_weights`: a 12-row network
+    into a 24-row one starts as the same model, its bass weights zero); the card names it
+    under ``training.initialised_from``.
 
     Validation scores each validation track whole and as its 30 s excerpt from 15 s
     (:func:`excerpt`), at the track's own length, as serving does; early stopping follows
@@ -52,6 +58,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net, card, fps = _network(cfg, refit, keras)
+    if init_from is not None:
+        transfer_weights(init_from[0], net)
     val_refs = np.asarray(val_df["key_index"]) if len(val_df) else np.zeros(0, int)
     val_sets = {"whole": list(val_df["chroma"]), "excerpt": [excerpt(c) for c in val_df["chroma"]]}
     t0 = time.time()
@@ -63,7 +71,8 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
-        "training": _training_record(cfg, history, best_epoch, t0) if refit is None else refit[1].get("training", {}),
+        "training": (_training_record(cfg, history, best_epoch, t0, init_from) if refit is None
+                     else refit[1].get("training", {})),
         "data": {
             "train": counts(train_df), "validation": counts(val_df),
             "heldout": counts(heldout_df) if heldout_df is not None else {},
@@ -215,9 +224,13 @@ def _fit_on_validation(net, card: dict, val_refs: np.ndarray, val_sets: dict, fp
     return calibration
 
 
-def _training_record(cfg: TrainConfig, history: list[dict], best_epoch: int, t0: float) -> dict:
-    """The card's ``training`` entry: the configuration, the epochs and how the data was augmented."""
-    return {
+def _training_record(cfg: TrainConfig, history: list[dict], best_epoch: int, t0: float,
+                     init_from: tuple[object, dict] | None = None) -> dict:
+    """The card's ``training`` entry: the configuration, the epochs, how the data was
+    augmented, and the network training started from, if any."""
+    start = {} if init_from is None else {"initialised_from": {
+        "version": init_from[1].get("version"), "feature_version": init_from[1].get("feature_version")}}
+    return {**start,
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.__dict__.items()},
         "epochs_run": len(history), "best_epoch": best_epoch, "seconds": round(time.time() - t0, 1),
         "augmentation": "crops of 8-40 s and 40-600 s and whole tracks, each re-normalised as a track; "
@@ -226,6 +239,37 @@ def _training_record(cfg: TrainConfig, history: list[dict], best_epoch: int, t0:
                         "at render time (level, EQ, reverb, noise, detuning)",
         "history": history,
     }
+
+
+def transfer_weights(source, target) -> None:
+    """Set ``target``'s weights to ``source``'s, layer by layer (networks of one architecture
+    and shape). Where ``target`` reads more input bands (v3's 24 rows against v2's 12), the
+    first layer's kernel gets ``source``'s weights for the first band and zeros for the others,
+    so ``target`` on v3 chroma gives ``source``'s answers on v2 chroma (rows 0-11 are v2's):
+    a warm start that adds the bass band without forgetting what ``source`` learnt.
+
+    Raises
+    ------
+    ModelError
+        when the layers do not match (another architecture or shape, or fewer bands).
+    """
+    from ..errors import ModelError
+
+    pairs = list(zip([l for l in source.layers if l.weights], [l for l in target.layers if l.weights]))
+    if len(pairs) != len([l for l in target.layers if l.weights]) or any(
+            len(a.weights) != len(b.weights) for a, b in pairs):
+        raise ModelError(f"cannot start {target.name} from {source.name}: the layers differ")
+    for src, dst in pairs:
+        weights = []
+        for w, shape in zip(src.get_weights(), [tuple(v.shape) for v in dst.weights]):
+            if w.shape != shape:
+                wider = w.ndim == 4 and w.shape[:2] + w.shape[3:] == shape[:2] + shape[3:] and w.shape[2] < shape[2]
+                if not wider:
+                    raise ModelError(f"cannot start {target.name} from {source.name}: layer {dst.name} "
+                                     f"has weights {shape}, the source {w.shape}")
+                w = np.concatenate([w, np.zeros(shape[:2] + (shape[2] - w.shape[2],) + shape[3:], w.dtype)], axis=2)
+            weights.append(w)
+        dst.set_weights(weights)
 
 
 def _save(net, card: dict, out_dir: Path, name: str) -> None:

@@ -110,9 +110,10 @@ def test_card_scores_are_in_range_and_consistent(card):
         assert shipped[convention] == pytest.approx(heldout["all"][convention]["weighted"], abs=5e-5)
 
 
-# POP909 songs with id >= 800 are the one held-out group from a training source (whole pop
-# songs, compared whole against their excerpts); every other held-out source is unseen.
-HELDOUT_SONGS_OF_A_TRAINING_SOURCE = {"pop909"}
+# Held-out groups from a training source: POP909 songs with id >= 800 (whole pop songs,
+# compared whole against their excerpts) and the Polish scores of held-out composers
+# (polish.composer_split); every other held-out source is unseen.
+HELDOUT_SONGS_OF_A_TRAINING_SOURCE = {"pop909", "polish-scores"}
 
 
 def test_heldout_is_unseen_music_played_by_unseen_sounds(card):

@@ -232,34 +232,6 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
 V3 = features.FEATURE_VERSION_V3
 
 
-def test_roll_pitch_rolls_each_band_on_its_own():
-    from keylib.tensors import roll_pitch
-
-    c = np.arange(24 * 3, dtype=np.float32).reshape(24, 3)
-    for shift in (1, 5, -2, 12):
-        rolled = roll_pitch(c, shift)
-        np.testing.assert_array_equal(rolled[:12], np.roll(c[:12], shift, axis=0))
-        np.testing.assert_array_equal(rolled[12:], np.roll(c[12:], shift, axis=0))
-        np.testing.assert_array_equal(roll_pitch(c[:12], shift), np.roll(c[:12], shift, axis=0))
-    np.testing.assert_array_equal(roll_pitch(c[:, 0], 1)[12:], np.roll(c[12:, 0], 1))  # a profile
-    with pytest.raises(ValueError, match="multiple of 12"):
-        roll_pitch(c[:13], 1)
-
-
-def test_training_batches_transpose_both_bands_with_the_key():
-    from keylib.training.batches import batches
-
-    c = np.full((24, 60), 0.05, np.float32)
-    c[[0, 4, 7]] = 1.0  # C major chord in the full band,
-    c[12] = 1.0  # C in the bass
-    cfg = TrainConfig(batch_size=6, batches_per_epoch=3, timbre_aug=0.0, loudness_aug=0.0, excerpt_s=(8, 10))
-    for x, y in batches([c, c], np.array([0, 0]), cfg, 5, np.random.default_rng(2)):
-        assert x.shape[2] == 24
-        for steps, label in zip(x, y):
-            tonic = int(np.argmax(label)) % 12
-            profile = steps.mean(axis=0)
-            assert int(np.argmax(profile[12:])) == tonic and set(np.argsort(profile[:12])[-3:]) == \
-                {tonic, (tonic + 4) % 12, (tonic + 7) % 12}
 
 
 def _assert_equivariant(predict, track):

@@ -52,8 +52,32 @@ def _timbre(c: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (out / peak).astype(np.float32) if peak > 0 else c
 
 
-def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-    """(track indices, crop frames) of one batch; every crop fits its track (no tiling)."""
+def track_weights(keys: np.ndarray, balance: float) -> np.ndarray | None:
+    """How often each track is drawn, shape (n,), summing to 1: uniform (``None``), moved by
+    ``balance`` (0..1) towards drawing major and minor keys equally often. At 1 a training
+    set that is mostly major (as the classical archives are) teaches the network no prior
+    for major."""
+    minor = np.asarray(keys) // 12 == 1
+    n = len(minor)
+    if not balance or not 0 < minor.sum() < n:
+        return None
+    per_mode = np.where(minor, 0.5 / minor.sum(), 0.5 / (n - minor.sum()))
+    return (1.0 - balance) / n + balance * per_mode
+
+
+def _draw(eligible: np.ndarray, size: int, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    replace = len(eligible) < size
+    if weights is None:  # the uniform draw as it always was: same batches for the same seed
+        return rng.choice(eligible, size, replace=replace)
+    p = weights[eligible]
+    return rng.choice(eligible, size, replace=replace, p=p / p.sum())
+
+
+def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+                weights: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """(track indices, crop frames) of one batch; every crop fits its track (no tiling).
+    Crops draw tracks by ``weights`` (:func:`track_weights`); whole-track batches take a
+    run of tracks of similar lengths."""
     fr = int(FRAME_RATE)
     n = len(lengths)
     size = min(cfg.batch_size, n)
@@ -68,22 +92,23 @@ def _batch_plan(lengths: np.ndarray, cfg: TrainConfig, rng: np.random.Generator)
         frames = int(np.exp(rng.uniform(np.log(lo), np.log(hi))) * fr)
         eligible = np.flatnonzero(lengths >= frames)
         if len(eligible) >= max(8, size // 4):
-            return rng.choice(eligible, size, replace=len(eligible) < size), frames
+            return _draw(eligible, size, weights, rng), frames
     lo, hi = cfg.excerpt_s
     frames = int(rng.integers(lo, hi + 1)) * fr
     eligible = np.flatnonzero(lengths >= frames)
     if not len(eligible):
         eligible = np.arange(n)
         frames = int(lengths.min())
-    return rng.choice(eligible, size, replace=len(eligible) < size), frames
+    return _draw(eligible, size, weights, rng), frames
 
 
 def batches(chromas, keys, cfg: TrainConfig, fps: int, rng: np.random.Generator):
     """One epoch of (x, y) batches: crops of 8 s to whole tracks (re-normalised, with
     loudness and timbre changes) and random transpositions (chroma rolled, tonic moved)."""
     lengths = np.array([c.shape[1] for c in chromas])
+    weights = track_weights(keys, cfg.mode_balance)
     for _ in range(cfg.batches_per_epoch):
-        idx, frames = _batch_plan(lengths, cfg, rng)
+        idx, frames = _batch_plan(lengths, cfg, rng, weights)
         xs, ys = [], []
         for i in idx:
             c = chromas[i]

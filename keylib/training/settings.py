@@ -51,6 +51,9 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None
     timbre_aug: float = 0.5  # share of crops whose harmonic content is altered (see _timbre)
     loudness_aug: float = 0.5  # share of crops with section loudness changes and fades (see _loudness)
+    # 0 = tracks drawn uniformly; 1 = major and minor keys drawn equally often, whatever the
+    # training set's mix (classical archives are mostly major: a uniform draw teaches a prior).
+    mode_balance: float = 0.0
     ema: float = 0.0  # moving average of the weights (0 = off): what validation scores and the model keeps
     # The keynet_eq networks' shape (keylib.training.networks.build_keynet_eq); 0 = the architecture's own.
     filters: int = 0  # local filters (48)
@@ -103,7 +106,7 @@ _TRAIN_BOUNDS = {
                      ("train", "mix"), ("train", "head"), ("train", "context")], "not negative"),
     **dict.fromkeys([("trainset", "whole"), ("train", "val_fraction"), ("train", "label_smoothing"),
                      ("train", "timbre_aug"), ("train", "loudness_aug"), ("train", "long_share"),
-                     ("train", "whole_share"), ("train", "ema")], "share"),
+                     ("train", "whole_share"), ("train", "ema"), ("train", "mode_balance")], "share"),
 }
 
 

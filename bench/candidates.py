@@ -3,9 +3,9 @@
     .venv/bin/python bench/candidates.py DIR [DIR ...] [--update-card keylib/models/keynet-eq.json]
 
 Each DIR holds a model written by ``./submit.sh train`` (its ``*.json`` card). Candidates are
-grouped by the card's ``feature_version`` and ``architecture`` plus ``--group-by`` (a
-training setting, default none); each group is printed with the mean and the spread
-(max - min) over its seeds of the validation scores (MIREX, fifths both ways; the mean of
+grouped by the card's ``feature_version`` and ``architecture``, the network training
+started from (``train --init-from``), and ``--group-by`` (a training setting, default
+none); each group is printed with the mean and the spread (max - min) over its seeds of the validation scores (MIREX, fifths both ways; the mean of
 whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that
 rendered the validation tracks: the validation render's engine (TiMidity++ and freepats),
 which training never hears, is what candidates are chosen on. Held-out scores are not read.
@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keylib.training.settings import TrainConfig  # noqa: E402
 
 UNSEEN = "freepats"
 
@@ -49,8 +53,13 @@ def main(argv=None) -> int:
     for d in args.dirs:
         card = json.loads(next(Path(d).glob("*.json")).read_text())
         name = f"{card['feature_version']} {card['architecture']}"
+        start = card["training"].get("initialised_from")
+        if start:  # a warm start (train --init-from) is a candidate of its own
+            name += f" from {start['version']}"
         if args.group_by:
-            name += f" {args.group_by}={card['training']['config'].get(args.group_by)}"
+            # a card older than the setting trained with its default
+            value = card["training"]["config"].get(args.group_by, getattr(TrainConfig(), args.group_by, None))
+            name += f" {args.group_by}={value}"
         groups[name].append(candidate_row(card))
     table = {}
     print(f"{'candidate':<52}{'seeds':>6}{'validation':>18}{'unseen engine':>18}{'training sounds':>18}{'ECE':>7}")

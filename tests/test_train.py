@@ -312,7 +312,7 @@ def test_training_data_and_refit_must_match_the_feature_version(small_set, tmp_p
         load_dataset([only_v2], [small_set / "manifest.csv"], feature_version=V3)
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"], feature_version=V3)
     train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
-    network = build_keynet_eq(filters=8, mix=8, head=8)  # 12 rows: a v2 network
+    network = build_keynet_eq(rows=12, filters=8, mix=8, head=8)  # a v2 network
     cfg = TrainConfig(feature_version=V3, threads=1, name="r", version="r-1")
     with pytest.raises(ModelError, match="12 chroma rows"):
         train_model(train, val, cfg, refit=(network, {"version": "v2-net", "architecture": "keynet_eq"}),

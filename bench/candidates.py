@@ -5,10 +5,11 @@
 Each DIR holds a model written by ``./submit.sh train`` (its ``*.json`` card). Candidates are
 grouped by the card's ``feature_version`` and ``architecture``, the network training
 started from (``train --init-from``), and ``--group-by`` (a training setting, default
-none); each group is printed with the mean and the spread (max - min) over its seeds of the validation scores (MIREX, fifths both ways; the mean of
-whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that
-rendered the validation tracks: the validation render's engine (TiMidity++ and freepats),
-which training never hears, is what candidates are chosen on. Held-out scores are not read.
+none); each group is printed with the mean and the spread (max - min) over its seeds of
+the validation scores (MIREX, fifths both ways; the mean of whole tracks and their 30 s
+excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
+the validation render's engine (TiMidity++ and freepats), which training never hears, is
+what candidates are chosen on. Held-out scores are not read.
 With ``--update-card`` the table goes into that card as ``selection``.
 """
 

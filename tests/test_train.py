@@ -102,6 +102,9 @@ def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), again.get_weights()))
     done = subprocess.run(job[:-1] + [str(tmp_path / "missing.keras")], capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "configuration error" in done.stderr and "missing.keras" in done.stderr
+    done = subprocess.run(job + ["--init-from", str(tmp_path / "first" / "tiny.keras")], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 2 and "--init-from" in done.stderr  # a refit trains nothing: not both
 
 
 def test_network_shape_comes_from_the_config(small_set):

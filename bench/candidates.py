@@ -6,8 +6,8 @@ Each DIR holds a model written by ``./submit.sh train`` (its ``*.json`` card). C
 grouped by the card's ``feature_version`` and ``architecture``, the network training
 started from (``train --init-from``), and ``--group-by`` (a training setting, default
 none); each group is printed with the mean and the spread (max - min) over its seeds of
-the validation scores (MIREX, fifths both ways; the mean of whole tracks and their 30 s
-excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
+the validation scores (MIREX, fifths both ways, and in brackets fifth up as mir_eval counts;
+the mean of whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
 the validation render's engine (TiMidity++ and freepats), which training never hears, is
 what candidates are chosen on. Held-out scores are not read.
 With ``--update-card`` the table goes into that card as ``selection``.
@@ -37,7 +37,10 @@ def candidate_row(card: dict) -> dict:
         "version": card["version"], "seed": card["training"]["config"]["seed"],
         "best_epoch": card["training"]["best_epoch"],
         "validation": (val["whole"]["both_fifths"]["weighted"] + val["excerpt"]["both_fifths"]["weighted"]) / 2,
+        "validation_fifth_up": (val["whole"]["ascending_fifths"]["weighted"]
+                                + val["excerpt"]["ascending_fifths"]["weighted"]) / 2,
         "unseen_engine": by_sound.get(UNSEEN, {}).get("mean", float("nan")),
+        "unseen_engine_fifth_up": by_sound.get(UNSEEN, {}).get("mean_fifth_up", float("nan")),
         "unseen_n": by_sound.get(UNSEEN, {}).get("n", 0),
         "training_sounds": sum(v["mean"] * v["n"] for v in seen.values()) / n_seen if n_seen else float("nan"),
         "ece": card["calibration"]["validation_ece_after"],
@@ -63,11 +66,13 @@ def main(argv=None) -> int:
             name += f" {args.group_by}={value}"
         groups[name].append(candidate_row(card))
     table = {}
-    print(f"{'candidate':<52}{'seeds':>6}{'validation':>18}{'unseen engine':>18}{'training sounds':>18}{'ECE':>7}")
+    fields = ("validation", "validation_fifth_up", "unseen_engine", "unseen_engine_fifth_up", "training_sounds")
+    print(f"{'candidate':<52}{'seeds':>6}{'validation':>18}{'(fifth up)':>18}{'unseen engine':>18}{'(fifth up)':>18}"
+          f"{'training sounds':>18}{'ECE':>7}")
     for name, rows in groups.items():
         entry = {"seeds": [r["seed"] for r in rows], "candidates": rows}
         cells = []
-        for field in ("validation", "unseen_engine", "training_sounds"):
+        for field in fields:
             values = [r[field] for r in rows]
             entry[field] = {"mean": sum(values) / len(values), "spread": max(values) - min(values)}
             cells.append(f"{entry[field]['mean']:.4f} ±{entry[field]['spread'] / 2:.4f}")
@@ -75,8 +80,9 @@ def main(argv=None) -> int:
         table[name] = entry
         print(f"{name:<52}{len(rows):>6}" + "".join(f"{c:>18}" for c in cells) + f"{entry['ece_mean']:>7.3f}")
         for r in rows:
-            print(f"    seed {r['seed']:<4} best epoch {r['best_epoch']:<3} validation {r['validation']:.4f}  "
-                  f"unseen engine {r['unseen_engine']:.4f} (n={r['unseen_n']})  training sounds {r['training_sounds']:.4f}")
+            print(f"    seed {r['seed']:<4} best epoch {r['best_epoch']:<3} validation {r['validation']:.4f} "
+                  f"({r['validation_fifth_up']:.4f})  unseen engine {r['unseen_engine']:.4f} "
+                  f"({r['unseen_engine_fifth_up']:.4f}, n={r['unseen_n']})  training sounds {r['training_sounds']:.4f}")
     if args.update_card:
         path = Path(args.update_card)
         card = json.loads(path.read_text())

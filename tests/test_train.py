@@ -354,3 +354,20 @@ def test_a_v3_network_started_from_a_v2_one_is_that_model_until_it_trains(small_
                             init_from=(v2_net, {"version": "v2-net", "feature_version": features.FEATURE_VERSION_V2}))
     assert card["training"]["initialised_from"] == {"version": "v2-net", "feature_version": features.FEATURE_VERSION_V2}
     assert net.input_shape[-1] == 24
+
+
+def test_validation_is_scored_by_the_sound_source_that_rendered_it(small_set):
+    """The card's validation.by_sound_source: n, whole, excerpt and their mean (fifths both
+    ways) and mean_fifth_up (mir_eval's convention) for each soundfont of the validation."""
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
+    val = val.assign(soundfont=["freepats" if i % 2 else "FluidR3_GM" for i in range(len(val))])
+    cfg = TrainConfig(epochs=1, batch_size=8, batches_per_epoch=2, seed=3, threads=1, filters=8, mix=8, head=8,
+                      name="s", version="s-1")
+    _, card = train_model(train, val, cfg, log=lambda *_: None)
+    by_sound = card["validation"]["by_sound_source"]
+    assert set(by_sound) == set(val["soundfont"]) and sum(s["n"] for s in by_sound.values()) == len(val)
+    for s in by_sound.values():
+        assert set(s) == {"n", "whole", "excerpt", "mean", "mean_fifth_up"}
+        assert s["mean"] == pytest.approx((s["whole"] + s["excerpt"]) / 2)
+        assert 0.0 <= s["mean_fifth_up"] <= s["mean"] <= 1.0  # an upward-only fifth can only score less

@@ -260,20 +260,18 @@ def transfer_weights(source, target) -> None:
     """
     from ..errors import ModelError
 
-    pairs = list(zip([l for l in source.layers if l.weights], [l for l in target.layers if l.weights]))
-    if len(pairs) != len([l for l in target.layers if l.weights]) or any(
-            len(a.weights) != len(b.weights) for a, b in pairs):
+    layers = [[layer for layer in net.layers if layer.weights] for net in (source, target)]
+    if len(layers[0]) != len(layers[1]) or any(len(a.weights) != len(b.weights) for a, b in zip(*layers)):
         raise ModelError(f"cannot start {target.name} from {source.name}: the layers differ")
-    for src, dst in pairs:
+    for src, dst in zip(*layers):
         weights = []
-        for w, shape in zip(src.get_weights(), [tuple(v.shape) for v in dst.weights]):
-            if w.shape != shape:
-                wider = w.ndim == 4 and w.shape[:2] + w.shape[3:] == shape[:2] + shape[3:] and w.shape[2] < shape[2]
-                if not wider:
-                    raise ModelError(f"cannot start {target.name} from {source.name}: layer {dst.name} "
-                                     f"has weights {shape}, the source {w.shape}")
-                w = np.concatenate([w, np.zeros(shape[:2] + (shape[2] - w.shape[2],) + shape[3:], w.dtype)], axis=2)
-            weights.append(w)
+        for w, variable in zip(src.get_weights(), dst.weights):
+            shape = tuple(variable.shape)
+            extra = shape[2] - w.shape[2] if w.ndim == 4 and len(shape) == 4 else -1
+            if w.shape != shape and not (extra > 0 and w.shape[:2] + w.shape[3:] == shape[:2] + shape[3:]):
+                raise ModelError(f"cannot start {target.name} from {source.name}: layer {dst.name} "
+                                 f"has weights {shape}, the source {w.shape}")
+            weights.append(np.pad(w, [(0, 0), (0, 0), (0, extra), (0, 0)]) if extra > 0 else w)  # bands: zeros
         dst.set_weights(weights)
 
 

@@ -156,3 +156,22 @@ def test_a_score_verovio_cannot_convert_costs_that_score_only(tmp_path):
     job = trainset.Job("polish", str(bad), 0, [(0, 1)], "train", polish.POLISH_SOURCE, "X")
     rows = trainset.run_job(job, str(tmp_path))
     assert len(rows) == 1 and "bad.krn" in rows[0]["error"]
+
+
+def test_training_hears_a_scores_opening_and_ending_joined():
+    """The stated key holds where a score starts and ends; its middle modulates: training
+    renders the opening, then the ending moved to where the opening stops."""
+    Note = trainset.Note
+    notes = [Note(float(t), float(t) + 2.0, 60 + t % 12, 80, 0) for t in range(0, 200, 2)]  # 200 s
+    joined = polish.opening_and_ending(notes, opening_s=45.0, ending_s=30.0)
+    assert max(n.end for n in joined) == pytest.approx(75.0) and min(n.start for n in joined) == 0.0
+    opening = [n for n in joined if n.start < 45.0]
+    ending = [n for n in joined if n.start >= 45.0]
+    assert [n.pitch for n in opening] == [n.pitch for n in notes if n.start < 45.0]
+    assert [n.pitch for n in ending] == [n.pitch for n in notes if n.end > 170.0]  # the last 30 s
+    assert opening[-1].end == 45.0  # the note across the cut (44-46 s) is cut
+    assert ending[0].start == pytest.approx(45.0) and ending[-1].end == pytest.approx(75.0)
+    short = notes[:30]  # 60 s: whole
+    assert polish.opening_and_ending(short, opening_s=45.0, ending_s=30.0) == short
+    with pytest.raises(ValueError):
+        polish.opening_and_ending(notes, opening_s=0.0, ending_s=30.0)

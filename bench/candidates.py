@@ -9,7 +9,9 @@ none); each group is printed with the mean and the spread (max - min) over its s
 the validation scores (MIREX, fifths both ways, and in brackets fifth up as mir_eval counts;
 the mean of whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
 the validation render's engine (TiMidity++ and freepats), which training never hears, is
-what candidates are chosen on. Held-out scores are not read.
+what candidates are chosen on. Each seed's line is followed, where its card has them, by the
+scores by the music's source (fifth up) with the errors a fifth above and below: a trade of
+dominant for subdominant errors shows there. Held-out scores are not read.
 With ``--update-card`` the table goes into that card as ``selection``.
 """
 
@@ -44,6 +46,9 @@ def candidate_row(card: dict) -> dict:
         "unseen_n": by_sound.get(UNSEEN, {}).get("n", 0),
         "training_sounds": sum(v["mean"] * v["n"] for v in seen.values()) / n_seen if n_seen else float("nan"),
         "ece": card["calibration"]["validation_ece_after"],
+        # by the music's source (cards since 2026.12-7): fifth-up mean, errors a fifth above / below
+        "by_source": {source: (v["mean_fifth_up"], v["errors"]["fifth_above"], v["errors"]["fifth_below"])
+                      for source, v in val.get("by_source", {}).items()},
     }
 
 
@@ -83,6 +88,9 @@ def main(argv=None) -> int:
             print(f"    seed {r['seed']:<4} best epoch {r['best_epoch']:<3} validation {r['validation']:.4f} "
                   f"({r['validation_fifth_up']:.4f})  unseen engine {r['unseen_engine']:.4f} "
                   f"({r['unseen_engine_fifth_up']:.4f}, n={r['unseen_n']})  training sounds {r['training_sounds']:.4f}")
+            if r["by_source"]:
+                print("        by source, fifth up (errors a fifth above/below): " + ", ".join(
+                    f"{source} {up:.4f} ({above}/{below})" for source, (up, above, below) in r["by_source"].items()))
     if args.update_card:
         path = Path(args.update_card)
         card = json.loads(path.read_text())

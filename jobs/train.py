@@ -76,9 +76,9 @@ def main(argv=None) -> int:
     except ModelError as exc:  # as for --model elsewhere: a configuration error
         return report_error("train", exc)
     validation = dict(card.get("validation", {}))
-    by_sound = validation.pop("by_sound_source", {})
+    by_group = {**validation.pop("by_sound_source", {}), **validation.pop("by_source", {})}
     summary = {f"validation {name}": s["both_fifths"]["weighted"] for name, s in validation.items()}
-    summary.update({f"validation by {source} (whole+excerpt)/2": s["mean"] for source, s in by_sound.items()})
+    summary.update({f"validation by {group} (whole+excerpt)/2": s["mean"] for group, s in by_group.items()})
     if "heldout" in card:
         summary["heldout"] = card["heldout"]["all"]["both_fifths"]["weighted"]
         summary.update({f"heldout {k}": v["both_fifths"]["weighted"] for k, v in card["heldout"]["by_length"].items()})

@@ -88,13 +88,15 @@ def test_card_scores_are_in_range_and_consistent(card):
     data = card["data"]
     # one validation summary, or one per view of the validation tracks (whole, excerpt)
     validation = {"": card["validation"]} if "n" in card["validation"] else dict(card["validation"])
-    by_sound = validation.pop("by_sound_source", {})  # the validation tracks by what rendered them
+    # the validation tracks by what rendered them, and by the music's source
+    by_group = {"by_soundfont": validation.pop("by_sound_source", {}), "by_source": validation.pop("by_source", {})}
     for name, section in validation.items():
         _check_scores(section, data["validation"]["tracks"], f"validation {name}")
-    if by_sound:
-        assert sum(s["n"] for s in by_sound.values()) == data["validation"]["tracks"]
-        assert by_sound.keys() == data["validation"]["by_soundfont"].keys()
-        assert all(0.0 <= s[view] <= 1.0 for s in by_sound.values() for view in ("whole", "excerpt", "mean"))
+    for counts_key, groups in by_group.items():
+        if groups:
+            assert sum(s["n"] for s in groups.values()) == data["validation"]["tracks"]
+            assert groups.keys() == data["validation"][counts_key].keys()
+            assert all(0.0 <= s[view] <= 1.0 for s in groups.values() for view in ("whole", "excerpt", "mean"))
     heldout = card["heldout"]
     _check_scores(heldout["all"], data["heldout"]["tracks"], "heldout")
     assert heldout["by_source"].keys() == data["heldout"]["by_source"].keys()

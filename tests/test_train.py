@@ -356,18 +356,25 @@ def test_a_v3_network_started_from_a_v2_one_is_that_model_until_it_trains(small_
     assert net.input_shape[-1] == 24
 
 
-def test_validation_is_scored_by_the_sound_source_that_rendered_it(small_set):
-    """The card's validation.by_sound_source: n, whole, excerpt and their mean (fifths both
-    ways) and mean_fifth_up (mir_eval's convention) for each soundfont of the validation."""
+def test_validation_is_scored_by_the_sound_source_that_rendered_it_and_by_source(small_set):
+    """The card's validation.by_sound_source (by soundfont) and by_source (by the music's
+    source): n, whole, excerpt and their mean (fifths both ways), mean_fifth_up (mir_eval's
+    convention), and the errors of both views by kind, the fifth below apart."""
     df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
     train, val, _ = split_dataset(df, val_fraction=0.5, seed=1)
-    val = val.assign(soundfont=["freepats" if i % 2 else "FluidR3_GM" for i in range(len(val))])
+    val = val.assign(soundfont=["freepats" if i % 2 else "FluidR3_GM" for i in range(len(val))],
+                     source=["pop909" if i % 3 else "polish-scores" for i in range(len(val))])
     cfg = TrainConfig(epochs=1, batch_size=8, batches_per_epoch=2, seed=3, threads=1, filters=8, mix=8, head=8,
                       name="s", version="s-1")
     _, card = train_model(train, val, cfg, log=lambda *_: None)
-    by_sound = card["validation"]["by_sound_source"]
-    assert set(by_sound) == set(val["soundfont"]) and sum(s["n"] for s in by_sound.values()) == len(val)
-    for s in by_sound.values():
-        assert set(s) == {"n", "whole", "excerpt", "mean", "mean_fifth_up"}
-        assert s["mean"] == pytest.approx((s["whole"] + s["excerpt"]) / 2)
-        assert 0.0 <= s["mean_fifth_up"] <= s["mean"] <= 1.0  # an upward-only fifth can only score less
+    for entry, column in (("by_sound_source", "soundfont"), ("by_source", "source")):
+        groups = card["validation"][entry]
+        assert set(groups) == set(val[column]) and sum(s["n"] for s in groups.values()) == len(val)
+        for s in groups.values():
+            assert set(s) == {"n", "whole", "excerpt", "mean", "mean_fifth_up", "errors"}
+            assert s["mean"] == pytest.approx((s["whole"] + s["excerpt"]) / 2)
+            assert 0.0 <= s["mean_fifth_up"] <= s["mean"] <= 1.0  # an upward-only fifth can only score less
+            errors = s["errors"]
+            assert min(errors.values()) >= 0 and sum(errors.values()) <= 2 * s["n"]  # two views per track
+            # what the fifth below costs: half a point in the both-fifths score only
+            assert s["mean"] - s["mean_fifth_up"] == pytest.approx(0.5 * errors["fifth_below"] / (2 * s["n"]))

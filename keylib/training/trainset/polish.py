@@ -43,7 +43,7 @@ HELDOUT_COMPOSERS = 0.10
 # Training renders a score's opening and its ending, joined (a shorter score whole): a kept
 # score starts and ends in its stated key, but its middle modulates, most often to the dominant.
 # A network that never heard these scores names the dominant for 4% of their first 30 s and
-# 23% of the 30 s from 45 s (docs/model.md), so crops of the middle would teach the key a fifth
+# 22% of the 30 s from 45 s (bench/positions.py), so crops of the middle would teach the key a fifth
 # below what is heard. Render time is better spent on more scores than on the rest of a long
 # one. Validation and held-out scores are rendered whole.
 TRAIN_OPENING_S = 45.0

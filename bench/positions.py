@@ -1,0 +1,97 @@
+"""How a network hears labelled tracks by where a window sits in them: is the label the key of
+the whole piece, or only of its opening?
+
+    .venv/bin/python bench/positions.py --set DIR [--set DIR ...] [--split validation] \
+        [--model keylib/models/keynet-eq.onnx] [--source polish-scores]
+
+Each DIR is a training-set folder (``chroma_cache.parquet`` with its labels, as
+``make-training-set`` writes it; ``--cache NAME`` reads another cache file of the folder).
+For the tracks of ``--split`` (and ``--source``, if given), the served model names a key for
+the whole track, its first 30 s, the 30 s from 45 s and its last 30 s, and each answer is
+counted against the track's label: exact, a fifth above (the dominant), a fifth below (the
+subdominant), relative, parallel, other. A window that often hears the dominant where the
+opening and the end hear the label is music that modulates there, so crops of it train a
+network to name the key a fifth below what it hears. That is why training renders a Polish
+score's opening and ending (``keylib.training.trainset.polish.opening_and_ending``). Use a
+network that did not train on the tracks (the validation split, or a model trained without
+the source). Prints shares; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from keylib import mirex  # noqa: E402
+from keylib.features import FRAME_RATE  # noqa: E402
+from keylib.serving import load_model  # noqa: E402
+from keylib.training.data import load_dataset  # noqa: E402
+
+WINDOW_S = 30
+# (name, start s, end s): see window()
+WINDOWS = (("whole", None, None), ("first 30 s", 0, WINDOW_S), ("30 s from 45 s", 45, 45 + WINDOW_S),
+           ("last 30 s", -WINDOW_S, None))
+KINDS = ("exact", "fifth above", "fifth below", "relative", "parallel", "other")
+
+
+def kind(ref: int, est: int) -> str:
+    """What an answer is to the label, the fifth above and below apart (keylib.mirex's categories)."""
+    up = mirex.category(ref, est)
+    if up == "correct":
+        return "exact"
+    if up == "fifth":
+        return "fifth above"
+    if mirex.category(ref, est, descending_fifths=True) == "fifth":
+        return "fifth below"
+    return up
+
+
+def window(chroma: np.ndarray, start_s: int | None, end_s: int | None) -> np.ndarray | None:
+    """The frames from ``start_s`` to ``end_s`` (seconds; a negative start counts from the end,
+    None is the track's end; both None: the whole track), or None when the track is shorter."""
+    n = chroma.shape[1]
+    if start_s is None:
+        return chroma
+    start = round(start_s * FRAME_RATE) + (n if start_s < 0 else 0)
+    end = n if end_s is None else round(end_s * FRAME_RATE)
+    return chroma[:, start:end] if 0 <= start and end <= n else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--set", action="append", required=True, help="training-set folder (repeatable)")
+    p.add_argument("--cache", default="chroma_cache.parquet", help="chroma cache file in each folder")
+    p.add_argument("--split", default="validation", help="the rows' split (default validation)")
+    p.add_argument("--source", default=None, help="only this source (default: every source)")
+    p.add_argument("--model", default=None, help="served model (.onnx; default: the shipped one)")
+    args = p.parse_args(argv)
+    model = load_model(args.model, threads=2)
+    df = load_dataset([Path(d) / args.cache for d in args.set], feature_version=model.feature_version)
+    df = df[df["split"] == args.split]
+    if args.source:
+        df = df[df["source"] == args.source]
+    if not len(df):
+        print(f"no tracks of split {args.split!r}" + (f" and source {args.source!r}" if args.source else ""))
+        return 1
+    print(f"model {model.version} ({model.feature_version}); split {args.split}; shares of the answers")
+    print(f"{'source':<16}{'window':<16}{'n':>6}" + "".join(f"{k:>13}" for k in KINDS))
+    for source, tracks in df.groupby("source"):
+        for name, start_s, end_s in WINDOWS:
+            pairs = [(int(k), w) for k, c in zip(tracks["key_index"], tracks["chroma"])
+                     if (w := window(c, start_s, end_s)) is not None]
+            if not pairs:
+                continue
+            refs = [k for k, _ in pairs]
+            ests = model.predict_keys([w for _, w in pairs])
+            counts = Counter(kind(r, int(e)) for r, e in zip(refs, ests))
+            print(f"{source:<16}{name:<16}{len(refs):>6}" + "".join(f"{counts[k] / len(refs):>13.3f}" for k in KINDS))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,8 +4,8 @@
 
 Each DIR holds a model written by ``./submit.sh train`` (its ``*.json`` card). Candidates are
 grouped by the card's ``feature_version`` and ``architecture``, the network training
-started from (``train --init-from``), and ``--group-by`` (a training setting, default
-none); each group is printed with the mean and the spread (max - min) over its seeds of
+started from (``train --init-from``), the hours of training data (another render is
+another candidate) and ``--group-by`` (a training setting, default none); each group is printed with the mean and the spread (max - min) over its seeds of
 the validation scores (MIREX, fifths both ways, and in brackets fifth up as mir_eval counts;
 the mean of whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
 the validation render's engine (TiMidity++ and freepats), which training never hears, is
@@ -65,6 +65,9 @@ def main(argv=None) -> int:
         start = card["training"].get("initialised_from")
         if start:  # a warm start (train --init-from) is a candidate of its own
             name += f" from {start['version']}"
+        hours = card.get("data", {}).get("train", {}).get("hours")
+        if hours is not None:  # other training data (another render): a candidate of its own
+            name += f" on {hours:g} h"
         if args.group_by:
             # a card older than the setting trained with its default
             value = card["training"]["config"].get(args.group_by, getattr(TrainConfig(), args.group_by, None))
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
         groups[name].append(candidate_row(card))
     table = {}
     fields = ("validation", "validation_fifth_up", "unseen_engine", "unseen_engine_fifth_up", "training_sounds")
-    print(f"{'candidate':<52}{'seeds':>6}{'validation':>18}{'(fifth up)':>18}{'unseen engine':>18}{'(fifth up)':>18}"
+    print(f"{'candidate':<72}{'seeds':>6}{'validation':>18}{'(fifth up)':>18}{'unseen engine':>18}{'(fifth up)':>18}"
           f"{'training sounds':>18}{'ECE':>7}")
     for name, rows in groups.items():
         entry = {"seeds": [r["seed"] for r in rows], "candidates": rows}
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
             cells.append(f"{entry[field]['mean']:.4f} ±{entry[field]['spread'] / 2:.4f}")
         entry["ece_mean"] = sum(r["ece"] for r in rows) / len(rows)
         table[name] = entry
-        print(f"{name:<52}{len(rows):>6}" + "".join(f"{c:>18}" for c in cells) + f"{entry['ece_mean']:>7.3f}")
+        print(f"{name:<72}{len(rows):>6}" + "".join(f"{c:>18}" for c in cells) + f"{entry['ece_mean']:>7.3f}")
         for r in rows:
             print(f"    seed {r['seed']:<4} best epoch {r['best_epoch']:<3} validation {r['validation']:.4f} "
                   f"({r['validation_fifth_up']:.4f})  unseen engine {r['unseen_engine']:.4f} "

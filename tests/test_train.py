@@ -61,9 +61,11 @@ def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path)
     model = load_keras_model(tmp_path / "tiny.keras")
     on_disk = json.loads((tmp_path / "tiny.json").read_text())
     assert model.version == "tiny-1" and on_disk["feature_version"] == features.FEATURE_VERSION
-    for section in (*on_disk["validation"].values(), on_disk["heldout"]["all"]):  # validation: whole, excerpt
+    # validation: whole, excerpt, and by the music's source (no soundfont column here: no by_sound_source)
+    assert set(on_disk["validation"]) == {"whole", "excerpt", "by_source"}
+    assert set(on_disk["validation"]["by_source"]) == set(val["source"])
+    for section in (on_disk["validation"]["whole"], on_disk["validation"]["excerpt"], on_disk["heldout"]["all"]):
         assert {"ascending_fifths", "both_fifths", "confusion"} <= set(section)
-    assert set(on_disk["validation"]) == {"whole", "excerpt"}
     assert on_disk["data"]["train"]["tracks"] == len(train) and on_disk["parameters"] > 0
     assert model.predict_probs(list(held.chroma)).shape == (2, 24)
     served = serving.load_model(tmp_path / "tiny.onnx")  # train writes the served export too
@@ -218,7 +220,8 @@ def test_reference_cnn_trains_and_round_trips(small_set, tmp_path):
     assert len(moved) > 2 and all(moved[:2]), "training did not update the convolutions"
     history = card["training"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3] and all(np.isfinite(h["loss"]) for h in history)
-    assert all(v["n"] == len(val) for v in card["validation"].values()) and card["heldout"]["all"]["n"] == len(held)
+    assert all(card["validation"][view]["n"] == len(val) for view in ("whole", "excerpt"))
+    assert card["heldout"]["all"]["n"] == len(held)
     chromas = list(held.chroma) + [held.chroma.iloc[0][:, :3]]  # and a 3-frame track
     expected = predict_exact(net, chromas, 1)
     loaded = load_keras_model(tmp_path / "tiny-ref.keras")

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from keylib import mirex  # noqa: E402
 from keylib.features import FRAME_RATE  # noqa: E402
 from keylib.serving import load_model  # noqa: E402
+from keylib.tensors import crop  # noqa: E402
 from keylib.training.data import load_dataset  # noqa: E402
 
 WINDOW_S = 30
@@ -53,13 +54,14 @@ def kind(ref: int, est: int) -> str:
 
 def window(chroma: np.ndarray, start_s: int | None, end_s: int | None) -> np.ndarray | None:
     """The frames from ``start_s`` to ``end_s`` (seconds; a negative start counts from the end,
-    None is the track's end; both None: the whole track), or None when the track is shorter."""
+    None is the track's end; both None: the whole track) re-normalised as extraction would
+    give them alone (:func:`keylib.tensors.crop`), or None when the track is shorter."""
     n = chroma.shape[1]
     if start_s is None:
         return chroma
     start = round(start_s * FRAME_RATE) + (n if start_s < 0 else 0)
     end = n if end_s is None else round(end_s * FRAME_RATE)
-    return chroma[:, start:end] if 0 <= start and end <= n else None
+    return crop(chroma, end - start, start=start) if 0 <= start < end <= n else None
 
 
 def main(argv=None) -> int:

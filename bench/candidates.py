@@ -5,13 +5,15 @@
 Each DIR holds a model written by ``./submit.sh train`` (its ``*.json`` card). Candidates are
 grouped by the card's ``feature_version`` and ``architecture``, the network training
 started from (``train --init-from``), the hours of training data (another render is
-another candidate) and ``--group-by`` (a training setting, default none); each group is printed with the mean and the spread (max - min) over its seeds of
-the validation scores (MIREX, fifths both ways, and in brackets fifth up as mir_eval counts;
-the mean of whole tracks and their 30 s excerpts from 15 s), overall and by the sound source that rendered the validation tracks:
-the validation render's engine (TiMidity++ and freepats), which training never hears, is
-what candidates are chosen on. Each seed's line is followed, where its card has them, by the
-scores by the music's source (fifth up) with the errors a fifth above and below: a trade of
-dominant for subdominant errors shows there. Held-out scores are not read.
+another candidate) and ``--group-by`` (a training setting, default none). Each group is
+printed with the mean and the spread (max - min) over its seeds of the validation scores
+(MIREX, fifths both ways, and in brackets fifth up as mir_eval counts; the mean of whole
+tracks and their 30 s excerpts from 15 s), overall and by the sound source that rendered
+the validation tracks: the validation render's engine (TiMidity++ and freepats), which
+training never hears, is what candidates are chosen on. Each seed's line is followed,
+where its card has them, by the scores by the music's source (fifth up) with the errors a
+fifth above and below: a trade of dominant for subdominant errors shows there. Held-out
+scores are not read.
 With ``--update-card`` the table goes into that card as ``selection``.
 """
 

@@ -8,13 +8,14 @@ Each DIR is a training-set folder (``chroma_cache.parquet`` with its labels, as
 ``make-training-set`` writes it; ``--cache NAME`` reads another cache file of the folder).
 For the tracks of ``--split`` (and ``--source``, if given), the served model names a key for
 the whole track, its first 30 s, the 30 s from 45 s and its last 30 s, and each answer is
-counted against the track's label: exact, a fifth above (the dominant), a fifth below (the
-subdominant), relative, parallel, other. A window that often hears the dominant where the
-opening and the end hear the label is music that modulates there, so crops of it train a
-network to name the key a fifth below what it hears. That is why training renders a Polish
-score's opening and ending (``keylib.training.trainset.polish.opening_and_ending``). Use a
-network that did not train on the tracks (the validation split, or a model trained without
-the source). Prints shares; asserts nothing.
+counted against the track's label (``keylib.mirex.error_kind``): correct, a fifth above (the
+dominant), a fifth below (the subdominant), relative, parallel, other. A window that often
+hears the dominant where the opening and the end hear the label is music that modulates
+there, so crops of it train a network to name the key a fifth below what it hears. That is
+why training renders a Polish score's opening and ending
+(``keylib.training.trainset.polish.opening_and_ending``). Use a network that did not train
+on the tracks (the validation split, or a model trained without the source). Prints
+shares; asserts nothing.
 """
 
 from __future__ import annotations
@@ -37,19 +38,7 @@ WINDOW_S = 30
 # (name, start s, end s): see window()
 WINDOWS = (("whole", None, None), ("first 30 s", 0, WINDOW_S), ("30 s from 45 s", 45, 45 + WINDOW_S),
            ("last 30 s", -WINDOW_S, None))
-KINDS = ("exact", "fifth above", "fifth below", "relative", "parallel", "other")
-
-
-def kind(ref: int, est: int) -> str:
-    """What an answer is to the label, the fifth above and below apart (keylib.mirex's categories)."""
-    up = mirex.category(ref, est)
-    if up == "correct":
-        return "exact"
-    if up == "fifth":
-        return "fifth above"
-    if mirex.category(ref, est, descending_fifths=True) == "fifth":
-        return "fifth below"
-    return up
+KINDS = ("correct", *mirex.ERROR_KINDS)  # keylib.mirex.error_kind: the fifth above and below apart
 
 
 def window(chroma: np.ndarray, start_s: int | None, end_s: int | None) -> np.ndarray | None:
@@ -90,7 +79,7 @@ def main(argv=None) -> int:
                 continue
             refs = [k for k, _ in pairs]
             ests = model.predict_keys([w for _, w in pairs])
-            counts = Counter(kind(r, int(e)) for r, e in zip(refs, ests))
+            counts = Counter(mirex.error_kind(r, int(e)) for r, e in zip(refs, ests))
             print(f"{source:<16}{name:<16}{len(refs):>6}" + "".join(f"{counts[k] / len(refs):>13.3f}" for k in KINDS))
     return 0
 

@@ -29,6 +29,8 @@ __all__ = [
     "CATEGORIES",
     "WEIGHTS",
     "category",
+    "ERROR_KINDS",
+    "error_kind",
     "weighted_score",
     "score_matrix",
     "confusion_matrix",
@@ -93,6 +95,27 @@ def category(ref_index: int, est_index: int, *, descending_fifths: bool = False)
     if interval == 0:
         return "parallel"
     return "other"
+
+
+ERROR_KINDS: tuple[str, ...] = ("fifth_above", "fifth_below", "relative", "parallel", "other")
+
+
+def error_kind(ref_index: int, est_index: int) -> str:
+    """:func:`category` with the fifth above (the dominant) and below (the subdominant) told
+    apart: ``"correct"`` or one of :data:`ERROR_KINDS`. Which of the two a model errs towards
+    is what the two conventions disagree on.
+
+    Raises
+    ------
+    TypeError, ValueError
+        as :func:`category`.
+    """
+    up = category(ref_index, est_index)
+    if up == "fifth":
+        return "fifth_above"
+    if up == "other" and category(ref_index, est_index, descending_fifths=True) == "fifth":
+        return "fifth_below"
+    return up
 
 
 def weighted_score(ref_index: int, est_index: int, *, descending_fifths: bool = False) -> float:

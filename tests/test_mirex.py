@@ -104,3 +104,21 @@ def test_summarize_empty_and_mismatched():
         mirex.summarize([0, 1], [0])
     with pytest.raises(ValueError):
         mirex.summarize([0, 30], [0, 1])
+
+
+def test_error_kind_tells_the_fifth_above_from_the_fifth_below():
+    c_major, a_minor = parse_key("C major"), parse_key("A minor")
+    assert mirex.error_kind(c_major, c_major) == "correct"
+    assert mirex.error_kind(c_major, parse_key("G major")) == "fifth_above"
+    assert mirex.error_kind(c_major, parse_key("F major")) == "fifth_below"
+    assert mirex.error_kind(a_minor, parse_key("D minor")) == "fifth_below"
+    assert mirex.error_kind(a_minor, c_major) == "relative"
+    assert mirex.error_kind(c_major, parse_key("C minor")) == "parallel"
+    assert mirex.error_kind(c_major, parse_key("F# major")) == "other"
+    # every other answer is what category() says
+    for ref in range(24):
+        for est in range(24):
+            kind = mirex.error_kind(ref, est)
+            assert kind in ("correct", *mirex.ERROR_KINDS)
+            if kind not in ("fifth_above", "fifth_below"):
+                assert kind == mirex.category(ref, est)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
+from .. import mirex
 from ..mirex import calibration_error
 from ..serving import calibrate, temperatures, track_seconds
 from ..tensors import excerpt
@@ -66,9 +68,10 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     history, best_epoch = ([], 0) if refit is not None else (  # a refit trains nothing
         _fit(net, train_df, val_refs, val_sets, cfg, fps, rng, log=log, t0=t0))
     calibration = _fit_on_validation(net, card, val_refs, val_sets, fps, atonal_df) if len(val_df) else {}
+    val_ests = {name: predict_exact(net, data, fps).argmax(1) for name, data in val_sets.items()} if len(val_df) else {}
     for column, entry in (("soundfont", "by_sound_source"), ("source", "by_source")):
         if len(val_df) and column in val_df:
-            card["validation"][entry] = _validation_by(column, net, val_df, val_refs, val_sets, fps)
+            card["validation"][entry] = _validation_by(val_df[column], val_refs, val_ests)
     card.update({
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": int(net.count_params()),
@@ -189,34 +192,29 @@ def _validate(net, val_refs: np.ndarray, val_sets: dict, fps: int, entry: dict) 
     return (entry["val_mirex_whole"] + entry["val_mirex_excerpt"]) / 2
 
 
-def _validation_by(column: str, net, val_df, val_refs: np.ndarray, val_sets: dict, fps: int) -> dict:
+def _validation_by(column, val_refs: np.ndarray, val_ests: dict) -> dict:
     """Validation scores by a column of the validation tracks: ``soundfont`` (the card's
     ``by_sound_source``: the validation render's engine and sounds, which training never
     hears, say more about music played otherwise than the training soundfonts do, so
     candidates are chosen on them) or ``source`` (``by_source``: pop songs and classical
-    scores weigh differently in a catalogue than in the validation mix).
+    scores weigh differently in a catalogue than in the validation mix). ``val_ests``: the
+    estimated keys of each view (whole, excerpt) of the tracks.
 
     ``whole``, ``excerpt`` and their ``mean`` count fifths both ways; ``mean_fifth_up`` only
     upward (mir_eval's convention, which a trade of dominant for subdominant errors shows);
-    ``errors`` counts the wrong keys of both views by kind, the fifth above (dominant) and
-    below (subdominant) apart."""
-    groups = np.asarray(val_df[column].fillna(""), dtype=str)
-    ests = {name: predict_exact(net, data, fps).argmax(1) for name, data in val_sets.items()}
+    ``errors`` counts the wrong keys of both views by kind (:func:`keylib.mirex.error_kind`)."""
+    groups = np.asarray(column.fillna(""), dtype=str)
     out = {}
     for group in sorted(set(groups)):
         m = groups == group
-        summaries = {name: mirex_summary(val_refs[m], e[m]) for name, e in ests.items()}
+        summaries = {name: mirex_summary(val_refs[m], e[m]) for name, e in val_ests.items()}
         scores = {name: s["both_fifths"]["weighted"] for name, s in summaries.items()}
-        up = {c: sum(s["ascending_fifths"]["categories"][c] for s in summaries.values())
-              for c in ("fifth", "relative", "parallel", "other")}
-        both_fifths = sum(s["both_fifths"]["categories"]["fifth"] for s in summaries.values())
+        kinds = Counter(mirex.error_kind(int(r), int(e)) for ests in val_ests.values()
+                        for r, e in zip(val_refs[m], ests[m]))
         out[group or "unknown"] = {
             "n": int(m.sum()), **scores, "mean": float(np.mean(list(scores.values()))),
             "mean_fifth_up": float(np.mean([s["ascending_fifths"]["weighted"] for s in summaries.values()])),
-            "errors": {"fifth_above": up["fifth"], "fifth_below": both_fifths - up["fifth"],
-                       "relative": up["relative"], "parallel": up["parallel"],
-                       # "other" of the upward convention holds the fifths below
-                       "other": up["other"] - (both_fifths - up["fifth"])}}
+            "errors": {kind: kinds[kind] for kind in mirex.ERROR_KINDS}}
     return out
 
 

@@ -1,6 +1,7 @@
 """Held-out accuracy by length and by source, keylib against Essentia on the same files.
 
     .venv/bin/python bench/accuracy.py --set DIR [--set DIR2 ...] [--model keylib/models/keynet-eq.onnx] \
+        [--baseline OTHER.onnx [--baseline-cache chroma_v2.parquet]] \
         [--profiles bgate,edma,temperley,krumhansl,shaath] [--limit N] [--out build/bench-accuracy]
 
 Each DIR is a training set made by ``make-training-set`` (its ``manifest.csv`` and
@@ -13,15 +14,19 @@ calibration also per folder. Every method sees the same files in the same run:
   for each file (the cache was computed by the same code);
 - the Krumhansl-Schmuckler and Temperley templates on the same chroma;
 - Essentia's ``KeyExtractor`` on the audio file itself, decoding included, with each
-  profile (Essentia is AGPL: installed on demand by ``bench/peers.py``, never a dependency).
+  profile (Essentia is AGPL: installed on demand by ``bench/peers.py``, never a dependency);
+- with ``--baseline``, a second served network (the shipped one, when ``--model`` is a
+  candidate), on its own feature version's cache of the same files (``--baseline-cache``).
 
 Prints the weighted MIREX score with the fifth counted upward only ("up", mir_eval 0.8.2 and
 the MIREX evaluator) and both ways ("both", madmom), by length bucket (up to 30 s,
-30-120 s, whole tracks over 120 s), by source, and for songs that are held out both whole
+30-120 s, whole tracks over 120 s), by source, by sound source (soundfont), and for songs that are held out both whole
 and as their 30 s excerpt from 15 s, whole against excerpt on the same songs. Then keylib's
 calibration: expected calibration error over 15 bins and a reliability diagram (PNG), with
 what a perfectly calibrated model would read on as many files (the 15-bin ECE of a few
-hundred files is biased upwards by sampling alone).
+hundred files is biased upwards by sampling alone). With ``--baseline``, the model's score
+minus the baseline's on the same files, file by file (fifth up), with a bootstrap interval,
+overall and by source and sound source: whether a candidate is better or within noise.
 Essentia's answers are cached per file in ``OUT/essentia.json`` so that reruns are cheap.
 Asserts nothing.
 """
@@ -44,7 +49,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import features, templates  # noqa: E402
 from keylib.keys import parse_key  # noqa: E402
-from keylib.mirex import calibration_error  # noqa: E402
+from keylib.mirex import calibration_error, score_matrix  # noqa: E402
 from keylib.report import plot_reliability  # noqa: E402
 from keylib.serving import track_seconds  # noqa: E402
 from keylib.tensors import pitch_classes  # noqa: E402
@@ -116,6 +121,7 @@ def _update_card(model, report: dict, png: Path, *, argv) -> None:
         "mirex": {(f"shipped {model.version}" if k == name else k): conv(v["all"]) for k, v in report["methods"].items()},
         "by_length": {k: {b: conv(d) for b, d in v["by_length"].items()} for k, v in report["methods"].items()},
         "by_source": {k: {s: conv(d) for s, d in v["by_source"].items()} for k, v in report["methods"].items()},
+        "by_sound_source": {k: {s: conv(d) for s, d in v["by_sound"].items()} for k, v in report["methods"].items()},
         "minor_as_relative_major": {k: v["minor_as_relative_major"] for k, v in report["methods"].items()},
         "paired_whole_vs_excerpt": report.get("paired"),
         "calibration": {"ece_15_bins": round(report["calibration"]["ece"], 4),
@@ -136,6 +142,11 @@ def _parse_args(argv) -> argparse.Namespace:
     p.add_argument("--set", required=True, action="append",
                    help="training-set folder (manifest.csv, chroma_cache.parquet); repeat for more held-out renders")
     p.add_argument("--model", default=None, help="served model (.onnx); default: the shipped one")
+    p.add_argument("--baseline", default=None,
+                   help="another served model (.onnx) scored on the same files and compared file by file")
+    p.add_argument("--baseline-cache", default="chroma_cache.parquet",
+                   help="the baseline's chroma cache file in each --set folder (when its feature version "
+                        "differs from the model's)")
     p.add_argument("--profiles", default=",".join(DEFAULT_PROFILES), help="Essentia KeyExtractor profiles")
     p.add_argument("--no-essentia", action="store_true")
     p.add_argument("--limit", type=int, default=None, help="score at most N held-out files (smoke runs)")
@@ -154,12 +165,14 @@ def _held_out_files(df, roots: list[Path]) -> SimpleNamespace:
     SimpleNamespace
         ``refs`` (key indices), ``buckets`` (length bucket names), ``bucket_names`` (those
         present, in :data:`LENGTH_BUCKETS` order), ``sources``, ``render`` (folder index)
-        and ``paths``.
+        ``sounds`` (soundfont) and ``paths``.
     """
     seconds = track_seconds(df["chroma"])
     buckets = np.array([length_bucket(x) for x in seconds])
+    sounds = df["soundfont"] if "soundfont" in df else ["?"] * len(df)
     files = SimpleNamespace(paths=[str(p) for p in df["path"]], render=np.asarray(df["render"]),
                             refs=np.asarray(df["key_index"]), buckets=buckets, sources=np.asarray(df["source"]),
+                            sounds=np.asarray(sounds, dtype=str),
                             bucket_names=[name for name, _, _ in LENGTH_BUCKETS if name in set(buckets)])
     sources = files.sources
     print(f"{len(df)} held-out files from {', '.join(map(str, roots))}: " + ", ".join(
@@ -168,20 +181,25 @@ def _held_out_files(df, roots: list[Path]) -> SimpleNamespace:
     return files
 
 
-def _answers(model, df, files: SimpleNamespace, args, out: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Every method's key for every file.
+def _answers(model, df, files: SimpleNamespace, args, out: Path,
+             baseline: tuple[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Every method's key for every file; ``baseline``: (name, probabilities) of another
+    served network on the same files, listed second.
 
     Returns
     -------
     probs : np.ndarray
         keylib's calibrated probabilities, one row per file.
     methods : dict
-        Method name to its key indices: keylib, the two templates, then each Essentia profile.
+        Method name to its key indices: keylib, the baseline, the two templates, then each
+        Essentia profile.
     """
     t0 = time.perf_counter()
     probs = model.predict_probs(list(df["chroma"]))
     print(f"keylib {model.version}: {len(df)} files in {time.perf_counter() - t0:.2f} s (network only)")
     methods = {f"keylib {model.version}": probs.argmax(1)}
+    if baseline is not None:
+        methods[baseline[0]] = baseline[1].argmax(1)
     for prof in ("krumhansl", "temperley"):
         methods[f"template {prof} (keylib chroma)"] = np.array(
             [templates.template_key(pitch_classes(c), profile=prof) for c in df["chroma"]])
@@ -197,18 +215,20 @@ def _answers(model, df, files: SimpleNamespace, args, out: Path) -> tuple[np.nda
 
 
 def _score_method(ests: np.ndarray, files: SimpleNamespace) -> dict:
-    """One method's scores over all files, by length bucket and by source."""
-    refs, buckets, sources = files.refs, files.buckets, files.sources
-    entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}}
+    """One method's scores over all files, by length bucket, by source and by sound source."""
+    refs, buckets, sources, sounds = files.refs, files.buckets, files.sources, files.sounds
+    entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}, "by_sound": {}}
     for b in files.bucket_names:
         entry["by_length"][b] = _scores(refs[buckets == b], ests[buckets == b])
     for s in sorted(set(sources)):
         entry["by_source"][s] = _scores(refs[sources == s], ests[sources == s])
+    for s in sorted(set(sounds)):
+        entry["by_sound"][s] = _scores(refs[sounds == s], ests[sounds == s])
     return entry
 
 
 def _print_scores(entries: dict[str, dict], files: SimpleNamespace) -> None:
-    """The weighted MIREX tables: by length bucket (both conventions), then by source."""
+    """The weighted MIREX tables (both conventions): by length bucket, by source, by sound source."""
     buckets, sources, bucket_names = files.buckets, files.sources, files.bucket_names
     print("\nweighted MIREX, fifth up / fifths both ways (n files per column)")
     header = f"{'method':<44}{'all':>14}" + "".join(f"{b:>22}" for b in bucket_names)
@@ -218,12 +238,13 @@ def _print_scores(entries: dict[str, dict], files: SimpleNamespace) -> None:
     for name, entry in entries.items():
         print(f"{name:<44}{cell(entry['all']):>14}" + "".join(f"{cell(entry['by_length'][b]):>22}" for b in bucket_names))
 
-    print("\nby source (MIREX both ways)")
-    srcs = sorted(set(sources))
-    print(f"{'method':<44}" + "".join(f"{s[:18]:>20}" for s in srcs))
-    print(f"{'':<44}" + "".join(f"{int((sources == s).sum()):>20}" for s in srcs))
-    for name, entry in entries.items():
-        print(f"{name:<44}" + "".join(f"{entry['by_source'][s]['both']:>20.3f}" for s in srcs))
+    for field, title, groups in (("by_source", "source", sources), ("by_sound", "sound source", files.sounds)):
+        print(f"\nby {title}, fifth up / fifths both ways")
+        names = sorted(set(groups))
+        print(f"{'method':<44}" + "".join(f"{s[:20]:>22}" for s in names))
+        print(f"{'':<44}" + "".join(f"{int((groups == s).sum()):>22}" for s in names))
+        for name, entry in entries.items():
+            print(f"{name:<44}" + "".join(f"{cell(entry[field][s]):>22}" for s in names))
 
 
 def _relative_major(methods: dict[str, np.ndarray], files: SimpleNamespace) -> dict[str, dict]:
@@ -281,6 +302,53 @@ def _paired(df, methods: dict[str, np.ndarray], refs: np.ndarray, keylib_name: s
     return paired
 
 
+def _baseline(path: str, cache: str, roots: list[Path], df) -> tuple[str, np.ndarray]:
+    """(name, calibrated probabilities) of the ``--baseline`` network on the files of ``df``,
+    in ``df``'s order, read from its own feature version's ``cache`` in each folder."""
+    import pandas as pd
+    from keylib.serving import load_model
+
+    model = load_model(path)
+    other = load_heldout(roots, model.feature_version, cache=cache)
+    other = other.set_index(["render", "track_id"]).reindex(pd.MultiIndex.from_arrays([df["render"], df["track_id"]]))
+    missing = other["chroma"].isna().to_numpy()
+    if missing.any():
+        raise SystemExit(f"--baseline: {int(missing.sum())} of the files have no {model.feature_version} chroma in "
+                         f"{cache} (first: {df['track_id'][np.flatnonzero(missing)[0]]}); give --baseline-cache")
+    if not np.array_equal(other["key_index"].to_numpy(), df["key_index"].to_numpy()):
+        raise SystemExit(f"--baseline: {cache} labels some files with another key than the model's cache")
+    return f"keylib {model.version} (baseline)", model.predict_probs(list(other["chroma"]))
+
+
+def _compare(ests: np.ndarray, base: np.ndarray, df, files: SimpleNamespace, *, draws: int = 2000) -> dict:
+    """The model's weighted score minus the baseline's, file by file on the same files (fifth
+    up), printed overall, by source and by sound source, with a 95% bootstrap interval.
+
+    The bootstrap draws pieces, not files: a song held out whole and as its excerpt, or in
+    two renders, is one draw, so the interval is not narrowed by files that move together.
+    An interval that holds 0 is a difference another draw of music could undo.
+    """
+    scores = score_matrix()
+    diff = scores[files.refs, ests] - scores[files.refs, base]
+    piece = np.unique([f"{s}|{p}" for s, p in zip(df["source"], df["piece"])], return_inverse=True)[1]
+    rng = np.random.default_rng(0)
+    groups = ([("all", np.ones(len(diff), bool))] + [(f"source {s}", files.sources == s) for s in sorted(set(files.sources))]
+              + [(f"sound {s}", files.sounds == s) for s in sorted(set(files.sounds))])
+    print("\nmodel minus baseline on the same files, MIREX fifth up: difference (95% bootstrap over pieces), "
+          "files better / worse")
+    out = {}
+    for label, m in groups:
+        d, pieces = diff[m], np.unique(piece[m], return_inverse=True)[1]
+        sums, counts = np.bincount(pieces, weights=d), np.bincount(pieces)
+        draw = rng.integers(0, len(sums), size=(draws, len(sums)))
+        lo, hi = np.percentile(sums[draw].sum(1) / counts[draw].sum(1), [2.5, 97.5])
+        out[label] = {"n": int(m.sum()), "pieces": int(len(sums)), "difference": float(d.mean()),
+                      "interval_95": [float(lo), float(hi)], "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
+        print(f"  {label:<30} {int(m.sum()):>5} files {len(sums):>5} pieces  {d.mean():+.3f} ({lo:+.3f} to {hi:+.3f})"
+              f"  {int((d > 0).sum())} / {int((d < 0).sum())}")
+    return out
+
+
 def _calibration(probs: np.ndarray, files: SimpleNamespace, roots: list[Path], png: Path, title: str) -> dict:
     """keylib's calibration, printed: ECE over 15 bins, its reliability diagram (``png``),
     the perfectly calibrated reference, and the same by length bucket and by folder."""
@@ -324,7 +392,8 @@ def main(argv=None) -> int:
         print(f"no held-out rows in {', '.join(map(str, roots))}")
         return 3
     files = _held_out_files(df, roots)
-    probs, methods = _answers(model, df, files, args, out)
+    baseline = _baseline(args.baseline, args.baseline_cache, roots, df) if args.baseline else None
+    probs, methods = _answers(model, df, files, args, out, baseline)
 
     report: dict = {"files": int(len(df)), "model": model.version,
                     "methods": {name: _score_method(ests, files) for name, ests in methods.items()}}
@@ -336,6 +405,12 @@ def main(argv=None) -> int:
         report["paired"] = paired
     png = out / "reliability.png"
     report["calibration"] = _calibration(probs, files, roots, png, f"keylib {model.version}, {len(df)} held-out files")
+    if baseline is not None:
+        name, base_probs = baseline
+        base_cal = calibration_error(base_probs.max(1), base_probs.argmax(1) == files.refs)
+        print(f"  {name}: ECE {base_cal['ece']:.3f}, mean confidence {base_probs.max(1).mean():.3f}")
+        report["baseline"] = {"name": name, "ece": base_cal["ece"],
+                              "difference": _compare(methods[f"keylib {model.version}"], methods[name], df, files)}
     wall, per_cpu = _speed(model)
     report["network_tracks_per_s"] = {"wall": wall, "per_cpu_second": per_cpu}
     print(f"\nspeed: the served network alone (ONNX Runtime, 1 thread), 3.5-min tracks batched: "

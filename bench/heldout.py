@@ -21,14 +21,16 @@ from keylib.features import FEATURE_VERSION  # noqa: E402
 from keylib.training.data import load_dataset  # noqa: E402
 
 
-def load_heldout(roots: Sequence[Path], feature_version: str = FEATURE_VERSION):
+def load_heldout(roots: Sequence[Path], feature_version: str = FEATURE_VERSION, *,
+                 cache: str = "chroma_cache.parquet"):
     """``split == heldout`` rows of ``feature_version`` (the scored model's) of each folder's
-    ``chroma_cache.parquet``, in folder order."""
+    chroma cache (``cache``: its file name, for a folder that keeps another feature
+    version's cache beside the one ``make-training-set`` writes), in folder order."""
     import pandas as pd
 
     parts = []
     for i, root in enumerate(Path(r) for r in roots):
-        part = load_dataset([root / "chroma_cache.parquet"], feature_version=feature_version)
+        part = load_dataset([root / cache], feature_version=feature_version)
         part = part[part["split"] == "heldout"].assign(render=i)
         part["path"] = [root / "audio" / "heldout" / s / f"{t}.flac" for s, t in zip(part["source"], part["track_id"])]
         parts.append(part)

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from keylib import features, templates  # noqa: E402
-from keylib.keys import parse_key  # noqa: E402
+from keylib.keys import KEY_NAMES, parse_key  # noqa: E402
 from keylib.mirex import calibration_error, score_matrix  # noqa: E402
 from keylib.report import plot_reliability  # noqa: E402
 from keylib.serving import track_seconds  # noqa: E402
@@ -322,7 +322,8 @@ def _baseline(path: str, cache: str, roots: list[Path], df) -> tuple[str, np.nda
 
 def _compare(ests: np.ndarray, base: np.ndarray, df, files: SimpleNamespace, *, draws: int = 2000) -> dict:
     """The model's weighted score minus the baseline's, file by file on the same files (fifth
-    up), printed overall, by source and by sound source, with a 95% bootstrap interval.
+    up), printed overall, by source and by sound source, with a 95% bootstrap interval;
+    ``files`` lists each file they score differently (in ``accuracy.json``).
 
     The bootstrap draws pieces, not files: a song held out whole and as its excerpt, or in
     two renders, is one draw, so the interval is not narrowed by files that move together.
@@ -346,6 +347,9 @@ def _compare(ests: np.ndarray, base: np.ndarray, df, files: SimpleNamespace, *, 
                       "interval_95": [float(lo), float(hi)], "better": int((d > 0).sum()), "worse": int((d < 0).sum())}
         print(f"  {label:<30} {int(m.sum()):>5} files {len(sums):>5} pieces  {d.mean():+.3f} ({lo:+.3f} to {hi:+.3f})"
               f"  {int((d > 0).sum())} / {int((d < 0).sum())}")
+    out["files"] = [{"track_id": df["track_id"][i], "set": int(df["render"][i]), "source": files.sources[i],
+                     "sound": files.sounds[i], "key": KEY_NAMES[files.refs[i]], "model": KEY_NAMES[ests[i]],
+                     "baseline": KEY_NAMES[base[i]], "difference": float(diff[i])} for i in np.flatnonzero(diff)]
     return out
 
 

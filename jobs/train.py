@@ -1,11 +1,13 @@
 """Train the key network on chroma Parquet; writes MODEL_DIR/<name>.keras and its card.
 
     ./submit.sh train --features DIR [--features DIR2] [--manifest M.csv] --output MODEL_DIR
-                      [--arch keynet_eq|keycnn_ref] [--train-conf conf/train.toml]
+                      [--arch keynet_eq|keycnn_ref] [--train-conf conf/train.toml] [--training-only DIR]
 
 --features: the extraction job's output (its chroma/ Parquet, searched recursively) or a
 training set's chroma_cache.parquet. Labels (key, source, piece, split) come from the
 Parquet or from --manifest, joined by track_id. No Spark: the data fit in memory.
+--training-only: another render of training pieces, of which only the training rows are
+used, so the validation and held-out rows stay those of --features.
 """
 
 import argparse
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from keylib.errors import ConfigError, ModelError
 from keylib.outcome import EXIT_INPUT, report_error
-from keylib.training.data import load_dataset, split_dataset
+from keylib.training.data import add_training_rows, load_dataset, split_dataset
 from keylib.training.settings import TRAIN_CONF, TrainConfig, load_train_config, network_shape
 from keylib.training.train import train_model
 
@@ -23,6 +25,9 @@ from keylib.training.train import train_model
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="submit.sh train", description=__doc__.splitlines()[0])
     p.add_argument("--features", action="append", required=True, help="Parquet file or folder (repeatable)")
+    p.add_argument("--training-only", action="append", default=[], metavar="PARQUET",
+                   help="another render of training pieces (repeatable): only its training rows are used, its "
+                        "validation pieces' and held-out rows dropped, so the validation stays that of --features")
     p.add_argument("--manifest", action="append", default=[], help="manifest CSV with key/source (repeatable)")
     p.add_argument("--output", required=True, help="model folder")
     p.add_argument("--train-conf", default=str(TRAIN_CONF), help="training settings (TOML, [train] section)")
@@ -57,10 +62,16 @@ def main(argv=None) -> int:
     cfg.version = args.version
     try:
         df = load_dataset(args.features, args.manifest, feature_version=cfg.feature_version)
+        more = (load_dataset(args.training_only, args.manifest, feature_version=cfg.feature_version)
+                if args.training_only else None)
     except (FileNotFoundError, ValueError) as exc:
         print(f"keylib train: input error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     train_df, val_df, held_df = split_dataset(df, cfg.val_fraction, cfg.split_seed)
+    if more is not None:
+        train_df, dropped = add_training_rows(train_df, more, cfg.val_fraction, cfg.split_seed)
+        print(f"--training-only: {len(more) - dropped} training rows added, {dropped} rows of validation pieces, "
+              f"held-out or atonal dropped")
     atonal_df = df[df["split"] == "atonal"]
     print(f"train: {len(train_df)} tracks, validation: {len(val_df)}, held out: {len(held_df)}, "
           f"atonal: {len(atonal_df)}")

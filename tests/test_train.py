@@ -12,7 +12,7 @@ import pytest
 
 from keylib import features, keys, serving, synth
 from keylib.training.calibration import fit_calibration
-from keylib.training.data import load_dataset, split_dataset
+from keylib.training.data import add_training_rows, load_dataset, split_dataset
 from keylib.training.networks import load_keras_model
 from keylib.training.scores import mirex_summary
 from keylib.training.settings import TrainConfig
@@ -48,6 +48,17 @@ def test_load_and_split(small_set):
     train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
     assert len(held) == 2 and len(train) + len(val) == 10 and len(val) > 0 and len(train) > 0
     assert not set(train.piece) & set(val.piece)  # held out by piece
+
+
+def test_a_render_added_for_training_leaves_validation_and_heldout_as_they_were(small_set):
+    df = load_dataset([small_set / "chroma"], [small_set / "manifest.csv"])
+    train, val, held = split_dataset(df, val_fraction=0.5, seed=1)
+    more = df.assign(track_id=df["track_id"] + "-r2")  # the same pieces rendered again
+    more.loc[more.index[more["piece"].isin(set(train["piece"]))][0], "split"] = "validation"  # a validation render row
+    rows, dropped = add_training_rows(train, more, val_fraction=0.5, seed=1)
+    assert dropped == len(val) + len(held) + 1 and len(rows) == 2 * len(train) - 1
+    assert set(rows["piece"]) == set(train["piece"]) and not set(rows["piece"]) & set(val["piece"])
+    assert set(rows["split"]) == {"train"}
 
 
 def test_training_lowers_the_loss_and_writes_model_and_card(small_set, tmp_path):
@@ -100,6 +111,14 @@ def test_refit_keeps_the_weights_and_fits_the_rest_again(small_set, tmp_path):
     assert refit["refit"]["from"] == "tiny-1" and refit["refit"]["network_features"] == "older-features"
     assert refit["training"]["history"] == card["training"]["history"]  # the network's own record
     assert refit["calibration"]["temperature"] > 0 and "heldout" in refit
+    more = [str(tmp_path / "more") if a == str(tmp_path / "refit") else a for a in job]
+    more += ["--training-only", str(small_set / "chroma")]  # the same renders again: only their training rows
+    done = subprocess.run(more, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(train)} training rows added, {len(val) + len(held)} rows" in done.stdout
+    with_more = json.loads((tmp_path / "more" / "tiny.json").read_text())
+    assert with_more["data"]["train"]["tracks"] == 2 * len(train)
+    assert with_more["data"]["validation"] == refit["data"]["validation"]
     again = load_network(tmp_path / "refit" / "tiny.keras")
     assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), again.get_weights()))
     done = subprocess.run(job[:-1] + [str(tmp_path / "missing.keras")], capture_output=True, text=True, timeout=600)

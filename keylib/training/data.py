@@ -19,7 +19,7 @@ import numpy as np
 from ..features import FEATURE_VERSION, n_rows
 from ..keys import try_parse_key
 
-__all__ = ["load_dataset", "split_dataset", "counts"]
+__all__ = ["load_dataset", "split_dataset", "add_training_rows", "counts"]
 
 
 def _read_parquet_rows(path: str | Path):
@@ -108,6 +108,24 @@ def split_dataset(df, val_fraction: float = 0.12, seed: int = 7):
     is_val = np.array([split == "validation" or is_validation_piece(s, p, seed=seed, fraction=val_fraction)
                        for split, s, p in zip(rest["split"], rest["source"], rest["piece"])], dtype=bool)
     return rest[~is_val].reset_index(drop=True), rest[is_val].reset_index(drop=True), held.reset_index(drop=True)
+
+
+def add_training_rows(train, more, val_fraction: float = 0.12, seed: int = 7):
+    """``train`` with the training rows of ``more`` (another render of training pieces) added.
+
+    Of ``more`` only the rows :func:`split_dataset` would train on are kept: the rows of
+    validation pieces, its validation render, held-out and atonal rows are dropped, so a
+    render added for training leaves the validation and the held-out rows as they were and
+    candidates trained with and without it are scored on the same tracks.
+
+    Returns
+    -------
+    (rows, dropped) : (pandas.DataFrame, int)
+    """
+    import pandas as pd
+
+    extra = split_dataset(more, val_fraction, seed)[0]
+    return pd.concat([train, extra], ignore_index=True), len(more) - len(extra)
 
 
 def counts(df) -> dict:

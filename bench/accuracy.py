@@ -20,8 +20,9 @@ calibration also per folder. Every method sees the same files in the same run:
 
 Prints the weighted MIREX score with the fifth counted upward only ("up", mir_eval 0.8.2 and
 the MIREX evaluator) and both ways ("both", madmom), by length bucket (up to 30 s,
-30-120 s, whole tracks over 120 s), by source, by sound source (soundfont), and for songs that are held out both whole
-and as their 30 s excerpt from 15 s, whole against excerpt on the same songs. Then keylib's
+30-120 s, whole tracks over 120 s), by source, by sound source (soundfont), and for songs
+that are held out both whole and as their 30 s excerpt from 15 s, whole against excerpt on
+the same songs. Then keylib's
 calibration: expected calibration error over 15 bins and a reliability diagram (PNG), with
 what a perfectly calibrated model would read on as many files (the 15-bin ECE of a few
 hundred files is biased upwards by sampling alone). With ``--baseline``, the model's score
@@ -216,14 +217,12 @@ def _answers(model, df, files: SimpleNamespace, args, out: Path,
 
 def _score_method(ests: np.ndarray, files: SimpleNamespace) -> dict:
     """One method's scores over all files, by length bucket, by source and by sound source."""
-    refs, buckets, sources, sounds = files.refs, files.buckets, files.sources, files.sounds
-    entry = {"all": _scores(refs, ests), "by_length": {}, "by_source": {}, "by_sound": {}}
-    for b in files.bucket_names:
-        entry["by_length"][b] = _scores(refs[buckets == b], ests[buckets == b])
-    for s in sorted(set(sources)):
-        entry["by_source"][s] = _scores(refs[sources == s], ests[sources == s])
-    for s in sorted(set(sounds)):
-        entry["by_sound"][s] = _scores(refs[sounds == s], ests[sounds == s])
+    refs = files.refs
+    entry = {"all": _scores(refs, ests)}
+    for field, groups, names in (("by_length", files.buckets, files.bucket_names),
+                                 ("by_source", files.sources, sorted(set(files.sources))),
+                                 ("by_sound", files.sounds, sorted(set(files.sounds)))):
+        entry[field] = {name: _scores(refs[groups == name], ests[groups == name]) for name in names}
     return entry
 
 
@@ -309,7 +308,10 @@ def _baseline(path: str, cache: str, roots: list[Path], df) -> tuple[str, np.nda
     from keylib.serving import load_model
 
     model = load_model(path)
-    other = load_heldout(roots, model.feature_version, cache=cache)
+    try:
+        other = load_heldout(roots, model.feature_version, cache=cache)
+    except ValueError as exc:  # the cache holds another feature version
+        raise SystemExit(f"--baseline: {exc}; or give --baseline-cache, a cache of that version") from None
     other = other.set_index(["render", "track_id"]).reindex(pd.MultiIndex.from_arrays([df["render"], df["track_id"]]))
     missing = other["chroma"].isna().to_numpy()
     if missing.any():

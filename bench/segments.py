@@ -105,6 +105,8 @@ def _parse_args(argv) -> argparse.Namespace:
     p.add_argument("--medleys", type=int, default=60)
     p.add_argument("--seed", type=int, default=0, help="draws the medleys' clips and the one-key tracks")
     p.add_argument("--one-key", type=int, default=80, help="one-key tracks to check")
+    p.add_argument("--one-key-min-s", type=float, default=60.0,
+                   help="the one-key tracks' least length (s); 120 keeps whole pop songs, as catalogues hold them")
     p.add_argument("--from-s", type=float, default=0.0,
                    help="where in each clip a medley's half starts: 0 = its start, intros included (default); "
                         "15 = where the held-out 30 s excerpts are cut")
@@ -190,21 +192,25 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     df = load_heldout([Path(r) for r in args.set], model.feature_version)
     rng = np.random.default_rng(args.seed)
-    in_one_key = np.array([not s.startswith("classical") for s in df["source"]])
+    # Pop songs and folk tunes stay in one key; quartet movements and the Polish archive's
+    # scores modulate by design (their label is the key they start and end in).
+    in_one_key = np.array([s == "pop909" or s.startswith("folk") for s in df["source"]])
     pool = df[in_one_key] if args.medley_sources == "one-key" else df
     medleys = _medleys(pool, model, rng, count=args.medleys, from_s=args.from_s)
-    # One-key tracks: pop songs and folk tunes (a classical movement modulates by design).
-    one_key = df[in_one_key & np.array([c.shape[1] >= 60 * features.FRAME_RATE for c in df["chroma"]])]
+    long_enough = np.array([c.shape[1] >= args.one_key_min_s * features.FRAME_RATE for c in df["chroma"]])
+    one_key = df[in_one_key & long_enough]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
     sources = "pop songs and folk tunes" if args.medley_sources == "one-key" else "all held-out sources"
     print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip; {sources}); "
-          f"{len(one_key)} one-key held-out pop songs and folk tunes (60 s to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
+          f"{len(one_key)} one-key held-out tracks ({', '.join(f'{s} {n}' for s, n in one_key['source'].value_counts().items())}; "
+          f"{args.one_key_min_s / 60:.1f} to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
     _print_bound(medleys, model)
     _compare_settings(medleys, one_key, model, args)
     trainset = load_train_config()["trainset"]
     pop909 = trainset["pop909"] if args.pop909 is None else args.pop909
     if pop909:
-        _pop909_modulations(Path(pop909), model, holdout_from=int(trainset["pop909_holdout_from"]))
+        _pop909_modulations(Path(pop909), model, holdout_from=int(trainset["pop909_holdout_from"]),
+                            penalties=[float(x) for x in args.penalties.split(",")])
     return 0
 
 
@@ -218,8 +224,9 @@ def _key_regions(path: Path) -> list[tuple[float, float, int]]:
     return regions
 
 
-def _pop909_modulations(root: Path, model, *, holdout_from: int) -> None:
-    """Segments of the held-out POP909 songs that change key, against their human key regions."""
+def _pop909_modulations(root: Path, model, *, holdout_from: int, penalties: list[float]) -> None:
+    """Segments of the held-out POP909 songs that change key, against their human key regions:
+    each song's with the shipped settings printed, then a summary per switch penalty."""
     import tempfile
 
     import soundfile as sf
@@ -237,7 +244,8 @@ def _pop909_modulations(root: Path, model, *, holdout_from: int) -> None:
     if not songs:
         print(f"no modulating held-out POP909 songs under {root}")
         return
-    scores, hits, changes, n_segments = [], 0, 0, []
+    penalties = sorted({*penalties, segments.SWITCH_PENALTY})
+    tally = {p: {"scores": [], "hits": 0, "changes": 0, "segments": []} for p in penalties}
     print(f"\n{len(songs)} held-out POP909 songs that change key (key_audio.txt), rendered whole with "
           f"held-out soundfonts; shipped segment settings")
     with tempfile.TemporaryDirectory(prefix="keylib-bench-") as tmp:
@@ -250,22 +258,25 @@ def _pop909_modulations(root: Path, model, *, holdout_from: int) -> None:
                             soundfont=soundfont)
             sf.write(Path(tmp) / "x.flac", y, RENDER_SR)  # through the decoder, as any track
             chroma = features.chroma(_samples(Path(tmp) / "x.flac"), feature_version=model.feature_version)
-            segs = segments.key_segments(chroma, model.predict_probs)
             span_end = min(regions[-1][1], chroma.shape[1] / features.FRAME_RATE)
             shifted = [(a - regions[0][0], b - regions[0][0], k) for a, b, k in regions]
-            shown = [{**s, "start_s": s["start_s"] - regions[0][0], "end_s": s["end_s"] - regions[0][0]} for s in segs]
-            scores.append(_time_weighted(shown, shifted, span_end - regions[0][0]))
             true_changes = [b for (_, b, k), (_, _, k2) in zip(regions, regions[1:]) if k != k2]
-            found = [any(abs(s["end_s"] - t) <= 3.0 for s in segs[:-1]) for t in true_changes]
-            hits += sum(found)
-            changes += len(true_changes)
-            n_segments.append(len(segs))
-            print(f"  {song}: truth {' | '.join(f'{a:.0f}-{b:.0f} {KEY_NAMES[k]}' for a, b, k in regions)}")
-            found_text = " | ".join(f"{s['start_s']:.0f}-{s['end_s']:.0f} {s['key']}" for s in segs)
-            print(f"  {' ' * len(song)}  found {found_text}  (time-weighted {scores[-1]:.2f})")
-    print(f"POP909 modulating songs: time-weighted MIREX {np.mean(scores):.3f}, key changes found within 3 s "
-          f"{hits}/{changes} ({hits / max(changes, 1):.0%}), segments per song {np.mean(n_segments):.1f} "
-          f"(truth {np.mean([len(r) for _, r in songs]):.1f})")
+            for penalty, t in tally.items():
+                segs = segments.key_segments(chroma, model.predict_probs, switch_penalty=penalty)
+                shown = [{**s, "start_s": s["start_s"] - regions[0][0], "end_s": s["end_s"] - regions[0][0]}
+                         for s in segs]
+                t["scores"].append(_time_weighted(shown, shifted, span_end - regions[0][0]))
+                t["hits"] += sum(any(abs(s["end_s"] - c) <= 3.0 for s in segs[:-1]) for c in true_changes)
+                t["changes"] += len(true_changes)
+                t["segments"].append(len(segs))
+                if penalty == segments.SWITCH_PENALTY:
+                    print(f"  {song}: truth {' | '.join(f'{a:.0f}-{b:.0f} {KEY_NAMES[k]}' for a, b, k in regions)}")
+                    found_text = " | ".join(f"{s['start_s']:.0f}-{s['end_s']:.0f} {s['key']}" for s in segs)
+                    print(f"  {' ' * len(song)}  found {found_text}  (time-weighted {t['scores'][-1]:.2f})")
+    for penalty, t in tally.items():
+        print(f"POP909 modulating songs, switch penalty {penalty:g}: time-weighted MIREX {np.mean(t['scores']):.3f}, "
+              f"key changes found within 3 s {t['hits']}/{t['changes']} ({t['hits'] / max(t['changes'], 1):.0%}), "
+              f"segments per song {np.mean(t['segments']):.1f} (truth {np.mean([len(r) for _, r in songs]):.1f})")
 
 
 if __name__ == "__main__":

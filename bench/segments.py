@@ -200,10 +200,12 @@ def main(argv=None) -> int:
     long_enough = np.array([c.shape[1] >= args.one_key_min_s * features.FRAME_RATE for c in df["chroma"]])
     one_key = df[in_one_key & long_enough]
     one_key = one_key.iloc[rng.permutation(len(one_key))[: args.one_key]]
+    if not len(one_key) or not medleys:
+        raise SystemExit(f"no one-key tracks of at least {args.one_key_min_s:g} s or no medleys in {', '.join(args.set)}")
     sources = "pop songs and folk tunes" if args.medley_sources == "one-key" else "all held-out sources"
     print(f"{len(medleys)} two-key medleys of 2 x {HALF_S:.0f} s (from {args.from_s:.0f} s into each clip; {sources}); "
           f"{len(one_key)} one-key held-out tracks ({', '.join(f'{s} {n}' for s, n in one_key['source'].value_counts().items())}; "
-          f"{args.one_key_min_s / 60:.1f} to {max(c.shape[1] for c in one_key['chroma']) / 5 / 60:.1f} min); model {model.version}")
+          f"{args.one_key_min_s / 60:.1f} to {max((c.shape[1] for c in one_key['chroma']), default=0) / 5 / 60:.1f} min); model {model.version}")
     _print_bound(medleys, model)
     _compare_settings(medleys, one_key, model, args)
     trainset = load_train_config()["trainset"]

@@ -67,8 +67,10 @@ def train_model(train_df, val_df, cfg: TrainConfig, *, heldout_df=None, atonal_d
     t0 = time.time()
     history, best_epoch = ([], 0) if refit is not None else (  # a refit trains nothing
         _fit(net, train_df, val_refs, val_sets, cfg, fps, rng, log=log, t0=t0))
-    calibration = _fit_on_validation(net, card, val_refs, val_sets, fps, atonal_df) if len(val_df) else {}
-    val_ests = {name: predict_exact(net, data, fps).argmax(1) for name, data in val_sets.items()} if len(val_df) else {}
+    # The trained network's validation probabilities, once: calibration, tonality and the groups read them.
+    val_raw = {name: predict_exact(net, data, fps) for name, data in val_sets.items()} if len(val_df) else {}
+    calibration = _fit_on_validation(net, card, val_refs, val_sets, val_raw, fps, atonal_df) if len(val_df) else {}
+    val_ests = {name: probs.argmax(1) for name, probs in val_raw.items()}
     for column, entry in (("soundfont", "by_sound_source"), ("source", "by_source")):
         if len(val_df) and column in val_df:
             card["validation"][entry] = _validation_by(val_df[column], val_refs, val_ests)
@@ -218,10 +220,11 @@ def _validation_by(column, val_refs: np.ndarray, val_ests: dict) -> dict:
     return out
 
 
-def _fit_on_validation(net, card: dict, val_refs: np.ndarray, val_sets: dict, fps: int, atonal_df) -> dict:
+def _fit_on_validation(net, card: dict, val_refs: np.ndarray, val_sets: dict, val_raw: dict, fps: int,
+                       atonal_df) -> dict:
     """Fit the calibration (and, with ``atonal_df``, the tonality classifier) on the
-    validation tracks into ``card``, with the validation scores; returns the calibration."""
-    val_raw = {name: predict_exact(net, data, fps) for name, data in val_sets.items()}  # once, used thrice
+    validation tracks into ``card``, with the validation scores; returns the calibration.
+    ``val_raw``: the network's uncalibrated probabilities of each view of ``val_sets``."""
     val_probs = np.concatenate(list(val_raw.values()))
     val_all = np.concatenate([val_refs, val_refs])
     val_seconds = np.concatenate([track_seconds(data) for data in val_sets.values()])

@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -329,3 +330,10 @@ class StandaloneCluster:
 
     def executor_dirs(self) -> list[Path]:
         return sorted(self.workdir.glob("work*/app-*/*"))
+
+    def remove_app_dirs(self) -> None:
+        """Delete the applications' folders under the workers' work dirs. Each executor's
+        holds the unpacked environment (hundreds of MB); Spark's own cleanup
+        (``spark.worker.cleanup.*``) only runs every half hour."""
+        for app in self.workdir.glob("work*/app-*"):
+            shutil.rmtree(app, ignore_errors=True)

@@ -26,6 +26,14 @@ def cluster(tmp_path_factory):
         c.stop()
 
 
+@pytest.fixture(autouse=True)
+def _apps_removed_after_each_test(request):
+    """Each test's application leaves the environment unpacked once per worker."""
+    yield
+    if "cluster" in request.fixturenames:
+        request.getfixturevalue("cluster").remove_app_dirs()
+
+
 def test_packed_environment_is_lean_and_built_once(tmp_path):
     from keylib.spark import cluster as kc
     from keylib.serving import SHIPPED_MODEL

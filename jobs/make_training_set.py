@@ -17,7 +17,7 @@ from pathlib import Path
 from keylib.errors import ConfigError, InputError
 from keylib.features import FEATURE_VERSION, FEATURE_VERSIONS
 from keylib.outcome import EXIT_CONFIG, EXIT_INPUT, EXIT_OK, report_error
-from keylib.training.settings import REPO_ROOT, TRAIN_CONF, TRAINSET_DEFAULTS, load_train_config
+from keylib.training.settings import REPO_ROOT, TRAIN_CONF, TRAINSET_SETTINGS, load_train_config
 from keylib.training.trainset import make_training_set, polish_root, refresh_chroma_cache
 
 
@@ -26,8 +26,9 @@ def main(argv=None) -> int:
     p.add_argument("--output", required=True, help="output folder (outside the repository)")
     p.add_argument("--train-conf", default=str(TRAIN_CONF), help="training settings (TOML, [trainset] section)")
     p.add_argument("--conf", default=None, help="Spark configuration (unused: this job runs a local pool)")
-    for name, default in TRAINSET_DEFAULTS.items():  # each setting can be overridden by a flag
-        p.add_argument("--" + name.replace("_", "-"), default=None, type=type(default))
+    for name, (default, meaning) in TRAINSET_SETTINGS.items():  # each setting can be overridden by a flag
+        p.add_argument("--" + name.replace("_", "-"), default=None, type=type(default),
+                       help=f"{meaning} (else [trainset] {name} of --train-conf)")
     p.add_argument("--pop909-limit", type=int, default=None, help="at most this many training songs")
     p.add_argument("--pop909-offset", type=int, default=0, help="skip this many training songs")
     p.add_argument("--no-pop909-heldout", action="store_true", help="do not render the held-out songs")

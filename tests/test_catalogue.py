@@ -340,6 +340,19 @@ def test_train_conf_validation(tmp_path):
             load_train_config(path)
 
 
+def test_make_training_set_help_says_what_each_trainset_flag_does(tmp_path):
+    from keylib.training.settings import TRAINSET_SETTINGS
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "1000"}  # argparse wraps at hyphens
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "make_training_set.py"), "--help"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for name, (_, meaning) in TRAINSET_SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        assert f"{flag} {name.upper()} {meaning} (else [trainset] {name} of --train-conf)" in text, flag
+
+
 @pytest.mark.parametrize("job, text, message", [
     ("train", "[train]\nepochz = 3\n", "unknown setting 'train.epochz'"),
     ("train", "[trainset]\nchorales = 'many'\n", "trainset.chorales must be int, got str 'many'"),

@@ -14,7 +14,7 @@ from ..config import DEFAULT_CONF, load_toml
 from ..errors import ConfigError
 from ..features import FEATURE_VERSION, FEATURE_VERSIONS
 
-__all__ = ["REPO_ROOT", "TRAIN_CONF", "TRAINSET_DEFAULTS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
+__all__ = ["REPO_ROOT", "TRAIN_CONF", "TRAINSET_DEFAULTS", "TRAINSET_SETTINGS", "TrainConfig", "NETWORK_SHAPE", "network_shape", "load_train_config"]
 
 TRAIN_CONF = DEFAULT_CONF.parent / "train.toml"
 # What a relative ``[trainset] pop909`` folder is read against, whichever file names it.
@@ -73,26 +73,28 @@ def network_shape(cfg: TrainConfig) -> dict:
     return {k: int(getattr(cfg, k)) for k in NETWORK_SHAPE if getattr(cfg, k)}
 
 
-# [trainset] of conf/train.toml: what jobs/make_training_set.py renders.
-TRAINSET_DEFAULTS: dict[str, Any] = {
-    "pop909": "",  # POP909 folder, relative to REPO_ROOT unless absolute; "" = none
-    "pop909_holdout_from": 800,  # songs with id >= this are held out (split = heldout)
-    "pop909_renders": 1,  # renders per song (each a random transposition; 2 clips each)
-    "procedural": 160,  # procedural pieces (random keys; 20 s - 5 min when whole)
-    "chorales": 150,  # music21 Bach chorales (modal ones are skipped)
-    "transpositions": 1,  # tonics per chorale (training rolls through all 12 anyway)
-    "folk": 150,  # Ryan's Mammoth tunes (training)
-    "heldout_folk": 120,  # Nottingham + O'Neill's tunes (held out)
-    "heldout_classical": 24,  # music21's string-quartet movements (held out)
-    "atonal": 200,  # clips without a key (noise, drums, speech, twelve-tone rows): tonality negatives
-    "polish": "",  # Polish Music Heritage scores (folder of .krn or of polish-scores.tar.xz), like pop909; "" = none
-    "polish_pieces": 0,  # training scores of training composers (string parts first)
-    "validation_polish": 0,  # scores of validation composers (rendered by --only-split validation)
-    "heldout_polish": 0,  # scores of held-out composers (held out)
-    "whole": 1,  # 1 = whole pieces and songs, 0 = excerpts
-    "workers": 2,
-    "seed": 11,
+# [trainset] of conf/train.toml: what jobs/make_training_set.py renders. Each setting's default
+# and what it means (make-training-set --help prints the meaning beside its flag).
+TRAINSET_SETTINGS: dict[str, tuple[Any, str]] = {
+    "pop909": ("", "POP909 folder, relative to REPO_ROOT unless absolute; '' = none"),
+    "pop909_holdout_from": (800, "songs with id >= this are held out (split = heldout)"),
+    "pop909_renders": (1, "renders per song (each a random transposition; 2 clips each)"),
+    "procedural": (160, "procedural pieces (random keys; 20 s - 5 min when whole)"),
+    "chorales": (150, "music21 Bach chorales (modal ones are skipped)"),
+    "transpositions": (1, "tonics per chorale (training rolls through all 12 anyway)"),
+    "folk": (150, "Ryan's Mammoth tunes (training)"),
+    "heldout_folk": (120, "Nottingham + O'Neill's tunes (held out)"),
+    "heldout_classical": (24, "music21's string-quartet movements (held out)"),
+    "atonal": (200, "clips without a key (noise, drums, speech, twelve-tone rows): tonality negatives"),
+    "polish": ("", "Polish Music Heritage scores (folder of .krn or of polish-scores.tar.xz), like pop909; '' = none"),
+    "polish_pieces": (0, "training scores of training composers (string parts first)"),
+    "validation_polish": (0, "scores of validation composers (rendered by --only-split validation)"),
+    "heldout_polish": (0, "scores of held-out composers (held out)"),
+    "whole": (1, "1 = whole pieces and songs, 0 = excerpts"),
+    "workers": (2, "renderer processes"),
+    "seed": (11, "transpositions, instruments and soundfont draws"),
 }
+TRAINSET_DEFAULTS: dict[str, Any] = {name: default for name, (default, _) in TRAINSET_SETTINGS.items()}
 
 # The [train] defaults are TrainConfig's.
 _TRAIN_BOUNDS = {

@@ -101,9 +101,8 @@ def main(argv=None) -> int:
                      if (w := window(c, start_s, end_s)) is not None]
             if pairs:
                 row(source, name, [k for k, _ in pairs], model.predict_keys([w for _, w in pairs]))
-        if weights:
-            row(source, f"whole+{weights[0]:g}first+{weights[1]:g}last",
-                *combined(model, tracks["key_index"], tracks["chroma"], weights))
+        if weights and (named := combined(model, tracks["key_index"], tracks["chroma"], weights))[0]:
+            row(source, f"whole+{weights[0]:g}first+{weights[1]:g}last", *named)
     return 0
 
 

@@ -207,7 +207,12 @@ def _decode_soundfile(source: bytes | str | os.PathLike, *, max_duration_s: floa
                 stream.add(block)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         if stream is None or stream.frames == 0:
-            raise DecodeError(f"not decodable audio: {_reason(exc)}") from None
+            reason = _reason(exc)
+            if "possibly a pipe" in reason and not isinstance(source, (bytes, bytearray)) and os.path.isfile(source):
+                # What libsndfile says of a regular file whose bytes it cannot place (from bytes
+                # it says "Format not recognised."): the file exists, its content is the fault.
+                reason = "Format not recognised."
+            raise DecodeError(f"not decodable audio: {reason}") from None
         # A file damaged after its first blocks: keep what was decoded, as for a truncated file.
     if stream.frames == 0:
         raise DecodeError("not decodable audio: no audio frames in the file")

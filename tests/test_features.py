@@ -275,6 +275,16 @@ def test_bad_bytes_raise_readable_errors(data, ext, error):
     assert str(info.value)
 
 
+def test_a_regular_file_of_non_audio_is_not_called_missing(tmp_path):
+    path = tmp_path / "notes.mp3"
+    path.write_bytes(b"this is a text file, not audio\n" * 50)
+    with pytest.raises(DecodeError) as from_path:
+        audio.decode(str(path), ext=".mp3")
+    with pytest.raises(DecodeError) as from_bytes:
+        audio.decode(path.read_bytes(), ext=".mp3")
+    assert str(from_path.value) == str(from_bytes.value) == "not decodable audio: Format not recognised."
+
+
 def test_very_short_clip_is_too_short(tmp_path):
     path = synth.write_audio(tmp_path / "blip.wav", synth.tone(60, 0.1, sr=22050), sr=22050)
     with pytest.raises(TooShortError, match="0.10 s"):

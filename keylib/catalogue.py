@@ -16,6 +16,7 @@ names the file.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -26,6 +27,8 @@ from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
 from .redact import redact, strip_credentials
 from .storage.io import is_remote, is_url, local_path, stat_fingerprint
+
+log = logging.getLogger("keylib")
 
 __all__ = [
     "CATALOGUE_COLUMNS", "MISSING_FINGERPRINT", "list_tracks", "read_manifest", "read_csv_table", "resolve_uri",
@@ -163,9 +166,18 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     ids = table["track_id"] if "track_id" in table.columns else pd.Series("", index=table.index)
     # Stripped before the duplicate check: two presigned URLs of one object are one track.
     table["track_id"] = ids.where(ids != "", table["path"].str.strip()).map(strip_credentials)
+    # A line repeated word for word (concatenated exports) names one track once; the same
+    # track_id with another path, key or source is ambiguous and refused.
+    table["path"] = table["path"].str.strip()
+    repeated = table.duplicated()
+    if repeated.any():
+        log.warning("manifest %s repeats %d line(s) word for word; each track is listed once",
+                    redact(str(manifest)), int(repeated.sum()))
+        table = table[~repeated]
     duplicated = table["track_id"][table["track_id"].duplicated()]
     if len(duplicated):
-        raise InputError(f"manifest {manifest} repeats track_id {duplicated.iloc[0]!r}")
+        raise InputError(f"manifest {manifest} gives track_id {duplicated.iloc[0]!r} twice with different "
+                         "paths, keys or sources")
     base = manifest.resolve().parent
     rows = []
     s3_uris = []

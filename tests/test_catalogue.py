@@ -208,13 +208,26 @@ def test_a_refused_head_is_the_tracks_problem_not_the_runs(tmp_path, moto_server
 
 @pytest.mark.parametrize(
     "content, message",
-    [("file,key\na.mp3,C major\n", "no 'path' column"), ("path,track_id\na.mp3,t\nb.mp3,t\n", "repeats track_id")],
+    [("file,key\na.mp3,C major\n", "no 'path' column"),
+     ("path,track_id\na.mp3,t\nb.mp3,t\n", "track_id 't' twice with different paths"),
+     ("path,key\na.mp3,C major\na.mp3,D major\n", "track_id '.*a.mp3' twice")],
 )
 def test_malformed_manifest_is_an_input_error(tmp_path, content, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(content)
     with pytest.raises(InputError, match=message):
         list_tracks(str(manifest))
+
+
+def test_a_line_repeated_word_for_word_lists_its_track_once(tmp_path, caplog):
+    (tmp_path / "a.mp3").write_bytes(b"x")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,key\na.mp3,C major\nb.mp3,\na.mp3,C major\n a.mp3 ,C major\n")
+    with caplog.at_level("WARNING", logger="keylib"):
+        tracks = list_tracks(str(manifest))
+    assert sorted(tracks["track_id"]) == ["a.mp3", "b.mp3"]
+    assert tracks.set_index("track_id").loc["a.mp3", "truth_key"] == "C major"
+    assert "repeats 2 line(s) word for word" in caplog.text
 
 
 def test_missing_input_is_an_input_error(tmp_path):

@@ -162,7 +162,11 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
     table = read_csv_table(manifest, what="manifest")
     if "path" not in table.columns:
         raise InputError(f"manifest {manifest} has no 'path' column (columns: {list(table.columns)})")
-    table = table[table["path"].str.strip() != ""].copy()
+    empty = table["path"].str.strip() == ""
+    if empty.any():
+        log.warning("manifest %s has %d line(s) without a path; they name no track", redact(str(manifest)),
+                    int(empty.sum()))
+    table = table[~empty].copy()
     ids = table["track_id"] if "track_id" in table.columns else pd.Series("", index=table.index)
     # Stripped before the duplicate check: two presigned URLs of one object are one track.
     table["track_id"] = ids.where(ids != "", table["path"].str.strip()).map(strip_credentials)

@@ -222,12 +222,12 @@ def test_malformed_manifest_is_an_input_error(tmp_path, content, message):
 def test_a_line_repeated_word_for_word_lists_its_track_once(tmp_path, caplog):
     (tmp_path / "a.mp3").write_bytes(b"x")
     manifest = tmp_path / "m.csv"
-    manifest.write_text("path,key\na.mp3,C major\nb.mp3,\na.mp3,C major\n a.mp3 ,C major\n")
+    manifest.write_text("path,key\na.mp3,C major\nb.mp3,\na.mp3,C major\n a.mp3 ,C major\n,D minor\n")
     with caplog.at_level("WARNING", logger="keylib"):
         tracks = list_tracks(str(manifest))
     assert sorted(tracks["track_id"]) == ["a.mp3", "b.mp3"]
     assert tracks.set_index("track_id").loc["a.mp3", "truth_key"] == "C major"
-    assert "repeats 2 line(s) word for word" in caplog.text
+    assert "repeats 2 line(s) word for word" in caplog.text and "1 line(s) without a path" in caplog.text
 
 
 def test_missing_input_is_an_input_error(tmp_path):

@@ -167,12 +167,12 @@ def read_manifest(manifest: Path, *, s3_settings: dict | None = None) -> pd.Data
         log.warning("manifest %s has %d line(s) without a path; they name no track", redact(str(manifest)),
                     int(empty.sum()))
     table = table[~empty].copy()
+    table["path"] = table["path"].str.strip()
     ids = table["track_id"] if "track_id" in table.columns else pd.Series("", index=table.index)
     # Stripped before the duplicate check: two presigned URLs of one object are one track.
-    table["track_id"] = ids.where(ids != "", table["path"].str.strip()).map(strip_credentials)
+    table["track_id"] = ids.where(ids != "", table["path"]).map(strip_credentials)
     # A line repeated word for word (concatenated exports) names one track once; the same
     # track_id with another path, key or source is ambiguous and refused.
-    table["path"] = table["path"].str.strip()
     repeated = table.duplicated()
     if repeated.any():
         log.warning("manifest %s repeats %d line(s) word for word; each track is listed once",

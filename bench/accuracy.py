@@ -25,7 +25,8 @@ that are held out both whole and as their 30 s excerpt from 15 s, whole against 
 the same songs. Then keylib's
 calibration: expected calibration error over 15 bins and a reliability diagram (PNG), with
 what a perfectly calibrated model would read on as many files (the 15-bin ECE of a few
-hundred files is biased upwards by sampling alone). With ``--baseline``, the model's score
+hundred files is biased upwards by sampling alone), and the share of files its tonality
+classifier calls ``tonal`` (every held-out file has a key). With ``--baseline``, the model's score
 minus the baseline's on the same files, file by file (fifth up), with a bootstrap interval,
 overall and by source and sound source: whether a candidate is better or within noise.
 Essentia's answers are cached per file in ``OUT/essentia.json`` so that reruns are cheap.
@@ -382,6 +383,22 @@ def _calibration(probs: np.ndarray, files: SimpleNamespace, roots: list[Path], p
     return cal
 
 
+def _tonality(model, df, probs: np.ndarray, files: SimpleNamespace) -> dict | None:
+    """The share of held-out files (all of them have a key) that the model's tonality
+    classifier calls ``tonal``, overall and by source; None for a card without one."""
+    from keylib.tonality import is_tonal
+
+    params = model.card.get("tonality")
+    if not params:
+        return None
+    tonal = np.array([is_tonal(c, p, params) for c, p in zip(df["chroma"], probs)])
+    out = {"all": float(tonal.mean()),
+           "by_source": {s: float(tonal[files.sources == s].mean()) for s in sorted(set(files.sources))}}
+    print(f"\ntonality: {out['all']:.1%} of the held-out files are tonal = true; by source: "
+          + ", ".join(f"{s} {v:.1%}" for s, v in out["by_source"].items()))
+    return out
+
+
 def main(argv=None) -> int:
     args = _parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -411,6 +428,7 @@ def main(argv=None) -> int:
         report["paired"] = paired
     png = out / "reliability.png"
     report["calibration"] = _calibration(probs, files, roots, png, f"keylib {model.version}, {len(df)} held-out files")
+    report["tonal"] = _tonality(model, df, probs, files)
     if baseline is not None:
         name, base_probs = baseline
         base_cal = calibration_error(base_probs.max(1), base_probs.argmax(1) == files.refs)

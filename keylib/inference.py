@@ -51,7 +51,7 @@ from .errors import STATUS_OK
 from .features import n_rows
 from .keys import KEY_NAMES, MODES, N_KEYS, camelot, open_key
 from .segments import key_segments
-from .tonality import tonal_score, tonality_features
+from .tonality import is_tonal
 
 __all__ = [
     "KEYS_COLUMNS",
@@ -151,10 +151,7 @@ def describe_track(chroma: np.ndarray, probs: np.ndarray, model, *, offset_s: fl
         ``key``, ``confidence``; see :mod:`keylib.segments`).
     """
     params = (getattr(model, "card", None) or {}).get("tonality")
-    tonal = None
-    if params:
-        score = float(tonal_score(tonality_features(chroma, probs), params))
-        tonal = bool(score >= float(params["threshold"]))
+    tonal = is_tonal(chroma, probs, params) if params else None
     return {"tonal": tonal, "segments": key_segments(chroma, model.predict_probs, offset_s=offset_s)}
 
 

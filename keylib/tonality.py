@@ -26,7 +26,7 @@ import numpy as np
 from .templates import template_scores
 from .tensors import linear, pitch_classes
 
-__all__ = ["FEATURES", "tonality_features", "tonal_score", "fit_tonality"]
+__all__ = ["FEATURES", "tonality_features", "tonal_score", "is_tonal", "fit_tonality"]
 
 FEATURES = ("confidence", "entropy", "clarity", "flatness")
 
@@ -53,6 +53,15 @@ def tonality_features(chroma: np.ndarray, probs: np.ndarray) -> np.ndarray:
     clarity = float(template_scores(profile).max())
     flatness = float(np.exp(np.log(profile + 1e-9).mean()) / (profile.mean() + 1e-9))
     return np.array([float(p.max()), entropy, clarity, flatness])
+
+
+def is_tonal(chroma: np.ndarray, probs: np.ndarray, params: Mapping) -> bool:
+    """Whether a track has a key: its :func:`tonal_score` at least the card's ``threshold``.
+
+    ``chroma`` (rows, n_frames) and ``probs`` (24,) as for :func:`tonality_features`;
+    ``params`` is a model card's ``tonality`` entry.
+    """
+    return bool(float(tonal_score(tonality_features(chroma, probs), params)) >= float(params["threshold"]))
 
 
 def tonal_score(features: np.ndarray, params: Mapping) -> np.ndarray:

@@ -74,10 +74,9 @@ def evaluate_heldout(net, df, fps: int, *, calibration: dict | None = None, tona
     out = {"all": mirex_summary(refs, ests), "by_source": {}, "by_length": {}}
     out["calibration"] = calibration_error(probs.max(1), ests == refs)
     if tonality:
-        from ..tonality import tonal_score, tonality_features
+        from ..tonality import is_tonal
 
-        feats = np.array([tonality_features(c, p) for c, p in zip(df["chroma"], probs)])
-        out["tonal_kept"] = float((tonal_score(feats, tonality) >= tonality["threshold"]).mean())
+        out["tonal_kept"] = float(np.mean([is_tonal(c, p, tonality) for c, p in zip(df["chroma"], probs)]))
     seconds = np.array([c.shape[1] / FRAME_RATE for c in df["chroma"]])
     groups = [("by_source", np.asarray(df["source"]))]
     groups.append(("by_length", np.array([length_bucket(x) for x in seconds])))

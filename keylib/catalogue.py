@@ -26,7 +26,7 @@ import pandas as pd
 from .audio import AUDIO_EXTENSIONS, extension_of
 from .errors import InputError
 from .redact import redact, strip_credentials
-from .storage.io import is_remote, is_url, local_path, stat_fingerprint
+from .storage.io import ListingProgress, is_remote, is_url, local_path, stat_fingerprint
 
 log = logging.getLogger("keylib")
 
@@ -79,7 +79,9 @@ def list_tracks(input_uri: str, *, s3_settings: dict | None = None) -> pd.DataFr
 def _list_folder(root: Path) -> pd.DataFrame:
     rows = []
     root = root.resolve()
+    progress = ListingProgress(redact(str(root)))
     for dirpath, dirnames, filenames in os.walk(root):
+        progress.add(len(filenames))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith((".", "_")))
         for name in sorted(filenames):
             if extension_of(name) not in AUDIO_EXTENSIONS or name.startswith("."):

@@ -26,12 +26,17 @@ def _clip(path):
     return synth.write_audio(path, synth.tone(60, 0.5, sr=8000), sr=8000)
 
 
-def test_folder_lists_audio_recursively_and_ignores_other_files(tmp_path):
+def test_folder_lists_audio_recursively_and_ignores_other_files(tmp_path, monkeypatch, caplog):
+    from keylib.storage import io
+
     for name in ("a.mp3", "sub/b.wav", "sub/deeper/c.flac", "d.ogg"):
         _clip(tmp_path / name)
     (tmp_path / "cover.jpg").write_bytes(b"jpeg")
     (tmp_path / "notes.txt").write_text("x")
-    frame = list_tracks(str(tmp_path))
+    monkeypatch.setattr(io, "LISTING_PROGRESS_S", 0.0)  # a progress line for every folder
+    with caplog.at_level("INFO", logger="keylib"):
+        frame = list_tracks(str(tmp_path))
+    assert f"listing {tmp_path.resolve()}: 6 entries so far" in caplog.text  # every file walked, audio or not
     assert sorted(frame["track_id"]) == ["a.mp3", "d.ogg", "sub/b.wav", "sub/deeper/c.flac"]
     assert frame["fingerprint"].str.match(r"^\d+:\d+$").all()
     assert (frame["size_bytes"] > 0).all()

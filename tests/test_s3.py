@@ -12,17 +12,22 @@ def settings(server, **extra):
 
 
 @pytest.mark.slow  # ~8 s: fills a moto bucket past one listing page
-def test_listing_is_paginated_with_etag_size_and_last_modified(moto_server):
-    from keylib.storage import s3
+def test_listing_is_paginated_with_etag_size_and_last_modified(moto_server, monkeypatch, caplog):
+    from keylib.storage import io, s3
     from keylib.catalogue import list_tracks
+
+    monkeypatch.setattr(io, "LISTING_PROGRESS_S", 0.0)  # a progress line for every page
 
     client = moto_server.client()
     client.create_bucket(Bucket="big")
     for i in range(1005):  # more than one page of list_objects_v2 (1000 keys)
         client.put_object(Bucket="big", Key=f"p/{i:05d}.wav", Body=b"x" * (i % 7))
     client.put_object(Bucket="big", Key="p/readme.txt", Body=b"not audio")
-    frame = list_tracks("s3://big/p", s3_settings=settings(moto_server))
+    with caplog.at_level("INFO", logger="keylib"):
+        frame = list_tracks("s3://big/p", s3_settings=settings(moto_server))
     assert len(frame) == 1005 and frame["track_id"].is_unique
+    assert "listing s3://big/p: 1000 entries so far" in caplog.text  # the page before the last
+    assert "listing s3://big/p: 1006 entries so far" in caplog.text  # readme.txt counted too
     row = frame.set_index("track_id").loc["p/00003.wav"]
     head = client.head_object(Bucket="big", Key="p/00003.wav")
     assert row["fingerprint"] == f"{head['ETag'].strip(chr(34))}:3" and row["size_bytes"] == 3

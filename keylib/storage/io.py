@@ -7,15 +7,42 @@ the caller can write an error row and go on.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlparse
 
 from ..errors import MissingTrackError, ReadError, SpecialFileError, TooLargeError, UnsupportedSourceError
 
-__all__ = ["atomic_write_text", "content_hash", "is_remote", "is_url", "local_path", "open_source", "stat_fingerprint"]
+__all__ = ["ListingProgress", "atomic_write_text", "content_hash", "is_remote", "is_url", "local_path", "open_source",
+           "stat_fingerprint"]
+
+log = logging.getLogger("keylib")
+
+# Seconds between two "listing ..." progress lines: a catalogue of millions of files or
+# objects takes minutes to list, and a nightly run that prints nothing meanwhile looks hung.
+LISTING_PROGRESS_S = 30.0
+
+
+class ListingProgress:
+    """Counts what a listing has found and logs the count at most every
+    :data:`LISTING_PROGRESS_S` seconds (read when the listing starts)."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.count = 0
+        self._every = LISTING_PROGRESS_S
+        self._next = time.monotonic() + self._every
+
+    def add(self, n: int) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now >= self._next:
+            log.info("listing %s: %d entries so far", self.what, self.count)
+            self._next = now + self._every
 
 
 def is_remote(uri: str | os.PathLike) -> bool:

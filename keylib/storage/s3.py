@@ -27,6 +27,7 @@ import pandas as pd
 from ..audio import AUDIO_EXTENSIONS, extension_of
 from ..errors import InputError, MissingTrackError, ReadError, TooLargeError
 from ..redact import redact
+from .io import ListingProgress
 
 __all__ = ["split_uri", "client", "list_prefix", "head_objects", "read_object", "redact"]
 
@@ -101,7 +102,9 @@ def list_prefix(uri: str, *, settings: Mapping | None = None) -> pd.DataFrame:
     rows = []
     try:
         pages = client(settings).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        progress = ListingProgress(redact(uri))
         for page in pages:
+            progress.add(len(page.get("Contents", [])))
             for obj in page.get("Contents", []):
                 key = obj["Key"]
                 if extension_of(key) not in AUDIO_EXTENSIONS:

@@ -109,12 +109,12 @@ def main(argv=None) -> int:
 def combined(model, keys, chromas, weights: tuple[float, float]) -> tuple[list[int], np.ndarray]:
     """Labels and keys named from the whole track's log-probabilities plus ``weights`` times its
     first and last :data:`WINDOW_S` (tracks at least that long)."""
-    kept = [(int(k), c) for k, c in zip(keys, chromas) if window(c, -WINDOW_S, None) is not None]
+    kept = [(int(k), c) for k, c in zip(keys, chromas) if c.shape[1] >= WINDOW_S * FRAME_RATE]
     if not kept:
         return [], np.zeros(0, dtype=int)
-    logs = [np.log(np.maximum(model.predict_probs(part), 1e-9)) for part in (
-        [c for _, c in kept], [window(c, 0, WINDOW_S) for _, c in kept], [window(c, -WINDOW_S, None) for _, c in kept])]
-    return [k for k, _ in kept], (logs[0] + weights[0] * logs[1] + weights[1] * logs[2]).argmax(axis=1)
+    whole, first, last = (np.log(np.maximum(model.predict_probs([window(c, a, b) for _, c in kept]), 1e-9))
+                          for a, b in ((None, None), (0, WINDOW_S), (-WINDOW_S, None)))
+    return [k for k, _ in kept], (whole + weights[0] * first + weights[1] * last).argmax(axis=1)
 
 
 if __name__ == "__main__":

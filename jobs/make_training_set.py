@@ -37,7 +37,8 @@ def main(argv=None) -> int:
                         "validation: the validation pieces played by TiMidity++, which training never hears")
     p.add_argument("--soundfonts", default="",
                    help="comma-separated soundfonts for the training clips instead of the defaults "
-                        "(e.g. a second render with other timbres); never a held-out one")
+                        "(e.g. a second render with other timbres), or 'wavetable' for keylib's own synthesis "
+                        "engine (keylib.training.trainset.wavetable); never a held-out one")
     p.add_argument("--no-chroma", action="store_true", help="audio and manifest only (no chroma cache)")
     p.add_argument("--refresh-chroma", action="store_true",
                    help="render nothing: recompute DIR's chroma cache from its audio with this keylib's features")

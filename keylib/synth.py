@@ -5,7 +5,8 @@ melody from the scale) in any of the 24 keys, plus the bad inputs a catalogue me
 practice, and the material of the model-acceptance tests (:func:`cadences`,
 :func:`write_c_major_cadence`, :func:`make_flawed_manifest`; bench/acceptance.py measures
 on the same). No FluidSynth needed: this runs anywhere numpy does. The training-set generator
-(:mod:`keylib.training.trainset`) renders real MIDI with FluidSynth instead.
+(:mod:`keylib.training.trainset`) renders real MIDI with FluidSynth, TiMidity++ or its
+own wavetable engine instead.
 """
 
 from __future__ import annotations

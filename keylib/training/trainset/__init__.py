@@ -31,7 +31,8 @@ Modules, one concern each:
 
 - :mod:`.midi`: :class:`Note`, :class:`Piece`, MIDI files in and out.
 - :mod:`.instruments`: General MIDI programs per role, for training and held out.
-- :mod:`.render`: soundfonts, FluidSynth rendering, augmentation.
+- :mod:`.render`: soundfonts, FluidSynth and TiMidity++ rendering, augmentation.
+- :mod:`.wavetable`: keylib's own synthesis engine (random wavetable voices per GM family).
 - :mod:`.procedural`: the procedural composer and drum parts.
 - :mod:`.sources`: POP909, music21 scores (chorales, quartets) and ABC tunes.
 - :mod:`.polish`: the Polish Music Heritage ``**kern`` scores (CC BY 4.0), split by composer.
@@ -47,7 +48,7 @@ from .atonal import ATONAL_KINDS, atonal_clip
 from .chroma_cache import refresh_chroma_cache, write_chroma_cache
 from .instruments import HELDOUT_BY_ROLE, HELDOUT_PROGRAMS, TRAIN_PROGRAMS
 from .make import HELDOUT_EXCERPT_S, make_training_set, run_job, track_id_of
-from .midi import DRUM_CHANNEL, Note, Piece, read_midi_tracks, write_midi
+from .midi import DRUM_CHANNEL, Note, Piece, read_midi_notes, read_midi_tracks, write_midi
 from .plan import Job, plan_jobs
 from .polish import POLISH_SOURCE, polish_piece, polish_root, polish_scores
 from .procedural import procedural_piece
@@ -82,6 +83,7 @@ __all__ = [
     "pop909_piece",
     "pop909_songs",
     "procedural_piece",
+    "read_midi_notes",
     "read_midi_tracks",
     "refresh_chroma_cache",
     "render_midi",

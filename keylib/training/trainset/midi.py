@@ -1,7 +1,7 @@
 """MIDI I/O: the notes of a clip (:class:`Note`, :class:`Piece`) to and from MIDI files.
 
 Times are in seconds throughout; :func:`write_midi` writes them at 120 bpm and
-:func:`read_midi_tracks` reads any tempo map back into seconds.
+:func:`read_midi_tracks` and :func:`read_midi_notes` read any tempo map back into seconds.
 """
 
 from __future__ import annotations
@@ -73,7 +73,32 @@ def write_midi(notes: Iterable[Note], programs: dict[int, int], path: Path) -> P
 
 
 def read_midi_tracks(path: Path) -> list[list[tuple[float, float, int, int]]]:
-    """Notes per track of a MIDI file: lists of (start_s, end_s, pitch, velocity)."""
+    """Notes per track of a MIDI file, drums left out: lists of (start_s, end_s, pitch, velocity)."""
+    out: dict[int, list[tuple[float, float, int, int]]] = {}
+    for track, note in _timed_notes(path):
+        if note.channel != DRUM_CHANNEL:
+            out.setdefault(track, []).append((note.start, note.end, note.pitch, note.velocity))
+    return [out[track] for track in sorted(out)]
+
+
+def read_midi_notes(path: Path) -> tuple[list[Note], dict[int, int]]:
+    """Every note of a MIDI file, drums included, and each channel's General MIDI program
+    (its first program change; 0 where it has none)."""
+    import mido
+
+    programs: dict[int, int] = {}
+    for track in mido.MidiFile(str(path)).tracks:
+        for msg in track:
+            if msg.type == "program_change":
+                programs.setdefault(msg.channel, msg.program)
+    notes = sorted((note for _, note in _timed_notes(path)), key=lambda n: (n.start, n.channel, n.pitch))
+    for note in notes:
+        programs.setdefault(note.channel, 0)
+    return notes, programs
+
+
+def _timed_notes(path: Path) -> Iterator[tuple[int, Note]]:
+    """(track index, note) for every note of a MIDI file, its times read through the tempo map."""
     import mido
 
     mid = mido.MidiFile(str(path))
@@ -96,20 +121,15 @@ def read_midi_tracks(path: Path) -> list[list[tuple[float, float, int, int]]]:
         t0, s0, tempo = marks[j]
         return s0 + (tick - t0) * tempo / 1e6 / mid.ticks_per_beat
 
-    out = []
-    for track in mid.tracks:
+    for index, track in enumerate(mid.tracks):
         on: dict[tuple[int, int], tuple[int, int]] = {}
-        notes = []
         for tick, msg in _abs(track):
             if msg.type == "note_on" and msg.velocity > 0:
                 on[(msg.channel, msg.note)] = (tick, msg.velocity)
             elif msg.type in ("note_off", "note_on"):
                 started = on.pop((msg.channel, msg.note), None)
-                if started is not None and getattr(msg, "channel", 0) != DRUM_CHANNEL:
-                    notes.append((to_s(started[0]), to_s(tick), msg.note, started[1]))
-        if notes:
-            out.append(notes)
-    return out
+                if started is not None:
+                    yield index, Note(to_s(started[0]), to_s(tick), msg.note, started[1], msg.channel)
 
 
 def _abs(track) -> Iterator[tuple[int, object]]:

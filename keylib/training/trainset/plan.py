@@ -14,6 +14,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...keys import transpose_index
 from ..data import is_validation_piece
+from . import wavetable
 from .atonal import ATONAL_KINDS
 from .instruments import programs_for
 from .midi import Note, Piece
@@ -43,6 +44,8 @@ class Job:
 def _check_training_soundfonts(soundfonts: Sequence[str]) -> tuple[str, ...]:
     fonts = tuple(str(f) for f in soundfonts)
     for font in fonts:
+        if wavetable.is_wavetable(font):
+            continue
         if not Path(font).is_file():
             raise ConfigError(f"soundfont {font!r} does not exist")
         if Path(font).resolve() in {Path(h).resolve() for h in HELDOUT_SOUNDFONTS + VALIDATION_SOUNDFONTS}:

@@ -1,5 +1,6 @@
-"""Rendering and augmentation: MIDI to audio with FluidSynth and General MIDI soundfonts,
-then random level, equalisation, noise, reverb and detuning (up to 40 cents).
+"""Rendering and augmentation: MIDI to audio with FluidSynth and General MIDI soundfonts
+(or TiMidity++, or keylib's own engine, :mod:`.wavetable`), then random level,
+equalisation, noise, reverb and detuning (up to 40 cents).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from . import wavetable
+
 SOUNDFONT = Path(os.environ.get("KEYLIB_SOUNDFONT", "/usr/share/sounds/sf2/FluidR3_GM.sf2"))
 # General MIDI soundfonts that Debian ships (packages fluid-soundfont-gm, csound-soundfont,
 # timgm6mb-soundfont, opl3-soundfont). Training renders with the first two; the held-out
 # set only with the last two, so held-out music is played by sounds training never heard.
+# ``--soundfonts`` may also name keylib's own engine (:data:`.wavetable.ENGINE`, "wavetable").
 TRAIN_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/sf_GMbank.sf2")
 HELDOUT_SOUNDFONTS = ("/usr/share/sounds/sf2/TimGM6mb.sf2", "/usr/share/sounds/sf2/OPL-3_FM_128M.sf2")
 # The validation render (how candidates are chosen) uses another engine and sounds that
@@ -60,8 +64,11 @@ def playable_programs(programs: dict[int, int], soundfont: str | Path) -> dict[i
 
 def render_midi(midi_path: Path, wav_path: Path, *, sr: int = RENDER_SR, gain: float = 0.6,
                 soundfont: str | Path | None = None) -> np.ndarray:
-    """Render a MIDI file with FluidSynth (no reverb or chorus), or with TiMidity++ when
-    ``soundfont`` is a ``.cfg``; mono float32 at ``sr``."""
+    """Render a MIDI file with FluidSynth (no reverb or chorus), with TiMidity++ when
+    ``soundfont`` is a ``.cfg``, or with keylib's engine when it is ``"wavetable"``; mono
+    float32 at ``sr``."""
+    if wavetable.is_wavetable(soundfont):
+        return wavetable.render(midi_path, sr=sr)
     if soundfont is not None and is_timidity(soundfont):
         return _render_timidity(midi_path, wav_path, sr=sr, config=Path(soundfont))
     if shutil.which("fluidsynth") is None:

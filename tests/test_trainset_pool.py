@@ -190,3 +190,25 @@ def test_the_journal_reads_past_a_cut_line_and_keeps_other_renders_lines(tmp_pat
     assert [json.loads(line)["job"] for line in (tmp_path / JOURNAL).read_text().splitlines()] == ["other"]
     RenderJournal(tmp_path, chroma="v2").finish({"other"})
     assert not (tmp_path / JOURNAL).exists()
+
+
+def test_a_render_stopped_by_sigterm_leaves_no_scratch_folder(tmp_path):
+    """A worker stopped with SIGTERM (``kill``, or the pool stopping its workers) removes its
+    job's scratch folder and still dies of the signal."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import sys, time\n"
+              "from keylib.training.trainset import make\n"
+              "with make._scratch() as tmp:\n"
+              "    open(tmp + '/x.wav', 'wb').write(b'0' * 1000)\n"
+              "    print(tmp, flush=True)\n"
+              "    time.sleep(60)\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    scratch = Path(child.stdout.readline().strip())
+    assert scratch.parent == tmp_path and (scratch / "x.wav").is_file()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == -signal.SIGTERM
+    assert not scratch.exists() and list(tmp_path.iterdir()) == []

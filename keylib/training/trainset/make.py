@@ -4,11 +4,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
+import os
 import re
+import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import zlib
 from pathlib import Path
 
@@ -39,6 +44,47 @@ def track_id_of(piece: Piece, i: int) -> str:
     return f"{piece.source}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', piece.piece)}-{KEY_NAMES[piece.key].replace(' ', '').replace('#', 's')}-{tag:08x}"
 
 
+# The scratch folders of the jobs this process is rendering (see _scratch).
+_SCRATCH: set[str] = set()
+
+
+@contextlib.contextmanager
+def _scratch():
+    """A temporary folder for a job's MIDI and WAV files, removed when the job ends and also
+    when the process is stopped by SIGTERM (``kill``, or the pool stopping its workers): an
+    interrupted render left one folder per worker in /tmp before."""
+    _remove_scratch_on_sigterm()
+    with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
+        _SCRATCH.add(tmp)
+        try:
+            yield tmp
+        finally:
+            _SCRATCH.discard(tmp)
+
+
+def _remove_scratch_on_sigterm() -> None:
+    """Install (once per process, from its main thread) a SIGTERM handler that removes the
+    scratch folders, then does what the signal did before: the handler there was, or dying
+    of it."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    if before is signal.SIG_IGN or getattr(before, "_keylib_scratch", False):
+        return
+
+    def remove_and_go_on(signum, frame):
+        for tmp in list(_SCRATCH):
+            shutil.rmtree(tmp, ignore_errors=True)
+        if callable(before):
+            before(signum, frame)
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    remove_and_go_on._keylib_scratch = True
+    signal.signal(signal.SIGTERM, remove_and_go_on)
+
+
 def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: float = 1.0) -> list[dict]:
     """Render the pieces of ``job``; returns manifest rows (plus ``chroma`` when asked)."""
     from ... import audio, features
@@ -51,7 +97,7 @@ def run_job(job: Job, out_dir: str, with_chroma: bool = True, augment_strength: 
         pieces = pieces_of(job)
     except Exception as exc:  # a score music21 cannot read is skipped, not fatal
         return [{"error": f"{job.ref}: {type(exc).__name__}: {exc}"}]
-    with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
+    with _scratch() as tmp:
         for i, piece in enumerate(pieces):
             seed = job.variants[min(i, len(job.variants) - 1)][1]
             rng = np.random.default_rng(seed + 7919)
@@ -93,7 +139,7 @@ def _run_atonal(job: Job, out: Path, *, with_chroma: bool) -> list[dict]:
     from ... import audio, features
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="keylib-render-") as tmp:
+    with _scratch() as tmp:
         for i, (_, seed) in enumerate(job.variants):
             rng = np.random.default_rng(seed)
             try:

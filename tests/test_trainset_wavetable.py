@@ -99,3 +99,18 @@ def test_the_job_path_renders_with_the_engine_and_names_it(tmp_path):
         trainset.plan_jobs(pop909=None, n_procedural=1, n_chorales=0, n_folk=0, n_heldout_folk=0, transpositions=1,
                            pop909_renders=1, pop909_holdout_from=800, seed=3,
                            soundfonts=[wavetable.ENGINE, render.HELDOUT_SOUNDFONTS[0]])
+
+
+def test_overdrive_adds_the_difference_tones_of_a_chord(tmp_path):
+    """A fifth (C4, G4) on an overdriven guitar sounds C3 (their difference tone) as well,
+    which a clean piano playing the same fifth does not."""
+
+    def difference_tone(program: int) -> float:
+        mid = trainset.write_midi([Note(0.0, 2.0, 60, 100, 0), Note(0.0, 2.0, 67, 100, 0)], {0: program},
+                                  tmp_path / f"{program}.mid")
+        y = render.render_midi(mid, tmp_path / "x.wav", soundfont=wavetable.ENGINE)[int(0.2 * SR):int(1.2 * SR)]
+        spectrum = np.abs(np.fft.rfft(y * np.hanning(y.size)))
+        freqs = np.fft.rfftfreq(y.size, 1 / SR)
+        return float(spectrum[np.abs(freqs - 130.8) < 4].max() / spectrum.max())
+
+    assert difference_tone(30) > 5 * difference_tone(0) and difference_tone(29) > 5 * difference_tone(0)

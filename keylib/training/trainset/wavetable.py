@@ -5,7 +5,10 @@ training hears timbres that no sample bank has and a soundfont's sound stops bei
 shortcut to the key. Each channel gets a voice drawn for its General MIDI family: struck
 and plucked sounds die away and darken, bowed and blown ones sustain with vibrato,
 ensembles are doubled a few cents apart, bells carry an inharmonic partial. Spectra,
-envelopes and vibrato are drawn at random within each family. Drums are noise and pitch
+envelopes and vibrato are drawn at random within each family, and so are what makes
+real instruments hard for a chroma: resonances at fixed frequencies (formants), a weak
+fundamental (the upper partials then name other pitch classes: the fifth, the third) and
+overdrive, which adds the sum and difference tones of a chord. Drums are noise and pitch
 sweeps. It is written here because no maintained Python package synthesises General MIDI
 (pretty_midi's ``synthesize`` plays sine waves only), and the voices must vary at random.
 
@@ -56,6 +59,8 @@ class Voice:
     double_cents: float  # a second copy this far apart (an ensemble); 0 = none
     partner_ratio: float  # an inharmonic partial at this ratio (bells, mallets); 0 = none
     partner_level: float
+    formants: tuple[tuple[float, float, float], ...] = ()  # (centre Hz, bandwidth Hz, gain dB)
+    drive: float = 0.0  # overdrive of the channel's sum (tanh); 0 = clean
 
 
 def _spectrum(rng: np.random.Generator, *, tilt: float, odd_only: float = 0.0, pluck: float = 0.0) -> np.ndarray:
@@ -125,7 +130,24 @@ def draw_voice(program: int, rng: np.random.Generator) -> Voice:
         bright, dark = _spectrum(rng, tilt=u(0.6, 2.5)), _spectrum(rng, tilt=u(1.0, 3.5))
         extra = {"decay_s": u(0.5, 3.0)}
     fields = {"double_cents": 0.0, "partner_ratio": 0.0, "partner_level": 0.0, **kind, **extra}
-    return Voice(bright=bright, dark=dark, **fields)
+    if rng.random() < 0.25:  # a weak fundamental (double reeds, low piano and organ stops)
+        weak = u(0.05, 0.4)
+        bright, dark = bright.copy(), dark.copy()
+        bright[0] *= weak
+        dark[0] *= weak
+    formants = tuple((float(np.exp(u(np.log(250.0), np.log(3500.0)))), 0.0, u(6.0, 18.0))
+                     for _ in range(int(rng.integers(1, 4)))) if rng.random() < 0.6 else ()
+    formants = tuple((centre, centre * u(0.15, 0.5), gain) for centre, _, gain in formants)
+    distorted = program in (29, 30) or (family == 10 and rng.random() < 0.5) or rng.random() < 0.05
+    return Voice(bright=bright, dark=dark, formants=formants, drive=u(1.5, 6.0) if distorted else 0.0, **fields)
+
+
+def _formant_gain(freqs: np.ndarray, formants: tuple[tuple[float, float, float], ...]) -> np.ndarray:
+    """The amplitude gain of ``voice.formants`` at ``freqs`` (Hz): 1 away from them."""
+    gain = np.ones_like(freqs)
+    for centre, width, gain_db in formants:
+        gain += (10 ** (gain_db / 20) - 1) * np.exp(-0.5 * ((freqs - centre) / width) ** 2)
+    return gain
 
 
 def _table(amps: np.ndarray, n_partials: int) -> np.ndarray:
@@ -154,10 +176,11 @@ def _note(note: Note, voice: Voice, *, sr: int, rng: np.random.Generator, tables
     # vibrato sets in after a moment, as players do
     depth = voice.vibrato_cents * np.minimum(t / 0.4, 1.0)
     ratio = 2 ** (depth * np.sin(2 * np.pi * voice.vibrato_hz * t + rng.uniform(0, 6.3)) / 1200)
-    n_partials = int(np.clip(0.45 * sr / f0, 1, MAX_PARTIALS))
-    key = (id(voice), n_partials)
+    key = (id(voice), note.pitch)
     if key not in tables:
-        tables[key] = (_table(voice.bright, n_partials), _table(voice.dark, n_partials))
+        n_partials = int(np.clip(0.45 * sr / f0, 1, MAX_PARTIALS))
+        shaped = _formant_gain(f0 * np.arange(1, MAX_PARTIALS + 1), voice.formants)
+        tables[key] = (_table(voice.bright * shaped, n_partials), _table(voice.dark * shaped, n_partials))
     bright, dark = tables[key]
     fade = np.exp(-t / voice.darken_s)
     out = np.zeros(n, dtype=np.float32)
@@ -198,13 +221,21 @@ def render(midi_path: Path, *, sr: int) -> np.ndarray:
     voices = {ch: draw_voice(program, rng) for ch, program in sorted(programs.items()) if ch != DRUM_CHANNEL}
     levels = {ch: 10 ** (rng.uniform(-8, 0) / 20) for ch in programs}
     end = max((n.end for n in notes), default=0.0)
-    out = np.zeros(int((end + 2.0) * sr), dtype=np.float32)
+    size = int((end + 2.0) * sr)
+    # an overdriven channel is played apart and then driven: the drive acts on its chords
+    buffers = {ch: np.zeros(size, dtype=np.float32) for ch, voice in voices.items() if voice.drive}
+    out = np.zeros(size, dtype=np.float32)
     tables: dict = {}
     for note in notes:
         y = (_drum(note, sr=sr, rng=rng) if note.channel == DRUM_CHANNEL
              else _note(note, voices[note.channel], sr=sr, rng=rng, tables=tables))
         a = int(note.start * sr)
-        y = y[: max(out.size - a, 0)]
-        out[a:a + y.size] += levels[note.channel] * y
+        y = y[: max(size - a, 0)]
+        target = buffers.get(note.channel, out)
+        target[a:a + y.size] += levels[note.channel] * y
+    for ch, buffer in buffers.items():
+        drive, peak = voices[ch].drive, float(np.max(np.abs(buffer), initial=0.0))
+        if peak > 0:
+            out += levels[ch] * np.tanh(drive * buffer / peak) / np.tanh(drive)
     peak = float(np.max(np.abs(out), initial=0.0))
     return out * (0.9 / peak) if peak > 0 else out

@@ -135,9 +135,11 @@ def draw_voice(program: int, rng: np.random.Generator) -> Voice:
         bright, dark = bright.copy(), dark.copy()
         bright[0] *= weak
         dark[0] *= weak
-    formants = tuple((float(np.exp(u(np.log(250.0), np.log(3500.0)))), 0.0, u(6.0, 18.0))
-                     for _ in range(int(rng.integers(1, 4)))) if rng.random() < 0.6 else ()
-    formants = tuple((centre, centre * u(0.15, 0.5), gain) for centre, _, gain in formants)
+    formants: tuple = ()
+    if rng.random() < 0.6:  # 1-3 resonances, 250-3500 Hz, 6-18 dB
+        centres = [(float(np.exp(u(np.log(250.0), np.log(3500.0)))), u(6.0, 18.0))
+                   for _ in range(int(rng.integers(1, 4)))]
+        formants = tuple((centre, centre * u(0.15, 0.5), gain) for centre, gain in centres)
     distorted = program in (29, 30) or (family == 10 and rng.random() < 0.5) or rng.random() < 0.05
     return Voice(bright=bright, dark=dark, formants=formants, drive=u(1.5, 6.0) if distorted else 0.0, **fields)
 

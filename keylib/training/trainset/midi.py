@@ -74,8 +74,10 @@ def write_midi(notes: Iterable[Note], programs: dict[int, int], path: Path) -> P
 
 def read_midi_tracks(path: Path) -> list[list[tuple[float, float, int, int]]]:
     """Notes per track of a MIDI file, drums left out: lists of (start_s, end_s, pitch, velocity)."""
+    import mido
+
     out: dict[int, list[tuple[float, float, int, int]]] = {}
-    for track, note in _timed_notes(path):
+    for track, note in _timed_notes(mido.MidiFile(str(path))):
         if note.channel != DRUM_CHANNEL:
             out.setdefault(track, []).append((note.start, note.end, note.pitch, note.velocity))
     return [out[track] for track in sorted(out)]
@@ -86,22 +88,21 @@ def read_midi_notes(path: Path) -> tuple[list[Note], dict[int, int]]:
     (its first program change; 0 where it has none)."""
     import mido
 
+    mid = mido.MidiFile(str(path))
     programs: dict[int, int] = {}
-    for track in mido.MidiFile(str(path)).tracks:
+    for track in mid.tracks:
         for msg in track:
             if msg.type == "program_change":
                 programs.setdefault(msg.channel, msg.program)
-    notes = sorted((note for _, note in _timed_notes(path)), key=lambda n: (n.start, n.channel, n.pitch))
+    notes = sorted((note for _, note in _timed_notes(mid)), key=lambda n: (n.start, n.channel, n.pitch))
     for note in notes:
         programs.setdefault(note.channel, 0)
     return notes, programs
 
 
-def _timed_notes(path: Path) -> Iterator[tuple[int, Note]]:
-    """(track index, note) for every note of a MIDI file, its times read through the tempo map."""
-    import mido
-
-    mid = mido.MidiFile(str(path))
+def _timed_notes(mid) -> Iterator[tuple[int, Note]]:
+    """(track index, note) for every note of a parsed MIDI file (:class:`mido.MidiFile`), its
+    times read through the tempo map."""
     tempos = sorted((t, msg.tempo) for track in mid.tracks for t, msg in _abs(track) if msg.type == "set_tempo")
     if not tempos or tempos[0][0] != 0:
         tempos.insert(0, (0, 500000))
